@@ -1,0 +1,39 @@
+# Two set-up commands for a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench install dashboards schemas clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/socialpulse demo
+
+test: $(STAMP)
+	@command -v promtool >/dev/null || { echo "installing Debian's prometheus (promtool)"; \
+		(apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) || echo "prometheus not installed: its tests will be skipped"; }
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check streams schemas tests bench deploy
+	$(BIN)/mypy streams schemas
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest_throughput.py
+
+dashboards: $(STAMP)
+	$(BIN)/python -m deploy.grafana.dashboards deploy/grafana/dashboards
+
+schemas: $(STAMP)
+	$(BIN)/socialpulse schemas export schemas/json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Event and result contracts: pydantic models plus generated JSON Schema (``schemas/json``)."""

@@ -1,0 +1,198 @@
+"""Input event contracts: one pydantic model per input topic (CONTRACT.md).
+
+These models are the only way an event enters the code. Event time ``ts`` is
+normalised to integer epoch milliseconds; it arrives as RFC 3339 with an offset
+or as epoch milliseconds. Unknown extra fields are ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_extra_types.currency_code import ISO4217
+
+__all__ = [
+    "Platform",
+    "EngagementKind",
+    "Direction",
+    "OrderStatus",
+    "Event",
+    "Like",
+    "Impression",
+    "Audience",
+    "Click",
+    "Message",
+    "Order",
+    "Spend",
+    "TOPIC_MODELS",
+    "INPUT_TOPICS",
+    "MAX_FUTURE_MS",
+]
+
+#: An event stamped further ahead of the wall clock than this is rejected: one bad
+#: clock must not drag a partition's watermark into the future and make all else late.
+MAX_FUTURE_MS = 3_600_000
+#: Events before 2000-01-01 are rejected as nonsense rather than merely late.
+MIN_TS_MS = 946_684_800_000
+
+
+class Platform(StrEnum):
+    linkedin = "linkedin"
+    x = "x"
+    facebook = "facebook"
+    instagram = "instagram"
+    tiktok = "tiktok"
+    youtube = "youtube"
+    pinterest = "pinterest"
+    other = "other"
+
+
+class EngagementKind(StrEnum):
+    like = "like"
+    comment = "comment"
+    share = "share"
+    save = "save"
+    reaction = "reaction"
+
+
+class Direction(StrEnum):
+    inbound = "inbound"
+    outbound = "outbound"
+
+
+class OrderStatus(StrEnum):
+    placed = "placed"
+    cancelled = "cancelled"
+    refunded = "refunded"
+
+
+def _event_time(value: Any) -> int:
+    """RFC 3339 with offset, or epoch milliseconds -> epoch milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be RFC 3339 text or epoch milliseconds, not a boolean")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("ts is not a finite number")
+        ms = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("ts is not an RFC 3339 timestamp") from None
+        if "T" not in value.upper() and " " not in value:
+            raise ValueError("ts must carry a time of day")
+        if parsed.tzinfo is None:
+            raise ValueError("ts has no UTC offset (add Z or +hh:mm)")
+        ms = int(parsed.timestamp() * 1000)
+    else:
+        raise ValueError("ts must be RFC 3339 text or epoch milliseconds")
+    if ms < MIN_TS_MS:
+        raise ValueError("ts is before 2000-01-01 (epoch seconds instead of milliseconds?)")
+    if ms > time.time() * 1000 + MAX_FUTURE_MS:
+        raise ValueError("ts is more than 1h in the future")
+    return ms
+
+
+EventTime = Annotated[int, BeforeValidator(_event_time)]
+Id = Annotated[str, Field(min_length=1, max_length=256, strict=True)]
+EventId = Annotated[str, Field(min_length=1, max_length=128, strict=True)]
+Money = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), allow_inf_nan=False, max_digits=24)]
+
+
+class Event(BaseModel):
+    """Fields every input event carries."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+    event_id: EventId
+    ts: EventTime
+
+
+class Like(Event):
+    """An interaction with a post (``likes`` topic)."""
+
+    platform: Platform
+    account_id: Id
+    post_id: Id
+    actor_id: Id
+    kind: EngagementKind = EngagementKind.like
+
+
+class Impression(Event):
+    """Views of a post (``impressions`` topic); ``count`` views in one record."""
+
+    platform: Platform
+    account_id: Id
+    post_id: Id
+    count: int = Field(ge=1, le=1_000_000_000, strict=True)
+
+
+class Audience(Event):
+    """A follower-count snapshot of an account (``audience`` topic)."""
+
+    platform: Platform
+    account_id: Id
+    followers: int = Field(ge=0, le=10_000_000_000, strict=True)
+
+
+class Click(Event):
+    """A click on a link of an account's post or ad (``clicks`` topic)."""
+
+    platform: Platform
+    account_id: Id
+    actor_id: Id
+    post_id: Id | None = None
+    campaign_id: Id | None = None
+    click_id: Id | None = None
+
+
+class Message(Event):
+    """A direct message in a conversation (``messages`` topic)."""
+
+    platform: Platform
+    account_id: Id
+    conversation_id: Id
+    direction: Direction
+    author_id: Id
+    agent_id: Id | None = None
+    automated: bool = Field(False, strict=True)
+
+
+class Order(Event):
+    """An order from the shop (``orders`` topic); it carries no platform."""
+
+    order_id: Id
+    actor_id: Id
+    amount: Money
+    currency: ISO4217
+    status: OrderStatus = OrderStatus.placed
+    click_id: Id | None = None
+
+
+class Spend(Event):
+    """Money spent on a campaign (``spend`` topic)."""
+
+    platform: Platform
+    account_id: Id
+    campaign_id: Id
+    amount: Money
+    currency: ISO4217
+
+
+TOPIC_MODELS: dict[str, type[Event]] = {
+    "likes": Like,
+    "impressions": Impression,
+    "audience": Audience,
+    "clicks": Click,
+    "messages": Message,
+    "orders": Order,
+    "spend": Spend,
+}
+INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_MODELS)

@@ -1,0 +1,68 @@
+"""Output contracts: closed-window results, dead letters, reply-SLA breaches."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Result", "DeadLetter", "ReplyBreach", "REJECT_REASONS", "result_key"]
+
+#: Why an input was rejected. ``outcome`` in ``socialpulse_events_total`` folds
+#: not_json, not_utf8 and too_large into ``invalid``.
+REJECT_REASONS = ("invalid", "not_json", "not_utf8", "too_large", "duplicate", "late")
+
+
+class Result(BaseModel):
+    """One closed window of one metric for one key (``socialpulse.results``).
+
+    Family-specific fields ride along as extra fields: ``kind`` (engagement by
+    kind), ``campaign_id``, ``agent_id``, ``model``, ``currency``, ``top_posts``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    family: Literal["engagement", "replies", "conversion"]
+    metric: str
+    platform: str
+    account_id: str
+    window: str
+    window_start: str
+    window_end: str
+    value: float | None
+    key: str
+
+
+def result_key(metric: str, platform: str, account_id: str, window: str, window_start: str, *extra: str) -> str:
+    """The stable message key a consumer upserts on (and compaction keeps)."""
+    return "|".join((metric, platform, account_id, window, window_start, *extra))
+
+
+class DeadLetter(BaseModel):
+    """A rejected input (``socialpulse.dlq``), kept with its reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source_topic: str
+    partition: int
+    offset: int
+    raw: str
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+    reason: Literal["invalid", "not_json", "not_utf8", "too_large", "duplicate", "late"]
+    detail: str
+    event_id: str | None = None
+    rejected_at: str
+
+
+class ReplyBreach(BaseModel):
+    """A waiting spell that passed the reply SLO (``socialpulse.reply-breaches``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    platform: str
+    account_id: str
+    conversation_id: str
+    waiting_since: str
+    breached_at: str
+    slo_seconds: float
+    detail: dict[str, Any] = {}

@@ -1,0 +1,106 @@
+"""The ``socialpulse`` command: broker, worker, demo, generate, schemas export."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from .settings import load_settings
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """socialpulse: live engagement, reply-speed and conversion metrics from Kafka."""
+
+
+@main.command()
+@click.option("--port", default=9092, show_default=True, help="Port to listen on (loopback only).")
+def broker(port: int) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu) in the foreground."""
+    from .broker import BrokerError, start_broker
+
+    try:
+        proc = start_broker(port, quiet=False)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"socialpulse broker: Tansu listening on 127.0.0.1:{port}. "
+        "It keeps data in MEMORY ONLY: everything is lost when it stops. Ctrl-C stops it."
+    )
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(10)
+
+
+@main.command()
+@click.option("--web-port", type=int, default=None, help="Web port (default SOCIALPULSE_WEB_PORT, 6066).")
+def worker(web_port: int | None) -> None:
+    """Run one Faust worker; any number of them form one consumer group."""
+    import faust
+
+    from .pipeline import build
+    from .topics import ensure_topics
+
+    overrides = {"web_port": web_port} if web_port else {}
+    settings = load_settings(**overrides)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(asyncio.wait_for(ensure_topics(settings), 30))
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot reach the broker at {settings.broker} (SOCIALPULSE_BROKER): {type(exc).__name__}: {exc}"
+        ) from None
+    app, _pipeline = build(settings)
+    faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+@main.command()
+@click.option("--rate", default=200.0, show_default=True, help="Events per second the generator sends.")
+@click.option("--port", default=9092, show_default=True, help="Port of the embedded broker.")
+def demo(rate: float, port: int) -> None:
+    """Embedded broker + one worker + the generator, with a live summary."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(load_settings(), rate=rate, port=port))
+
+
+@main.command()
+@click.option("--rate", type=float, required=True, help="Events per second.")
+@click.option("--duration", type=float, required=True, help="Seconds of traffic.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed (same seed, same traffic).")
+@click.option("--start", "start_ms", type=int, default=None, help="Event time of the first second (epoch ms); default now.")
+@click.option("--fast", is_flag=True, help="Produce as fast as possible instead of in real time.")
+def generate(rate: float, duration: float, seed: int, start_ms: int | None, fast: bool) -> None:
+    """Write realistic synthetic traffic into the input topics."""
+    from .generator import run
+
+    counts = asyncio.run(run(load_settings(), rate, duration, seed, start_ms=start_ms, fast=fast))
+    click.echo(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+@main.group()
+def schemas() -> None:
+    """Event and result contracts."""
+
+
+@schemas.command("export")
+@click.argument("directory")
+def schemas_export(directory: str) -> None:
+    """Write the JSON Schema of every event and result to DIRECTORY."""
+    from schemas.export import export
+
+    for path in export(directory):
+        click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

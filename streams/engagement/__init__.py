@@ -1,0 +1,5 @@
+"""Engagement: engagements, impressions, clicks, rates, followers and top posts."""
+
+from .family import Engagement
+
+__all__ = ["Engagement"]

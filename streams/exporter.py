@@ -1,0 +1,98 @@
+"""The Prometheus registry: pipeline counters plus the families' live gauges.
+
+Family gauges are computed at scrape time from the state of the keys this
+worker owns, so they are always fresh and a worker that loses a partition in a
+rebalance stops exporting its series at once (summing across workers in
+Prometheus then equals the truth, with no stale duplicates).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .family import Gauge as FamilyGauge
+from .family import Sample
+
+__all__ = ["Metrics", "FamilyCollector"]
+
+# ``*_created`` series double the exposition and no board or rule reads them.
+disable_created_metrics()
+
+#: Event-time lag buckets (arrival - ts), seconds.
+LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600, 86400)
+
+
+class FamilyCollector(Collector):
+    """Yields every family gauge from ``source()`` at scrape time."""
+
+    def __init__(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]]) -> None:
+        self.gauges = {g.name: g for g in gauges}
+        self.source = source
+
+    def describe(self) -> Iterator[Metric]:
+        for g in self.gauges.values():
+            yield GaugeMetricFamily(g.name.removesuffix("_total"), g.help, labels=list(g.labels))
+
+    def collect(self) -> Iterator[Metric]:
+        grouped: dict[str, list[tuple[tuple[str, ...], float]]] = defaultdict(list)
+        for name, labels, value in self.source():
+            grouped[name].append((labels, value))
+        for name, g in self.gauges.items():
+            fam = GaugeMetricFamily(g.name, g.help, labels=list(g.labels))
+            for labels, value in grouped.get(name, ()):
+                fam.add_metric(list(labels), value)
+            yield fam
+
+
+class Metrics:
+    """One registry per app, so tests can run several apps in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter(
+            "socialpulse_events", "Input events by topic and outcome (accepted, invalid, duplicate, late).",
+            ["topic", "outcome"], registry=r,
+        )
+        self.dead_letters = Counter(
+            "socialpulse_dead_letters", "Records written to the dead-letter topic, by source topic and reason.",
+            ["topic", "reason"], registry=r,
+        )
+        self.publish_errors = Counter(
+            "socialpulse_publish_errors", "Failed writes to an output topic.", ["topic"], registry=r,
+        )
+        self.results = Counter(
+            "socialpulse_results_published", "Closed-window results published, by family.", ["family"], registry=r,
+        )
+        self.watermark = Gauge(
+            "socialpulse_watermark_timestamp_seconds", "Event-time watermark of each owned keyed partition.",
+            ["stream", "partition"], registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "socialpulse_consumer_lag_messages", "Messages behind the end of each assigned partition.",
+            ["topic", "partition"], registry=r,
+        )
+        self.event_lag = Histogram(
+            "socialpulse_event_time_lag_seconds", "Arrival time minus event time of accepted events.",
+            ["topic"], buckets=LAG_BUCKETS, registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "socialpulse_batch_seconds", "Time to process one batch, by stage.", ["stage"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r,
+        )
+        self.rebalances = Counter("socialpulse_rebalances", "Partition rebalances seen by this worker.", registry=r)
+        self.ready = Gauge("socialpulse_ready", "1 when recovered and consuming.", registry=r)
+        for topic in ("likes", "impressions", "audience", "clicks", "messages", "orders", "spend"):
+            for outcome in ("accepted", "invalid", "duplicate", "late"):
+                self.events.labels(topic, outcome)
+
+    def add_families(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]]) -> None:
+        self.registry.register(FamilyCollector(gauges, source))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

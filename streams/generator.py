@@ -1,0 +1,280 @@
+"""Realistic synthetic traffic for every input topic.
+
+A simulated set of brand accounts posts on several platforms. Each simulated
+second, every account gets impressions, and engagements and clicks at that
+platform's published benchmark rates (METRICS.md); customers open conversations
+that agents answer after human-like (log-normal) delays, some only with an
+automated acknowledgement, some never; a few percent of clicks become orders,
+a few of those are cancelled; campaigns report spend. A small share of records
+are duplicates, late, or malformed, as in production.
+
+``Traffic`` is pure (seeded ``random.Random``, simulated clock), so the same
+``--seed`` and ``--start`` give the same records; ``run`` paces it in real time
+and produces it with aiokafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .windows import iso
+
+__all__ = ["Traffic", "run", "ENGAGEMENT_RATE", "CLICK_THROUGH_RATE"]
+
+#: Published engagement-rate benchmarks (per impression), METRICS.md; others: a plausible 1%.
+ENGAGEMENT_RATE = {"facebook": 0.0006, "instagram": 0.0047, "tiktok": 0.0569, "x": 0.00035, "linkedin": 0.01}
+#: Click-through benchmarks (Chatdesk): Instagram 18%, TikTok 14% organic, Facebook 9% ads.
+#: Applied to link impressions, which we take as 1 in 20 impressions.
+CLICK_THROUGH_RATE = {"instagram": 0.18, "tiktok": 0.14, "facebook": 0.09, "x": 0.02, "linkedin": 0.04}
+LINK_SHARE = 0.05
+PLATFORM_MIX = {"instagram": 0.3, "tiktok": 0.25, "facebook": 0.2, "linkedin": 0.15, "x": 0.1}
+KINDS = (("like", 0.7), ("comment", 0.12), ("share", 0.08), ("save", 0.05), ("reaction", 0.05))
+CURRENCIES = (("USD", 0.6), ("EUR", 0.3), ("GBP", 0.1))
+AGENTS = ("ana", "ben", "chloe", "dev", "emre")
+
+
+@dataclass
+class Account:
+    platform: str
+    account_id: str
+    followers: int
+    posts: list[str]
+    campaigns: list[str]
+    weight: float
+
+
+@dataclass(order=True)
+class _Pending:
+    ts: int
+    seq: int
+    topic: str = field(compare=False)
+    record: dict[str, Any] = field(compare=False)
+
+
+class Traffic:
+    """A seeded, simulated-time source of (topic, value bytes, event ts) records."""
+
+    def __init__(self, rate: float, seed: int = 1, start_ms: int | None = None, noise: bool = True) -> None:
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.noise = noise
+        self.now = int(time.time() * 1000) if start_ms is None else start_ms
+        self.seq = 0
+        self.pending: list[_Pending] = []
+        self.accounts = self._accounts()
+        self.sent_payloads: list[tuple[str, bytes]] = []
+        self.counts: Counter[str] = Counter()
+        # Events per account-second per impression, to size impressions to the rate.
+        per_imp = sum(
+            a.weight * (ENGAGEMENT_RATE[a.platform] + LINK_SHARE * CLICK_THROUGH_RATE[a.platform] + 1 / 150)
+            for a in self.accounts
+        )
+        self.impressions_per_second = max(rate * 0.85 / per_imp, 1.0)
+
+    def _accounts(self) -> list[Account]:
+        out = []
+        for platform, share in PLATFORM_MIX.items():
+            for i in range(3):
+                aid = f"{platform[:2]}-brand-{i + 1}"
+                out.append(
+                    Account(
+                        platform,
+                        aid,
+                        followers=self.rng.randint(2_000, 400_000),
+                        posts=[f"{aid}-post-{j}" for j in range(12)],
+                        campaigns=[f"{aid}-cmp-{j}" for j in range(2)],
+                        weight=share / 3,
+                    )
+                )
+        return out
+
+    def _id(self, prefix: str) -> str:
+        self.seq += 1
+        return f"{prefix}-{self.seq:09d}-{self.rng.getrandbits(24):06x}"
+
+    def _schedule(self, topic: str, ts: int, record: dict[str, Any]) -> None:
+        self.seq += 1
+        heapq.heappush(self.pending, _Pending(ts, self.seq, topic, record))
+
+    def _poisson(self, lam: float) -> int:
+        if lam <= 0:
+            return 0
+        if lam > 30:
+            return max(0, int(self.rng.gauss(lam, math.sqrt(lam)) + 0.5))
+        limit, k, p = math.exp(-lam), 0, 1.0
+        while True:
+            p *= self.rng.random()
+            if p <= limit:
+                return k
+            k += 1
+
+    def _pick(self, pairs: tuple[tuple[str, float], ...]) -> str:
+        r, acc = self.rng.random(), 0.0
+        for value, w in pairs:
+            acc += w
+            if r < acc:
+                return value
+        return pairs[-1][0]
+
+    # -- one simulated second ------------------------------------------------
+    def second(self) -> list[tuple[str, bytes, int]]:
+        """All records whose event time falls in the next simulated second."""
+        t0, rng = self.now, self.rng
+        for acct in self.accounts:
+            imps = self._poisson(self.impressions_per_second * acct.weight)
+            left = imps
+            while left > 0:
+                n = min(left, rng.randint(100, 200))
+                left -= n
+                self._schedule("impressions", t0 + rng.randrange(1000), {
+                    "event_id": self._id("imp"), "platform": acct.platform, "account_id": acct.account_id,
+                    "post_id": rng.choice(acct.posts), "count": n,
+                })
+            for _ in range(self._poisson(imps * ENGAGEMENT_RATE[acct.platform])):
+                self._schedule("likes", t0 + rng.randrange(1000), {
+                    "event_id": self._id("lk"), "platform": acct.platform, "account_id": acct.account_id,
+                    "post_id": acct.posts[min(int(rng.expovariate(0.4)), len(acct.posts) - 1)],
+                    "actor_id": f"u{rng.randrange(50_000)}", "kind": self._pick(KINDS),
+                })
+            for _ in range(self._poisson(imps * LINK_SHARE * CLICK_THROUGH_RATE[acct.platform])):
+                self._click(acct, t0 + rng.randrange(1000))
+            if rng.random() < 0.1:
+                acct.followers += rng.randint(-3, 12)
+                self._schedule("audience", t0 + rng.randrange(1000), {
+                    "event_id": self._id("aud"), "platform": acct.platform, "account_id": acct.account_id,
+                    "followers": max(acct.followers, 0),
+                })
+            if rng.random() < min(0.02 * self.rate / 100, 0.9) * acct.weight * 15:
+                self._conversation(acct, t0 + rng.randrange(1000))
+            if rng.random() < 0.02:
+                self._schedule("spend", t0 + rng.randrange(1000), {
+                    "event_id": self._id("sp"), "platform": acct.platform, "account_id": acct.account_id,
+                    "campaign_id": rng.choice(acct.campaigns), "amount": f"{rng.uniform(1, 40):.2f}", "currency": "USD",
+                })
+        self.now += 1000
+        out = []
+        while self.pending and self.pending[0].ts < self.now:
+            item = heapq.heappop(self.pending)
+            out.extend(self._emit(item))
+        return out
+
+    def _click(self, acct: Account, ts: int) -> None:
+        rng = self.rng
+        actor = f"u{rng.randrange(20_000)}"
+        click_id = self._id("ck")
+        self._schedule("clicks", ts, {
+            "event_id": self._id("cl"), "platform": acct.platform, "account_id": acct.account_id,
+            "actor_id": actor, "post_id": rng.choice(acct.posts), "campaign_id": rng.choice(acct.campaigns),
+            "click_id": click_id,
+        })
+        if rng.random() < 0.03:  # a few percent of clicks convert, minutes later
+            order_id = self._id("ord")
+            currency = self._pick(CURRENCIES)
+            amount = f"{rng.lognormvariate(3.6, 0.6):.2f}"
+            at = ts + int(rng.uniform(20, 900) * 1000)
+            order = {"event_id": self._id("o"), "order_id": order_id, "actor_id": actor, "amount": amount,
+                     "currency": currency, "status": "placed"}
+            if rng.random() < 0.5:
+                order["click_id"] = click_id
+            self._schedule("orders", at, order)
+            if rng.random() < 0.05:
+                self._schedule("orders", at + int(rng.uniform(60, 1800) * 1000), order | {
+                    "event_id": self._id("o"), "status": rng.choice(("cancelled", "refunded"))})
+
+    def _conversation(self, acct: Account, ts: int) -> None:
+        rng = self.rng
+        conv = self._id("conv")
+        customer = f"u{rng.randrange(50_000)}"
+        base = {"platform": acct.platform, "account_id": acct.account_id, "conversation_id": conv}
+        t = ts
+        for _ in range(1 + int(rng.expovariate(1.5))):  # one or a few inbound messages
+            self._schedule("messages", t, base | {"event_id": self._id("m"), "direction": "inbound", "author_id": customer})
+            t += int(rng.uniform(5, 90) * 1000)
+        if rng.random() < 0.2:  # an auto-acknowledgement, which must not stop the clock
+            self._schedule("messages", ts + 2000, base | {
+                "event_id": self._id("m"), "direction": "outbound", "author_id": "bot", "automated": True})
+        if rng.random() < 0.88:  # most get a human reply, log-normal delay (median ~4 min)
+            agent = rng.choice(AGENTS)
+            delay = rng.lognormvariate(math.log(240), 0.9) * 1000
+            self._schedule("messages", ts + int(delay), base | {
+                "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
+
+    def _emit(self, item: _Pending) -> Iterator[tuple[str, bytes, int]]:
+        record = {"event_id": item.record["event_id"], "ts": iso(item.ts)} | item.record
+        rng = self.rng
+        if self.noise:
+            r = rng.random()
+            if r < 0.003:
+                yield item.topic, self._malformed(record), item.ts
+                self.counts["malformed"] += 1
+                return
+            if r < 0.008:  # late: stamped long before its neighbours
+                record["ts"] = iso(item.ts - int(rng.uniform(10, 60) * 60_000))
+                self.counts["late"] += 1
+        payload = orjson.dumps(record)
+        self.counts[item.topic] += 1
+        yield item.topic, payload, item.ts
+        if self.noise and rng.random() < 0.01:  # an upstream retry: the same record again
+            self.counts["duplicate"] += 1
+            yield item.topic, payload, item.ts
+
+    def _malformed(self, record: dict[str, Any]) -> bytes:
+        kind = self.rng.randrange(5)
+        if kind == 0:
+            return orjson.dumps(record)[:-7]  # truncated JSON
+        if kind == 1:
+            return orjson.dumps({k: v for k, v in record.items() if k != "event_id"})
+        if kind == 2 and "platform" in record:
+            return orjson.dumps(record | {"platform": "myspace"})
+        if kind == 3:
+            return orjson.dumps(record | {"ts": record["ts"].replace("Z", "")})  # no offset
+        return b"\xff\xfe not utf-8 \x80"
+
+
+async def run(
+    settings: Any, rate: float, duration: float, seed: int, start_ms: int | None = None,
+    fast: bool = False, progress: bool = True,
+) -> Counter[str]:
+    """Produce ``duration`` simulated seconds of traffic at ``rate`` events/s."""
+    from aiokafka import AIOKafkaProducer
+
+    from .topics import bootstrap, ensure_topics
+
+    await ensure_topics(settings)
+    traffic = Traffic(rate, seed, start_ms)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=5, max_batch_size=262_144)
+    await producer.start()
+    sent = 0
+    began = time.monotonic()
+    tty = sys.stderr.isatty()
+    try:
+        for second in range(int(duration)):
+            futures = [
+                await producer.send(settings.topic(topic), value, timestamp_ms=None)
+                for topic, value, _ts in traffic.second()
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+            sent += len(futures)
+            if progress:
+                line = f"generate: {second + 1}/{int(duration)} s, {sent} records sent ({sent / max(time.monotonic() - began, 1e-9):,.0f}/s)"
+                print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            if not fast:
+                await asyncio.sleep(max(0.0, began + second + 1 - time.monotonic()))
+    finally:
+        await producer.stop()
+        if progress and tty:
+            print(file=sys.stderr)
+    traffic.counts["sent"] = sent
+    return traffic.counts

@@ -1,0 +1,195 @@
+"""Raw bytes -> validated events; de-duplication; dead letters; routing.
+
+Nothing here touches Kafka: the agents hand in raw records and get back
+validated events and rejections, so every rule is unit-tested on plain values.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
+
+from schemas.events import Event, Order
+from schemas.results import DeadLetter
+
+from .windows import iso
+
+__all__ = [
+    "Raw",
+    "Rejection",
+    "decode",
+    "decode_batch",
+    "OUTCOME_OF",
+    "route_key",
+    "partition_for",
+    "seen_before",
+    "prune_seen",
+    "dead_letter",
+]
+
+#: ``socialpulse_events_total{outcome}`` for each rejection reason.
+OUTCOME_OF = {
+    "invalid": "invalid",
+    "not_json": "invalid",
+    "not_utf8": "invalid",
+    "too_large": "invalid",
+    "duplicate": "duplicate",
+    "late": "late",
+}
+
+
+@dataclass(slots=True, frozen=True)
+class Raw:
+    """One input record as Kafka gave it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    """Why one input record (or one event of a batched record) was not counted."""
+
+    raw: Raw
+    reason: str
+    detail: str
+    event_id: str | None = None
+    value: bytes | None = None  # the offending event, when it is part of a batched record
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "value"
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def _event_id_of(obj: Any) -> str | None:
+    if isinstance(obj, dict):
+        eid = obj.get("event_id")
+        if isinstance(eid, str) and 0 < len(eid) <= 128:
+            return eid
+    return None
+
+
+def decode(raw: Raw, model: type[Event], max_bytes: int) -> list[Event | Rejection]:
+    """Validate one record. A record is one JSON object, a JSON array of objects,
+    or newline-delimited JSON objects; each event is validated on its own."""
+    value = raw.value
+    if value is None or len(value) == 0:
+        return [Rejection(raw, "not_json", "empty value")]
+    if len(value) > max_bytes:
+        return [Rejection(raw, "too_large", f"{len(value)} bytes > {max_bytes} (SOCIALPULSE_MAX_EVENT_BYTES)")]
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        if b"\n" in value.strip():
+            return [_one(raw, model, line) for line in value.split(b"\n") if line.strip()]
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return [Rejection(raw, "not_utf8", f"not UTF-8: {uexc.reason} at byte {uexc.start}")]
+        return [Rejection(raw, "not_json", f"not JSON: {exc.msg}")]
+    if isinstance(parsed, list):
+        if not parsed:
+            return [Rejection(raw, "invalid", "empty JSON array")]
+        return [_validate(raw, model, item, orjson.dumps(item)) for item in parsed]
+    return [_validate(raw, model, parsed, None)]
+
+
+def _one(raw: Raw, model: type[Event], line: bytes) -> Event | Rejection:
+    try:
+        parsed = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(raw, "not_json", f"not JSON: {exc.msg}", value=line)
+    return _validate(raw, model, parsed, line)
+
+
+def _validate(raw: Raw, model: type[Event], obj: Any, part: bytes | None) -> Event | Rejection:
+    if not isinstance(obj, dict):
+        return Rejection(raw, "invalid", f"expected a JSON object, got {type(obj).__name__}", value=part)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        return Rejection(raw, "invalid", _first_error(exc), _event_id_of(obj), value=part)
+    except (ValueError, ArithmeticError) as exc:  # e.g. a number too large for Decimal
+        return Rejection(raw, "invalid", f"value: {exc}", _event_id_of(obj), value=part)
+
+
+def decode_batch(
+    raws: Iterable[Raw], models: dict[str, type[Event]], max_bytes: int
+) -> tuple[list[tuple[Raw, Event]], list[Rejection]]:
+    """Validate many records (``models`` maps topic name to model); return
+    (accepted, rejected) in input order."""
+    good: list[tuple[Raw, Event]] = []
+    bad: list[Rejection] = []
+    for raw in raws:
+        for item in decode(raw, models[raw.topic], max_bytes):
+            if isinstance(item, Rejection):
+                bad.append(item)
+            else:
+                good.append((raw, item))
+    return good, bad
+
+
+def route_key(event: Event) -> tuple[str, str]:
+    """(stream, key) the event's state lives under.
+
+    Orders carry no platform: their state is per shopper (``actor``). Everything
+    else lives with its platform account.
+    """
+    if isinstance(event, Order):
+        return "actor", event.actor_id
+    return "account", f"{event.platform}|{event.account_id}"  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=65_536)
+def partition_for(key: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), so Faust's router agrees on the owner."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def seen_before(seen: dict[str, int], event_id: str, ts: int) -> bool:
+    """Record ``event_id``; True if it was already recorded (a duplicate)."""
+    if event_id in seen:
+        return True
+    seen[event_id] = ts
+    return False
+
+
+def prune_seen(seen: dict[str, int], watermark: int, horizon: int) -> None:
+    """Forget ids older than the horizon: such an event would be late anyway."""
+    low = watermark - horizon
+    for eid in [e for e, ts in seen.items() if ts < low]:
+        del seen[eid]
+
+
+def dead_letter(rej: Rejection, now_ms: int | None = None) -> DeadLetter:
+    value = rej.value if rej.value is not None else rej.raw.value
+    raw_bytes = value or b""
+    try:
+        text, encoding = raw_bytes.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(raw_bytes).decode(), "base64"
+    return DeadLetter(
+        source_topic=rej.raw.topic,
+        partition=rej.raw.partition,
+        offset=rej.raw.offset,
+        raw=text,
+        raw_encoding=encoding,  # type: ignore[arg-type]
+        reason=rej.reason,  # type: ignore[arg-type]
+        detail=rej.detail,
+        event_id=rej.event_id,
+        rejected_at=iso(int(time.time() * 1000) if now_ms is None else now_ms),
+    )

@@ -1,0 +1,326 @@
+"""Wiring: input topics -> ingest agent -> keyed topics -> keyed agents -> tables,
+results, dead letters and the Prometheus registry.
+
+    likes, impressions, audience, clicks, messages, spend ─┐          ┌─ socialpulse.by-account ─> account stage (engagement, ...)
+    orders ────────────────────────────────────────────────┴─ ingest ─┤
+                                                 socialpulse.dlq  <───┘└─ socialpulse.by-actor ───> actor stage
+    each stage -> its changelog-backed table, socialpulse.results, /metrics, /api/v1/accounts
+
+Agents stay thin: they batch records (``take_events``), call the Kafka-free
+``ingest`` and ``keyed`` code, and write each changed key to its table once per
+batch. Faust provides the consumer group, offsets, changelogs and the web server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import TP
+
+from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Event
+from schemas.results import Result
+
+from .engagement import Engagement
+from .exporter import Metrics
+from .family import Family
+from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
+from .keyed import Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
+from .settings import Settings
+from .windows import WindowSpec
+
+__all__ = ["Pipeline", "build"]
+
+log = logging.getLogger("socialpulse")
+
+RESULTS = "socialpulse.results"
+BREACHES = "socialpulse.reply-breaches"
+DLQ = "socialpulse.dlq"
+
+
+class _PartitionEvent:
+    """Just enough of a Faust event for a table write outside stream iteration."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = _Msg(topic, partition)
+
+
+class _Msg:
+    __slots__ = ("topic", "partition")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+
+
+@contextmanager
+def partition_context(topic: str, partition: int) -> Iterator[None]:
+    """Faust tables write to the changelog partition (and RocksDB shard) of the
+    current event. Our batches span partitions and our timer has no event, so we
+    name the partition explicitly."""
+    event = _PartitionEvent(topic, partition)
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def routes(event: Event) -> list[tuple[str, str, bool]]:
+    """(stream, key, primary) for each keyed stream that needs the event."""
+    stream, key = route_key(event)
+    return [(stream, key, True)]
+
+
+class Pipeline:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = Metrics()
+        self.spec = WindowSpec(
+            bucket=settings.bucket,
+            trailing=tuple(settings.trailing_windows),
+            closed=tuple(settings.closed_windows),
+            grace=settings.grace,
+        )
+        families: dict[str, list[Family]] = {
+            "account": [Engagement(self.spec, settings.top_posts)],
+            "actor": [],
+        }
+        self.stages = {
+            name: KeyedStage(name, self.spec, fams, settings.dedup_horizon, settings.idle)
+            for name, fams in families.items()
+        }
+        for stage in self.stages.values():
+            gauges = [g for fam in stage.families for g in fam.gauges]
+            if gauges:
+                self.metrics.add_families(gauges, stage.samples)
+        t = settings.topic
+        self.bare = {t(name): name for name in INPUT_TOPICS}
+        self.models = {t(name): TOPIC_MODELS[name] for name in INPUT_TOPICS}
+        self.input_topic = app.topic(*self.bare, key_type=bytes, value_type=bytes)
+        self.keyed_topics = {
+            name: app.topic(
+                t(f"socialpulse.by-{name}"),
+                key_type=bytes,
+                value_type=bytes,
+                partitions=settings.partitions,
+                internal=True,
+            )
+            for name in self.stages
+        }
+        self.results_topic = app.topic(t(RESULTS), key_type=bytes, value_type=bytes)
+        self.breaches_topic = app.topic(t(BREACHES), key_type=bytes, value_type=bytes)
+        self.dlq_topic = app.topic(t(DLQ), key_type=bytes, value_type=bytes)
+        self.tables = {
+            name: app.Table(
+                f"{name}-state",
+                partitions=settings.partitions,
+                key_type=bytes,
+                value_type=bytes,
+            )
+            for name in self.stages
+        }
+        #: last processed offset per keyed partition (for the caught-up test)
+        self.processed: dict[TP, int] = {}
+        self.ready = False
+        self._register()
+
+    # -- agents ------------------------------------------------------------
+    def _register(self) -> None:
+        app, s = self.app, self.settings
+
+        @app.agent(self.input_topic, name="ingest")
+        async def ingest(stream: faust.StreamT[bytes]) -> None:
+            async for events in stream.take_events(s.batch_size, within=s.batch_within / 1000):
+                started = time.perf_counter()
+                await self.ingest_batch(events)
+                self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+        for name in self.stages:
+            self._register_stage(name)
+
+        @app.timer(1.0, name="tick")
+        async def tick() -> None:
+            await self.tick()
+
+        @app.on_rebalance_complete.connect
+        async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+            self.metrics.rebalances.inc()
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            for name, stage in self.stages.items():
+                topic = self.keyed_topics[name].get_topic_name()
+                mine = {tp.partition for tp in revoked if tp.topic == topic}
+                stage.revoke(mine)
+                for tp in [tp for tp in self.processed if tp.topic == topic and tp.partition in mine]:
+                    del self.processed[tp]
+            self.metrics.watermark.clear()
+            self.metrics.consumer_lag.clear()
+
+        for name, table in self.tables.items():
+            table.on_recover(self._recover_callback(name))
+
+    def _register_stage(self, name: str) -> None:
+        app, s = self.app, self.settings
+        stage = self.stages[name]
+
+        @app.agent(self.keyed_topics[name], name=f"{name}-stage")
+        async def keyed(stream: faust.StreamT[bytes]) -> None:
+            async for events in stream.take_events(s.batch_size, within=s.batch_within / 1000):
+                started = time.perf_counter()
+                out = StageOutput()
+                by_partition: dict[int, list[Forwarded]] = defaultdict(list)
+                for event in events:
+                    msg = event.message
+                    by_partition[msg.partition].extend(decode_forward(msg.value))
+                    self.processed[TP(msg.topic, msg.partition)] = msg.offset
+                for partition, items in by_partition.items():
+                    stage.process(partition, items, out)
+                await self.emit(name, out)
+                self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started)
+
+    def _recover_callback(self, name: str) -> Any:
+        async def on_recover() -> None:
+            stage, table = self.stages[name], self.tables[name]
+            topic = self.keyed_topics[name].get_topic_name()
+            mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+            stage.assign(mine)
+            restored = 0
+            for key, value in list(table.data.items()):
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                partition = partition_for(text, self.settings.partitions)
+                if partition in mine and text not in stage.states and value is not None:
+                    stage.restore(partition, text, value)
+                    restored += 1
+            log.info("%s stage: %d keys restored from the changelog", name, restored)
+
+        return on_recover
+
+    # -- ingest --------------------------------------------------------------
+    async def ingest_batch(self, events: list[faust.EventT[bytes]]) -> None:
+        raws = [Raw(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events]
+        good, bad = decode_batch(raws, self.models, self.settings.max_event_bytes)
+        outgoing: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
+        now = time.time()
+        lag_by_topic: dict[str, list[float]] = defaultdict(list)
+        for raw, event in good:
+            bare = self.bare[raw.topic]
+            lag_by_topic[bare].append(now - event.ts / 1000)
+            dumped = event.model_dump(mode="json")
+            for stream, key, primary in routes(event):
+                p = partition_for(key, self.settings.partitions)
+                outgoing[(stream, p)].append(
+                    Forwarded(bare, raw.topic, raw.partition, raw.offset, key, dumped, primary)
+                )
+        for (stream, p), items in outgoing.items():
+            await self.keyed_topics[stream].send(value=encode_forward(items), partition=p)
+        for topic, lags in lag_by_topic.items():
+            hist = self.metrics.event_lag.labels(topic)
+            for lag in lags:
+                hist.observe(max(lag, 0.0))
+        await self.reject(bad)
+
+    async def reject(self, rejections: list[Rejection]) -> None:
+        counts: Counter[tuple[str, str]] = Counter()
+        for rej in rejections:
+            bare = self.bare.get(rej.raw.topic, rej.raw.topic)
+            counts[(bare, rej.reason)] += 1
+            record = dead_letter(rej)
+            try:
+                await self.dlq_topic.send(value=record.model_dump_json().encode())
+            except Exception:  # a publish error must not stop the worker
+                self.metrics.publish_errors.labels(DLQ).inc()
+                log.exception("dead-letter publish failed")
+        for (bare, reason), n in counts.items():
+            self.metrics.events.labels(bare, OUTCOME_OF[reason]).inc(n)
+            self.metrics.dead_letters.labels(bare, reason).inc(n)
+
+    # -- keyed stages ------------------------------------------------------
+    async def emit(self, name: str, out: StageOutput) -> None:
+        """Write changed keys once each, then publish results and dead letters."""
+        stage, table = self.stages[name], self.tables[name]
+        topic = self.keyed_topics[name].get_topic_name()
+        for partition, keys in out.dirty.items():
+            with partition_context(topic, partition):
+                for key in keys:
+                    state = stage.states.get(key)
+                    if state is not None:
+                        table[key.encode()] = stage.dumps(state)
+        for partition, keys in out.deleted.items():
+            with partition_context(topic, partition):
+                for key in keys:
+                    table.pop(key.encode(), None)
+        for source, n in out.accepted.items():
+            self.metrics.events.labels(source, "accepted").inc(n)
+        await self.publish(out.results)
+        await self.reject(out.rejected)
+
+    async def publish(self, results: list[Result]) -> None:
+        families: Counter[str] = Counter()
+        for r in results:
+            try:
+                await self.results_topic.send(key=r.key.encode(), value=r.model_dump_json().encode())
+                families[r.family] += 1
+            except Exception:
+                self.metrics.publish_errors.labels(RESULTS).inc()
+                log.exception("result publish failed")
+        for fam, n in families.items():
+            self.metrics.results.labels(fam).inc(n)
+
+    def caught_up(self, name: str) -> dict[int, bool]:
+        """Per owned partition of the stage's topic: has the consumer read to the end?"""
+        consumer = self.app.consumer
+        topic = self.keyed_topics[name].get_topic_name()
+        out: dict[int, bool] = {}
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            try:
+                high = consumer.highwater(tp)
+            except Exception:
+                high = None
+            pos = max(
+                (self.processed[tp] + 1) if tp in self.processed else 0,
+                consumer._committed_offset.get(tp) or 0,  # type: ignore[attr-defined]
+            )
+            out[tp.partition] = high is not None and pos >= high
+            if high is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(high - pos, 0))
+        return out
+
+    async def tick(self) -> None:
+        if not self.app.consumer or self.app.rebalancing:
+            return
+        for name, stage in self.stages.items():
+            out = StageOutput()
+            stage.tick(out, self.caught_up(name))
+            await self.emit(name, out)
+            for partition, wm in stage.watermarks.items():
+                self.metrics.watermark.labels(name, str(partition)).set(wm.current() / 1000)
+        self.ready = self.app.tables.recovery.completed.is_set() and not self.app.rebalancing
+        self.metrics.ready.set(1 if self.ready else 0)
+
+    def view(self, platform: str, account_id: str) -> dict[str, Any] | None:
+        return self.stages["account"].view(f"{platform}|{account_id}")
+
+
+def build(settings: Settings) -> tuple[faust.App, Pipeline]:
+    from .app import create_app
+    from .web import register_views
+
+    app = create_app(settings)
+    pipeline = Pipeline(app, settings)
+    register_views(app, pipeline)
+    return app, pipeline
+

@@ -1,0 +1,172 @@
+"""Settings: one object read from ``SOCIALPULSE_*`` environment variables.
+
+A bad value stops start-up with a message that names the setting
+(``SOCIALPULSE_GRACE: ...``), never a traceback from deep inside Faust.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "load_settings", "parse_duration", "format_duration"]
+
+_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+
+
+class SettingsError(SystemExit):
+    """Raised for a bad setting; exits with the message, no traceback."""
+
+
+def parse_duration(value: object) -> int:
+    """``'30s'``, ``'5m'``, ``'1h'``, ``'7d'`` (or a bare number of seconds) -> milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"duration must not be negative: {value!r}")
+        return int(value * 1000)
+    text = str(value)
+    if text.strip().isdigit():
+        return int(text.strip()) * 1000
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h, 7d)")
+    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def format_duration(ms: int) -> str:
+    """Milliseconds -> the shortest exact label (``3600000`` -> ``'1h'``)."""
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNITS_MS[unit]
+        if ms % size == 0 and ms >= size:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _duration_list(value: object) -> list[int]:
+    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    out = [parse_duration(v) for v in items if str(v).strip()]
+    if not out:
+        raise ValueError("at least one duration is required")
+    if any(v <= 0 for v in out):
+        raise ValueError("durations must be positive")
+    return sorted(set(out))
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+DurationList = Annotated[list[int], NoDecode, BeforeValidator(_duration_list)]
+
+
+class Settings(BaseSettings):
+    """Every runtime setting. Durations are held in milliseconds."""
+
+    model_config = SettingsConfigDict(env_prefix="SOCIALPULSE_", extra="ignore", frozen=True)
+
+    broker: str = "kafka://localhost:9092"
+    store: str = "rocksdb://"
+    data_dir: str = "./data"
+    web_host: str = "0.0.0.0"
+    web_port: int = Field(6066, ge=1, le=65535)
+    partitions: int = Field(4, ge=1, le=1024)
+    replication: int = Field(1, ge=1, le=16)
+    bucket: Duration = "1m"  # type: ignore[assignment]
+    trailing_windows: DurationList = "5m,1h"  # type: ignore[assignment]
+    closed_windows: DurationList = "1m,1h,1d"  # type: ignore[assignment]
+    grace: Duration = "5m"  # type: ignore[assignment]
+    idle: Duration = "5s"  # type: ignore[assignment]
+    dedup_horizon: Duration = "10m"  # type: ignore[assignment]
+    reply_slo: Duration = "15m"  # type: ignore[assignment]
+    attribution_lookback: Duration = "7d"  # type: ignore[assignment]
+    topic_prefix: str = ""
+    max_event_bytes: int = Field(65_536, ge=256)
+    batch_size: int = Field(2_000, ge=1)
+    batch_within: Duration = "200ms"  # type: ignore[assignment]
+    top_posts: int = Field(10, ge=1, le=1000)
+    app_id: str = "socialpulse"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Kafka security for a real cluster.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_urls(cls, value: str) -> str:
+        for url in value.split(","):
+            if not re.match(r"^(kafka|aiokafka)://[^/:,]+(:\d+)?$", url.strip()):
+                raise ValueError(f"{url!r} is not kafka://host:port")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value not in ("rocksdb://", "memory://"):
+            raise ValueError("use rocksdb:// or memory://")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z0-9._-]+$", value):
+            raise ValueError("only letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("bucket", "idle", "grace", "reply_slo", "attribution_lookback", "batch_within")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        for name in ("trailing_windows", "closed_windows"):
+            for w in getattr(self, name):
+                if w % self.bucket:
+                    raise _named(name, f"{format_duration(w)} is not a multiple of BUCKET")
+        if self.dedup_horizon < self.grace + self.bucket:
+            raise _named("dedup_horizon", "must be at least GRACE + BUCKET (older events are late anyway)")
+        if self.security_protocol.startswith("SASL") and not self.sasl_username:
+            raise _named("sasl_username", f"required with SECURITY_PROTOCOL={self.security_protocol}")
+        return self
+
+    def topic(self, name: str) -> str:
+        """The full topic name, with ``TOPIC_PREFIX``."""
+        return f"{self.topic_prefix}{name}"
+
+
+class _NamedError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _named(field: str, message: str) -> _NamedError:
+    return _NamedError(field, message)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; exit with a message naming the setting on a bad value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            got = f" (got {err.get('input')!r})" if field else ""
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, _NamedError):
+                field = ctx_err.field
+            name = f"SOCIALPULSE_{field.upper()}" if field else "SOCIALPULSE settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{name}: {msg}{got}")
+        raise SettingsError("bad setting:\n  " + "\n  ".join(lines)) from None

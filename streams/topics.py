@@ -1,0 +1,45 @@
+"""Creating the input and output topics up front, with the configured partitions.
+
+A broker that auto-creates topics on first produce would make them with one
+partition; creating them first keeps every topic at ``PARTITIONS``.
+"""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.events import INPUT_TOPICS
+
+from .settings import Settings
+
+__all__ = ["bootstrap", "ensure_topics", "all_topics"]
+
+OUTPUT_TOPICS = ("socialpulse.results", "socialpulse.reply-breaches", "socialpulse.dlq")
+
+
+def bootstrap(settings: Settings) -> list[str]:
+    return [url.split("://", 1)[1] for url in settings.broker.split(",")]
+
+
+def all_topics(settings: Settings) -> list[str]:
+    return [settings.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)]
+
+
+async def ensure_topics(settings: Settings, client_kwargs: dict[str, object] | None = None) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings), **(client_kwargs or {}))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, settings.partitions, settings.replication)
+            for name in all_topics(settings)
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

@@ -1,0 +1,68 @@
+"""HTTP endpoints of each worker: /metrics, /healthz, /readyz and the account API."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from schemas.events import Platform
+
+from .ingest import partition_for
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+__all__ = ["register_views"]
+
+log = logging.getLogger("socialpulse.web")
+_ID = re.compile(r"^[^\x00-\x1f]{1,256}$")
+
+
+def register_views(app: faust.App, pipeline: Pipeline) -> None:
+    @app.page("/metrics")
+    async def metrics(self: View, request: Request) -> Response:
+        return self.bytes(pipeline.metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        return self.json({"status": "alive"})
+
+    @app.page("/readyz")
+    async def readyz(self: View, request: Request) -> Response:
+        ready = pipeline.ready
+        body = {
+            "ready": ready,
+            "recovered": app.tables.recovery.completed.is_set(),
+            "rebalancing": bool(app.rebalancing),
+        }
+        return self.json(body, status=200 if ready else 503)
+
+    @app.page("/api/v1/accounts/{platform}/{account_id}")
+    async def account(self: View, request: Request, platform: str, account_id: str) -> Response:
+        if platform not in Platform.__members__:
+            return self.error(400, f"unknown platform {platform!r}", platforms=sorted(Platform.__members__))
+        if not _ID.match(account_id):
+            return self.error(400, "bad account_id")
+        key = f"{platform}|{account_id}"
+        stage = pipeline.stages["account"]
+        partition = partition_for(key, pipeline.settings.partitions)
+        if partition not in stage.watermarks:
+            # Another worker owns the key: ask it (Faust's router knows who).
+            try:
+                return await app.router.route_req(
+                    pipeline.tables["account"].name, key.encode(), self.web, request
+                )
+            except Exception as exc:  # SameNode, ServiceUnavailable, connection errors
+                log.warning("account API: could not route (%s)", type(exc).__name__)
+                return self.error(503, "the worker owning this account is not reachable; retry shortly")
+        view = pipeline.view(platform, account_id)
+        if view is None:
+            return self.error(404, "no recent data for this account", platform=platform, account_id=account_id)
+        return self.json(
+            {"platform": platform, "account_id": account_id, "partition": partition} | view
+        )
