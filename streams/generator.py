@@ -163,7 +163,7 @@ class Traffic:
                     "campaign_id": rng.choice(acct.campaigns), "amount": f"{rng.uniform(1, 40):.2f}", "currency": "USD",
                 })
         self.now += 1000
-        out = []
+        out: list[tuple[str, bytes, int]] = []
         while self.pending and self.pending[0].ts < self.now:
             item = heapq.heappop(self.pending)
             out.extend(self._emit(item))

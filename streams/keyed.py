@@ -5,8 +5,11 @@ Ingest forwards validated events to an internal topic partitioned by key
 batches and owns, per key, one state dict:
 
     {"seen": {event_id: ts},   # de-duplication horizon
-     "wm": int,                # watermark at the key's last close (never goes back)
      "<family>": {...}}        # each family's slot
+
+Each partition's watermark is persisted beside the keys (``WATERMARK_KEY``), so a
+restarted worker never judges lateness against a lower watermark than the one
+its windows were closed at: an emitted window never reopens.
 
 Kafka-free on purpose: the agent hands in decoded batches and gets back what to
 publish and which keys changed; the agent writes each changed key to the
@@ -15,7 +18,6 @@ changelog-backed table once per flush.
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +33,10 @@ from .family import Family
 from .ingest import Raw, Rejection, prune_seen, seen_before
 from .windows import Watermark, WindowSpec
 
-__all__ = ["Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward"]
+__all__ = ["Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "WATERMARK_KEY"]
+
+#: Table key holding a partition's watermark (cannot collide with a platform|account or actor key).
+WATERMARK_KEY = "\x00watermark|{partition}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,6 +67,7 @@ class StageOutput:
     results: list[Result] = field(default_factory=list)
     dirty: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     deleted: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark to persist
 
 
 class KeyedStage:
@@ -84,7 +90,7 @@ class KeyedStage:
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"seen": {}, "wm": 0}
+        state: dict[str, Any] = {"seen": {}}
         for fam in self.families:
             state[fam.name] = fam.new_state()
         return state
@@ -94,18 +100,20 @@ class KeyedStage:
 
     def loads(self, raw: bytes) -> dict[str, Any]:
         data = orjson.loads(raw)
-        state: dict[str, Any] = {"seen": data.get("seen", {}), "wm": int(data.get("wm", 0))}
+        state: dict[str, Any] = {"seen": data.get("seen", {})}
         for fam in self.families:
             state[fam.name] = fam.decode_state(data[fam.name]) if fam.name in data else fam.new_state()
         return state
 
     def restore(self, partition: int, key: str, raw: bytes) -> None:
         """Adopt a key recovered from the changelog."""
-        state = self.loads(raw)
-        self._own(partition, key, state)
+        self._own(partition, key, self.loads(raw))
+
+    def restore_watermark(self, partition: int, watermark: int) -> None:
+        """Never start a partition's watermark below the one its windows closed at."""
         wm = self.watermark(partition)
-        # Never start a partition's watermark below what its keys already closed at.
-        wm.event_max = max(wm.event_max, state["wm"])
+        wm.event_max = max(wm.event_max, watermark)
+        wm.persisted = max(wm.persisted, watermark)
 
     def _own(self, partition: int, key: str, state: dict[str, Any]) -> None:
         self.states[key] = state
@@ -145,7 +153,7 @@ class KeyedStage:
                 if item.primary:
                     out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon)}"))
                 continue
-            current = max(wm.current(), state["wm"])
+            current = wm.current()
             if windows.is_late(event.ts, current, self.spec.grace):
                 del state["seen"][event.event_id]  # a late event is not "seen": a retry stays late
                 if item.primary:
@@ -178,12 +186,11 @@ class KeyedStage:
         worked through by event time alone).
         """
         for partition, wm in list(self.watermarks.items()):
-            if caught_up is not None and not caught_up.get(partition, False):
-                wm.last_arrival = time.monotonic()  # not idle while behind
-            current = wm.current()
+            at = wm.advance(caught_up is None or caught_up.get(partition, False))
+            if at > wm.persisted:
+                out.watermarks[partition] = wm.persisted = at
             for key in list(self.keys_in.get(partition, ())):
                 state = self.states[key]
-                at = max(current, state["wm"])
                 closed_any = False
                 for fam in self.families:
                     results = fam.close(key, state[fam.name], at)
@@ -193,7 +200,6 @@ class KeyedStage:
                 before = len(state["seen"])
                 prune_seen(state["seen"], at, self.dedup_horizon)
                 if closed_any or len(state["seen"]) != before:
-                    state["wm"] = at
                     if not state["seen"] and all(fam.is_empty(state[fam.name]) for fam in self.families):
                         self._drop(partition, key)
                         out.deleted[partition].add(key)
@@ -207,8 +213,8 @@ class KeyedStage:
 
     # -- reads -------------------------------------------------------------
     def current_watermark(self, key: str) -> int:
-        p = self.partition_of[key]
-        return max(self.watermarks[p].current() if p in self.watermarks else 0, self.states[key]["wm"])
+        wm = self.watermarks.get(self.partition_of[key])
+        return wm.current() if wm is not None else 0
 
     def samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
         for key, state in list(self.states.items()):

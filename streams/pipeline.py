@@ -32,7 +32,7 @@ from .engagement import Engagement
 from .exporter import Metrics
 from .family import Family
 from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
-from .keyed import Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
+from .keyed import WATERMARK_KEY, Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
 from .settings import Settings
 from .windows import WindowSpec
 
@@ -141,7 +141,7 @@ class Pipeline:
 
         @app.agent(self.input_topic, name="ingest")
         async def ingest(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_within / 1000):
+            async for events in stream.take_events(s.batch_size, within=s.batch_within / 1000):  # type: ignore[attr-defined]
                 started = time.perf_counter()
                 await self.ingest_batch(events)
                 self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
@@ -153,11 +153,11 @@ class Pipeline:
         async def tick() -> None:
             await self.tick()
 
-        @app.on_rebalance_complete.connect
+        @app.on_rebalance_complete.connect  # type: ignore[arg-type]
         async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
             self.metrics.rebalances.inc()
 
-        @app.on_partitions_revoked.connect
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
             for name, stage in self.stages.items():
                 topic = self.keyed_topics[name].get_topic_name()
@@ -177,7 +177,7 @@ class Pipeline:
 
         @app.agent(self.keyed_topics[name], name=f"{name}-stage")
         async def keyed(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_within / 1000):
+            async for events in stream.take_events(s.batch_size, within=s.batch_within / 1000):  # type: ignore[attr-defined]
                 started = time.perf_counter()
                 out = StageOutput()
                 by_partition: dict[int, list[Forwarded]] = defaultdict(list)
@@ -197,10 +197,18 @@ class Pipeline:
             mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
             stage.assign(mine)
             restored = 0
+            marker = WATERMARK_KEY.split("{", 1)[0]
             for key, value in list(table.data.items()):
                 text = key.decode() if isinstance(key, bytes) else str(key)
+                if value is None:
+                    continue
+                if text.startswith(marker):
+                    partition = int(text[len(marker):])
+                    if partition in mine:
+                        stage.restore_watermark(partition, int(value))
+                    continue
                 partition = partition_for(text, self.settings.partitions)
-                if partition in mine and text not in stage.states and value is not None:
+                if partition in mine and text not in stage.states:
                     stage.restore(partition, text, value)
                     restored += 1
             log.info("%s stage: %d keys restored from the changelog", name, restored)
@@ -261,6 +269,9 @@ class Pipeline:
             with partition_context(topic, partition):
                 for key in keys:
                     table.pop(key.encode(), None)
+        for partition, watermark in out.watermarks.items():
+            with partition_context(topic, partition):
+                table[WATERMARK_KEY.format(partition=partition).encode()] = str(watermark).encode()
         for source, n in out.accepted.items():
             self.metrics.events.labels(source, "accepted").inc(n)
         await self.publish(out.results)
@@ -308,7 +319,7 @@ class Pipeline:
             await self.emit(name, out)
             for partition, wm in stage.watermarks.items():
                 self.metrics.watermark.labels(name, str(partition)).set(wm.current() / 1000)
-        self.ready = self.app.tables.recovery.completed.is_set() and not self.app.rebalancing
+        self.ready = self.app.tables.recovery.completed.is_set() and not self.app.rebalancing  # type: ignore[attr-defined]
         self.metrics.ready.set(1 if self.ready else 0)
 
     def view(self, platform: str, account_id: str) -> dict[str, Any] | None:

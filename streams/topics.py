@@ -6,6 +6,8 @@ partition; creating them first keeps every topic at ``PARTITIONS``.
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -37,9 +39,7 @@ async def ensure_topics(settings: Settings, client_kwargs: dict[str, object] | N
             if name not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()

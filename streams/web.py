@@ -37,7 +37,7 @@ def register_views(app: faust.App, pipeline: Pipeline) -> None:
         ready = pipeline.ready
         body = {
             "ready": ready,
-            "recovered": app.tables.recovery.completed.is_set(),
+            "recovered": app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]
             "rebalancing": bool(app.rebalancing),
         }
         return self.json(body, status=200 if ready else 503)

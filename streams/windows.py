@@ -10,9 +10,8 @@ JSON once per flush:
     {"b": {bucket_start: agg},                 # trailing buckets (size BUCKET)
      "w": {size: {window_start: agg}}}         # open closed-window accumulators
 
-Beside it the keyed stage keeps, per key, the watermark at which it last closed
-windows. After a crash the in-memory watermark restarts lower; lateness is judged
-against the higher of the two, so a window already emitted never reopens.
+The keyed stage persists each partition's watermark beside the keys, so after
+a crash lateness is judged against the watermark windows were closed at.
 
 ``agg`` is whatever the family folds events into; the family passes ``merge``.
 All times are epoch milliseconds.
@@ -84,26 +83,33 @@ class Watermark:
 
     While records keep arriving (live traffic or a backlog being worked through),
     only event time moves it, so catching up loses nothing to lateness. Once the
-    partition has had no record for ``idle`` ms, it is caught up and the wall clock
-    drives it, so windows of quiet keys still close and SLOs still breach on time.
+    consumer has read to the end of the partition and no record has come for
+    ``idle`` ms, the wall clock drives it (``advance``), so windows of quiet keys
+    still close and SLOs still breach on time.
     """
 
     idle: int
     event_max: int = 0
     last_arrival: float = field(default_factory=time.monotonic)
     wall_floor: int = 0
+    persisted: int = 0  # the value last written to the changelog
 
     def observe(self, ts: int) -> None:
         if ts > self.event_max:
             self.event_max = ts
         self.last_arrival = time.monotonic()
 
-    def current(self, now_ms: int | None = None) -> int:
-        """The watermark now: event max, or the wall clock once idle."""
-        if (time.monotonic() - self.last_arrival) * 1000 >= self.idle:
+    def advance(self, caught_up: bool, now_ms: int | None = None) -> int:
+        """Let the wall clock move a quiet, caught-up partition; return the watermark."""
+        if not caught_up:
+            self.last_arrival = time.monotonic()  # a partition with a backlog is not idle
+        elif (time.monotonic() - self.last_arrival) * 1000 >= self.idle:
             wall = int(time.time() * 1000) if now_ms is None else now_ms
             if wall > self.wall_floor:
                 self.wall_floor = wall
+        return self.current()
+
+    def current(self) -> int:
         return max(self.event_max, self.wall_floor)
 
 

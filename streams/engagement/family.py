@@ -25,7 +25,7 @@ _W = ("platform", "account", "window")
 class Engagement:
     name = "engagement"
     topics = frozenset({"likes", "impressions", "audience", "clicks"})
-    gauges = (
+    gauges: tuple[Gauge, ...] = (
         Gauge("socialpulse_engagements", "Interactions (likes, comments, shares, saves, reactions) in the trailing window.", _W),
         Gauge("socialpulse_impressions", "Impressions in the trailing window.", _W),
         Gauge("socialpulse_clicks", "Clicks in the trailing window.", _W),

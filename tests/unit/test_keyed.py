@@ -1,0 +1,136 @@
+"""The keyed stage with the engagement family, without Kafka."""
+
+import time
+
+import pytest
+
+from streams.engagement import Engagement
+from streams.keyed import Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
+from streams.windows import WindowSpec
+
+MIN = 60_000
+SPEC = WindowSpec(bucket=MIN, trailing=(5 * MIN,), closed=(MIN,), grace=2 * MIN)
+KEY = "instagram|brand"
+
+
+@pytest.fixture
+def t0():
+    # a minute-aligned time 30 minutes ago, so nothing is "in the future"
+    now = int(time.time() * 1000)
+    return now - now % MIN - 30 * MIN
+
+
+def stage(idle=60_000):
+    # idle applies only when the tick is told the partition is caught up
+    return KeyedStage("account", SPEC, [Engagement(SPEC, top_n=2)], dedup_horizon=10 * MIN, idle=idle)
+
+
+def fwd(topic, offset, ev, key=KEY):
+    platform, account = key.split("|")
+    base = {"platform": platform, "account_id": account} if topic != "orders" else {}
+    return Forwarded(topic, topic, 0, offset, key, base | ev, True)
+
+
+def like(i, ts, post="p1"):
+    return fwd("likes", i, {"event_id": f"l{i}", "ts": ts, "post_id": post, "actor_id": "u"})
+
+
+def imp(i, ts, n):
+    return fwd("impressions", i, {"event_id": f"i{i}", "ts": ts, "post_id": "p1", "count": n})
+
+
+def test_forwarded_batches_round_trip():
+    items = [like(1, 1767603600000), imp(2, 1767603600001, 5)]
+    assert decode_forward(encode_forward(items)) == items
+
+
+def test_duplicates_and_late_events_are_rejected_and_counted_once(t0):
+    s, out = stage(), StageOutput()
+    s.process(0, [like(1, t0 + 10), like(1, t0 + 10), imp(2, t0 + 20, 400)], out)
+    s.process(0, [like(3, t0 + 10 * MIN)], out)  # watermark -> t0 + 10m
+    s.process(0, [like(4, t0 + 8 * MIN - 1), like(5, t0 + 8 * MIN)], out)  # grace 2m: 1 ms beyond it is late; exactly 2m behind is in
+    assert out.accepted == {"likes": 3, "impressions": 1}
+    assert [(r.reason, r.event_id) for r in out.rejected] == [("duplicate", "l1"), ("late", "l4")]
+    assert out.rejected[1].raw.offset == 4 and b'"l4"' in out.rejected[1].raw.value
+    view = s.view(KEY)["engagement"]["windows"]["5m"]
+    assert view["engagements"] == 2  # l3 and l5 lie in (wm-5m, wm]
+
+
+def test_engagement_rate_ctr_and_growth_by_hand(t0):
+    s, out = stage(), StageOutput()
+    items = [imp(1, t0 + 1_000, 1000), imp(2, t0 + 2_000, 1000)]
+    items += [like(10 + i, t0 + 3_000 + i, post="p2" if i < 3 else "p1") for i in range(5)]
+    items += [fwd("clicks", 30 + i, {"event_id": f"c{i}", "ts": t0 + 4_000, "actor_id": "u"}) for i in range(40)]
+    items += [
+        fwd("audience", 50, {"event_id": "f1", "ts": t0 + 30_000, "followers": 1000}),
+        fwd("audience", 51, {"event_id": "f0", "ts": t0 + 10_000, "followers": 900}),  # out of order: first snapshot
+    ]
+    s.process(0, items, out)
+    v = s.view(KEY)["engagement"]
+    win = v["windows"]["5m"]
+    assert (win["engagements"], win["impressions"], win["clicks"]) == (5, 2000, 40)
+    assert win["engagement_rate"] == 5 / 2000
+    assert win["click_through_rate"] == 40 / 2000
+    assert win["engagement_rate_by_followers"] == 5 / 1000
+    assert win["follower_growth"] == 100
+    assert v["followers"] == 1000
+    assert win["top_posts"] == [{"post_id": "p2", "engagements": 3}, {"post_id": "p1", "engagements": 2}]
+    samples = {(n, lv): val for n, lv, val in s.samples()}
+    assert samples[("socialpulse_engagement_rate", ("instagram", "brand", "5m"))] == 0.0025
+    assert samples[("socialpulse_followers", ("instagram", "brand"))] == 1000
+
+
+def test_ratio_with_zero_impressions_is_not_exported(t0):
+    s, out = stage(), StageOutput()
+    s.process(0, [like(1, t0)], out)
+    names = {n for n, _, _ in s.samples()}
+    assert "socialpulse_engagements" in names
+    assert "socialpulse_engagement_rate" not in names and "socialpulse_click_through_rate" not in names
+
+
+def test_quiet_key_window_closes_by_wall_clock_and_publishes_exactly_once(t0):
+    s, out = stage(idle=0), StageOutput()
+    s.process(0, [like(1, t0 + 5), imp(2, t0 + 6, 50)], out)
+    tick = StageOutput()
+    s.tick(tick, caught_up={0: True})  # idle=0: watermark is the wall clock, 30 min ahead
+    er = [r for r in tick.results if r.metric == "engagement_rate"]
+    assert len(er) == 1 and er[0].value == 1 / 50 and er[0].window == "1m"
+    assert er[0].key == f"engagement_rate|instagram|brand|1m|{er[0].window_start}"
+    again = StageOutput()
+    s.tick(again, caught_up={0: True})
+    assert again.results == []
+    # its buckets are behind every trailing window and its ids past the horizon: the key is gone
+    assert KEY not in s.states and KEY in tick.deleted[0]
+
+
+def test_a_partition_that_is_behind_is_not_moved_by_the_wall_clock(t0):
+    s, out = stage(idle=0), StageOutput()
+    s.process(0, [like(1, t0 + 5)], out)
+    tick = StageOutput()
+    s.tick(tick, caught_up={0: False})
+    assert tick.results == [] and KEY in s.states
+
+
+def test_restored_state_keeps_closed_windows_closed(t0):
+    s, out = stage(idle=0), StageOutput()
+    s.process(0, [like(1, t0 + 5)], out)
+    tick = StageOutput()
+    s.tick(tick, caught_up={0: True})
+    assert {r.metric: r.value for r in tick.results}["engagements"] == 1 and KEY in tick.deleted[0]
+    s.process(0, [like(2, int(time.time() * 1000) - 1000)], out)
+    raw = s.dumps(s.states[KEY])
+    fresh, out2 = stage(idle=60_000), StageOutput()  # a restarted worker recovers key and watermark
+    fresh.restore(0, KEY, raw)
+    fresh.restore_watermark(0, tick.watermarks[0])
+    fresh.process(0, [like(3, t0 + 10)], out2)  # would reopen the emitted window
+    assert [r.reason for r in out2.rejected] == ["late"]
+    fresh.process(0, [like(2, int(time.time() * 1000) - 1000)], out2)  # replayed after the crash
+    assert [r.reason for r in out2.rejected] == ["late", "duplicate"]
+
+
+def test_revoked_partitions_take_their_keys_and_series_away(t0):
+    s, out = stage(), StageOutput()
+    s.process(0, [like(1, t0)], out)
+    s.process(1, [fwd("likes", 2, {"event_id": "l2", "ts": t0, "post_id": "p", "actor_id": "u"}, key="x|other")], out)
+    s.revoke([0])
+    assert {lv[1] for _, lv, _ in s.samples()} == {"other"}

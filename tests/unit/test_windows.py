@@ -1,0 +1,94 @@
+import time
+
+from streams import windows as w
+from streams.engagement import metrics as m
+from streams.windows import Watermark, WindowSpec
+
+MIN = 60_000
+T0 = 1767603600000  # 2026-01-05T09:00:00Z, aligned to the hour
+SPEC = WindowSpec(bucket=MIN, trailing=(5 * MIN, 60 * MIN), closed=(MIN, 60 * MIN), grace=5 * MIN)
+
+
+def add_likes(state, ts, n=1):
+    agg = m.empty()
+    agg["eng"] = n
+    w.add(state, ts, agg, SPEC, m.merge)
+
+
+def test_bounds_are_aligned_to_the_utc_epoch():
+    assert w.bucket_start(T0 + 59_999, MIN) == T0
+    assert w.bucket_start(T0 + 60_000, MIN) == T0 + MIN
+    assert w.iso(T0) == "2026-01-05T09:00:00Z"
+
+
+def test_trailing_window_sums_buckets_in_watermark_minus_w_to_watermark():
+    state = w.new_windowed()
+    for minute in range(10):
+        add_likes(state, T0 + minute * MIN + 5, n=minute + 1)
+    wm = T0 + 9 * MIN + 10
+    # buckets starting in (wm - 5m, wm]: minutes 5..9 -> 6+7+8+9+10
+    assert w.trailing(state, wm, 5 * MIN, m.merge)["eng"] == 40
+    assert w.trailing(state, wm, 60 * MIN, m.merge)["eng"] == 55
+
+
+def test_out_of_order_within_grace_counts_in_its_window():
+    state = w.new_windowed()
+    add_likes(state, T0 + 3 * MIN)
+    wm = T0 + 3 * MIN
+    late_ts = T0 + 30_000
+    assert not w.is_late(late_ts, wm, SPEC.grace)
+    add_likes(state, late_ts)
+    closed = w.close_due(state, T0 + 2 * MIN + SPEC.grace, SPEC)
+    assert [(c.label, c.start, c.agg["eng"]) for c in closed] == [("1m", T0, 1)]
+
+
+def test_late_beyond_grace_is_late():
+    assert w.is_late(T0, T0 + SPEC.grace + 1, SPEC.grace)
+    assert not w.is_late(T0, T0 + SPEC.grace, SPEC.grace)
+
+
+def test_a_window_closes_once_and_its_state_is_dropped():
+    state = w.new_windowed()
+    add_likes(state, T0 + 10, n=3)
+    assert w.close_due(state, T0 + MIN + SPEC.grace - 1, SPEC) == []
+    first = w.close_due(state, T0 + MIN + SPEC.grace, SPEC)
+    assert [(c.label, c.agg["eng"]) for c in first] == [("1m", 3)]
+    assert w.close_due(state, T0 + MIN + SPEC.grace + 10 * MIN, SPEC) == []  # never again
+    hour = w.close_due(state, T0 + 60 * MIN + SPEC.grace, SPEC)
+    assert [(c.label, c.start, c.end, c.agg["eng"]) for c in hour] == [("1h", T0, T0 + 60 * MIN, 3)]
+    w.prune(state, T0 + 60 * MIN + SPEC.grace, SPEC)
+    assert w.is_empty(state)
+
+
+def test_quiet_partition_watermark_follows_the_wall_clock_after_idle():
+    wm = Watermark(idle=50)
+    wm.observe(T0)
+    assert wm.advance(caught_up=True) == T0  # records just arrived: event time rules
+    time.sleep(0.06)
+    now = int(time.time() * 1000)
+    assert wm.advance(caught_up=True) >= now - 5  # quiet: wall clock
+    wm.observe(T0 + 1)  # an old event arriving does not pull it back
+    assert wm.current() >= now - 5
+
+
+def test_a_partition_with_a_backlog_never_follows_the_wall_clock():
+    wm = Watermark(idle=0)
+    wm.observe(T0)
+    time.sleep(0.01)
+    assert wm.advance(caught_up=False) == T0
+
+
+def test_a_busy_partition_is_driven_by_event_time_alone():
+    wm = Watermark(idle=10_000)
+    for i in range(5):
+        wm.observe(T0 + i * 1000)
+    assert wm.current() == T0 + 4000
+
+
+def test_windowed_state_survives_a_json_round_trip():
+    import orjson
+
+    state = w.new_windowed()
+    add_likes(state, T0 + 10, n=2)
+    back = w.decode_windowed(orjson.loads(orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS)))
+    assert back == state
