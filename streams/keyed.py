@@ -62,7 +62,7 @@ def decode_forward(value: bytes) -> list[Forwarded]:
 
 @dataclass(slots=True)
 class StageOutput:
-    accepted: Counter[str] = field(default_factory=Counter)  # source topic -> n
+    accepted: Counter[str] = field(default_factory=Counter)  # bare input topic -> n
     rejected: list[Rejection] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)
     dirty: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -162,7 +162,7 @@ class KeyedStage:
                 continue
             wm.observe(event.ts)
             if item.primary:
-                out.accepted[item.source] += 1
+                out.accepted[item.topic] += 1
             per_key[item.key].append((item.topic, event))
         for key, evs in per_key.items():
             state = self.states[key]
