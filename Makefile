@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/mypy streams schemas
 
 bench: $(STAMP)
-	$(BIN)/python bench/ingest_throughput.py
+	$(BIN)/python bench/throughput.py
 
 dashboards: $(STAMP)
 	$(BIN)/python -m deploy.grafana.dashboards deploy/grafana/dashboards

@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from . import generator
-from .broker import BrokerError, start_broker
+from .broker import BrokerError, port_in_use, start_broker
 from .settings import Settings
 
 __all__ = ["run_demo", "scrape", "summary_table"]
@@ -41,11 +41,12 @@ def scrape(url: str, timeout: float = 2.0) -> dict[str, list[tuple[dict[str, str
     return out
 
 
-def summary_table(m: dict[str, list[tuple[dict[str, str], float]]], elapsed: float) -> Table:
+def summary_table(m: dict[str, list[tuple[dict[str, str], float]]], elapsed: float, first: float | None = None) -> Table:
     events: dict[str, dict[str, float]] = defaultdict(dict)
     for labels, v in m.get("socialpulse_events_total", []):
         events[labels["topic"]][labels["outcome"]] = v
-    table = Table(title=f"socialpulse demo - {elapsed:.0f}s - Ctrl-C stops everything", expand=False)
+    flowing = f"first events counted after {first:.1f}s" if first is not None else "waiting for the first events"
+    table = Table(title=f"socialpulse demo - {elapsed:.0f}s - {flowing} - Ctrl-C stops everything", expand=False)
     table.add_column("topic")
     for col in ("accepted", "invalid", "duplicate", "late"):
         table.add_column(col, justify="right")
@@ -77,7 +78,11 @@ def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
     started = time.monotonic()
     loop = asyncio.new_event_loop()
     gen: asyncio.Task[Any] | None = None
+    first: float | None = None
     try:
+        if port_in_use(settings.web_port):
+            console.print(f"[red]web port {settings.web_port} is in use (set SOCIALPULSE_WEB_PORT to another)[/red]")
+            return 2
         try:
             broker = start_broker(port)
         except BrokerError as exc:
@@ -106,7 +111,10 @@ def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
                     console.print(f"[red]worker exited with code {worker.returncode}; see {worker_log.name}[/red]")
                     return 1
                 with contextlib.suppress(Exception):
-                    live.update(summary_table(scrape(f"{base}/metrics"), time.monotonic() - started))
+                    metrics = scrape(f"{base}/metrics")
+                    if first is None and any(v for _, v in metrics.get("socialpulse_events_total", [])):
+                        first = time.monotonic() - started
+                    live.update(summary_table(metrics, time.monotonic() - started, first))
     except KeyboardInterrupt:
         console.print("stopping ...")
         return 0

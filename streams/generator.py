@@ -182,7 +182,7 @@ class Traffic:
             order_id = self._id("ord")
             currency = self._pick(CURRENCIES)
             amount = f"{rng.lognormvariate(3.6, 0.6):.2f}"
-            at = ts + int(rng.uniform(20, 900) * 1000)
+            at = ts + int(rng.uniform(5, 180) * 1000)
             order = {"event_id": self._id("o"), "order_id": order_id, "actor_id": actor, "amount": amount,
                      "currency": currency, "status": "placed"}
             if rng.random() < 0.5:

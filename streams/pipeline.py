@@ -231,25 +231,23 @@ class Pipeline:
                 outgoing[(stream, p)].append(
                     Forwarded(bare, raw.topic, raw.partition, raw.offset, key, dumped, primary)
                 )
+        # send_soon: buffered; Faust flushes the producer before it commits offsets,
+        # so nothing is acknowledged before it was handed on.
         for (stream, p), items in outgoing.items():
-            await self.keyed_topics[stream].send(value=encode_forward(items), partition=p)
+            self.keyed_topics[stream].send_soon(value=encode_forward(items), partition=p)
         for topic, lags in lag_by_topic.items():
             hist = self.metrics.event_lag.labels(topic)
             for lag in lags:
                 hist.observe(max(lag, 0.0))
-        await self.reject(bad)
+        self.reject(bad)
 
-    async def reject(self, rejections: list[Rejection]) -> None:
+    def reject(self, rejections: list[Rejection]) -> None:
         counts: Counter[tuple[str, str]] = Counter()
         for rej in rejections:
             bare = self.bare.get(rej.raw.topic, rej.raw.topic)
             counts[(bare, rej.reason)] += 1
             record = dead_letter(rej)
-            try:
-                await self.dlq_topic.send(value=record.model_dump_json().encode())
-            except Exception:  # a publish error must not stop the worker
-                self.metrics.publish_errors.labels(DLQ).inc()
-                log.exception("dead-letter publish failed")
+            self.dlq_topic.send_soon(value=record.model_dump_json().encode(), callback=self._on_sent(DLQ))
         for (bare, reason), n in counts.items():
             self.metrics.events.labels(bare, OUTCOME_OF[reason]).inc(n)
             self.metrics.dead_letters.labels(bare, reason).inc(n)
@@ -274,20 +272,26 @@ class Pipeline:
                 table[WATERMARK_KEY.format(partition=partition).encode()] = str(watermark).encode()
         for source, n in out.accepted.items():
             self.metrics.events.labels(source, "accepted").inc(n)
-        await self.publish(out.results)
-        await self.reject(out.rejected)
+        self.publish(out.results)
+        self.reject(out.rejected)
 
-    async def publish(self, results: list[Result]) -> None:
+    def publish(self, results: list[Result]) -> None:
         families: Counter[str] = Counter()
         for r in results:
-            try:
-                await self.results_topic.send(key=r.key.encode(), value=r.model_dump_json().encode())
-                families[r.family] += 1
-            except Exception:
-                self.metrics.publish_errors.labels(RESULTS).inc()
-                log.exception("result publish failed")
+            self.results_topic.send_soon(
+                key=r.key.encode(), value=r.model_dump_json().encode(), callback=self._on_sent(RESULTS)
+            )
+            families[r.family] += 1
         for fam, n in families.items():
             self.metrics.results.labels(fam).inc(n)
+
+    def _on_sent(self, topic: str) -> Any:
+        def callback(fut: Any) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                self.metrics.publish_errors.labels(topic).inc()
+                log.error("publish to %s failed: %r", topic, None if fut.cancelled() else fut.exception())
+
+        return callback
 
     def caught_up(self, name: str) -> dict[int, bool]:
         """Per owned partition of the stage's topic: has the consumer read to the end?"""

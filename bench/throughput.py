@@ -1,0 +1,212 @@
+"""One worker's ingest throughput, next to the raw aiokafka limit, measured in one run.
+
+Starts its own embedded broker, pre-produces N events with the generator's mix
+(duplicates, late and malformed records included), then:
+  1. raw: a bare aiokafka consumer with orjson counting events per account (the Python limit);
+  2. socialpulse: one real worker (validation, de-duplication, windows, all families on).
+Prints events/s and the ratio, and appends the table to bench/RESULTS.md.
+
+    python bench/throughput.py [--events 200000] [--batch 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from schemas.events import INPUT_TOPICS  # noqa: E402
+from streams.broker import start_broker  # noqa: E402
+from streams.demo import stop  # noqa: E402
+from streams.generator import Traffic  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+
+PREFIX = "bench."
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def produce(bootstrap: str, n: int, batch: int) -> int:
+    """Pre-produce about ``n`` events; ``batch`` > 1 packs that many per message (JSON array)."""
+    await ensure_topics(Settings(broker=f"kafka://{bootstrap}", topic_prefix=PREFIX, partitions=4))
+    traffic = Traffic(rate=5000, seed=42, start_ms=int(time.time() * 1000) - 3_600_000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_048_576)
+    await producer.start()
+    sent, pending = 0, []
+    packs: dict[str, list[bytes]] = {}
+    try:
+        while sent < n:
+            for topic, value, _ in traffic.second():
+                if batch > 1:
+                    packs.setdefault(topic, []).append(value)
+                    if len(packs[topic]) < batch:
+                        continue
+                    value = b"[" + b",".join(packs.pop(topic)) + b"]"
+                pending.append(await producer.send(PREFIX + topic, value))
+                sent += batch
+                if len(pending) > 5000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                if sent % 50_000 < batch:
+                    print(f"\rproduced {sent:,}/{n:,}", end="", file=sys.stderr, flush=True)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    print(file=sys.stderr)
+    return sent
+
+
+async def raw_baseline(bootstrap: str, n_messages: int) -> tuple[float, int]:
+    consumer = AIOKafkaConsumer(
+        *[PREFIX + t for t in INPUT_TOPICS], bootstrap_servers=bootstrap, group_id=f"raw-{time.time_ns()}",
+        auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4_194_304,
+    )
+    await consumer.start()
+    counts: Counter[str] = Counter()
+    seen, events, began = 0, 0, None
+    try:
+        while seen < n_messages:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if began is None and batches:
+                began = time.perf_counter()
+            for records in batches.values():
+                for rec in records:
+                    seen += 1
+                    try:
+                        obj = orjson.loads(rec.value)
+                    except orjson.JSONDecodeError:
+                        continue
+                    for o in obj if isinstance(obj, list) else [obj]:
+                        if isinstance(o, dict):
+                            counts[o.get("account_id", o.get("actor_id", ""))] += 1
+                            events += 1
+        return events / (time.perf_counter() - (began or time.perf_counter())), events
+    finally:
+        await consumer.stop()
+
+
+def scrape_total(url: str) -> float:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+        if s.name == "socialpulse_events_total"
+    )
+
+
+def run_worker(bootstrap: str, expected: int, data_dir: str, profile: str = "") -> tuple[float, float, float]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIALPULSE_")} | {
+        "SOCIALPULSE_BROKER": f"kafka://{bootstrap}", "SOCIALPULSE_TOPIC_PREFIX": PREFIX,
+        "SOCIALPULSE_APP_ID": f"bench-{time.time_ns()}", "SOCIALPULSE_DATA_DIR": data_dir,
+        "SOCIALPULSE_LOG_LEVEL": "warning", "SOCIALPULSE_WEB_HOST": "127.0.0.1",
+    }
+    log = open(Path(data_dir) / "worker.log", "wb")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(port)]
+    if profile:  # py-spy samples the whole run; collapsed stacks for flame graphs or a top list
+        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "200", "-o", profile, "--", *cmd]
+    proc = subprocess.Popen(cmd,
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/metrics"
+    first = done = None
+    total = 0.0
+    deadline = time.monotonic() + 1800
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                total = scrape_total(url)
+            except OSError:
+                continue
+            if first is None and total > 0:
+                first = time.monotonic()
+            print(f"\rsocialpulse counted {total:,.0f}/{expected:,}", end="", file=sys.stderr, flush=True)
+            if total >= expected:
+                done = time.monotonic()
+                break
+        print(file=sys.stderr)
+        cpu = _cpu_seconds(proc.pid)
+        if first is None or done is None:
+            raise SystemExit(f"worker counted {total} of {expected}; see {log.name}")
+        return expected / max(done - first, 1e-9), done - first, cpu
+    finally:
+        stop(proc)
+        time.sleep(0.5)  # let py-spy write its profile
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=1, help="events per Kafka message (JSON array)")
+    ap.add_argument("--no-write", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--profile", default="", help="write py-spy collapsed stacks of the worker to this file")
+    args = ap.parse_args()
+    port = free_port()
+    broker = start_broker(port)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        sent = asyncio.run(produce(bootstrap, args.events, args.batch))
+        messages = sent // args.batch if args.batch > 1 else sent
+        raw_rate, raw_events = asyncio.run(raw_baseline(bootstrap, messages))
+        tmp = tempfile.mkdtemp(prefix="socialpulse-bench-")
+        sp_rate, secs, cpu = run_worker(bootstrap, raw_events, tmp, args.profile)
+        print(f"worker log and data: {tmp}", file=sys.stderr)
+    finally:
+        stop(broker)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rows = [
+        ("raw aiokafka + orjson count (the Python limit)", raw_rate, 1.0),
+        ("socialpulse worker, full pipeline", sp_rate, sp_rate / raw_rate),
+    ]
+    lines = [
+        f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {raw_events:,} events, {args.batch} per message",
+        "",
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, broker Tansu (embedded)",
+        "",
+        "| approach | events/s | vs raw |",
+        "|---|---:|---:|",
+        *[f"| {name} | {rate:,.0f} | {ratio:.1%} |" for name, rate, ratio in rows],
+        "",
+        f"socialpulse: {secs:.1f} s wall, {cpu:.1f} CPU s, peak RSS of child processes {peak_mb:,.0f} MiB",
+        "",
+    ]
+    print("\n".join(lines))
+    if not args.no_write:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
