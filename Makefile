@@ -18,9 +18,10 @@ demo: $(STAMP)
 	$(BIN)/socialpulse demo
 
 test: $(STAMP)
-	@command -v promtool >/dev/null || { echo "installing Debian's prometheus (promtool)"; \
-		(apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) || echo "prometheus not installed: its tests will be skipped"; }
-	$(BIN)/python -m pytest -q
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { echo "installing Debian's prometheus and alertmanager"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null) \
+		|| echo "could not install prometheus: its tests will be skipped"; }
+	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check streams schemas tests bench deploy
