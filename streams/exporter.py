@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .family import Gauge as FamilyGauge
@@ -27,8 +28,16 @@ disable_created_metrics()
 LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600, 86400)
 
 
+def _family(g: FamilyGauge) -> Any:
+    if g.kind == "counter":
+        return CounterMetricFamily(g.name.removesuffix("_total"), g.help, labels=list(g.labels))
+    if g.kind == "histogram":
+        return HistogramMetricFamily(g.name, g.help, labels=list(g.labels))
+    return GaugeMetricFamily(g.name, g.help, labels=list(g.labels))
+
+
 class FamilyCollector(Collector):
-    """Yields every family gauge from ``source()`` at scrape time."""
+    """Yields every family metric from ``source()`` at scrape time."""
 
     def __init__(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]]) -> None:
         self.gauges = {g.name: g for g in gauges}
@@ -36,16 +45,20 @@ class FamilyCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         for g in self.gauges.values():
-            yield GaugeMetricFamily(g.name.removesuffix("_total"), g.help, labels=list(g.labels))
+            yield _family(g)
 
     def collect(self) -> Iterator[Metric]:
-        grouped: dict[str, list[tuple[tuple[str, ...], float]]] = defaultdict(list)
+        grouped: dict[str, list[tuple[tuple[str, ...], Any]]] = defaultdict(list)
         for name, labels, value in self.source():
             grouped[name].append((labels, value))
         for name, g in self.gauges.items():
-            fam = GaugeMetricFamily(g.name, g.help, labels=list(g.labels))
+            fam = _family(g)
             for labels, value in grouped.get(name, ()):
-                fam.add_metric(list(labels), value)
+                if g.kind == "histogram":
+                    buckets, total = value
+                    fam.add_metric(list(labels), buckets, total)
+                else:
+                    fam.add_metric(list(labels), value)
             yield fam
 
 
@@ -84,6 +97,9 @@ class Metrics:
         self.batch_seconds = Histogram(
             "socialpulse_batch_seconds", "Time to process one batch, by stage.", ["stage"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r,
+        )
+        self.breaches = Counter(
+            "socialpulse_reply_breaches_published", "Reply-SLA breach records published.", registry=r,
         )
         self.rebalances = Counter("socialpulse_rebalances", "Partition rebalances seen by this worker.", registry=r)
         self.ready = Gauge("socialpulse_ready", "1 when recovered and consuming.", registry=r)

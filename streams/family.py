@@ -13,22 +13,28 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from schemas.events import Event
-from schemas.results import Result
+from schemas.results import ReplyBreach, Result
 
-__all__ = ["Family", "Gauge", "Sample"]
+__all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue"]
 
 
 @dataclass(frozen=True, slots=True)
 class Gauge:
-    """A gauge a family exports: its Prometheus name, help and label names."""
+    """A metric a family exports: its Prometheus name, help, label names and type
+    (``gauge``, ``counter`` or ``histogram``)."""
 
     name: str
     help: str
     labels: tuple[str, ...]
+    kind: str = "gauge"
 
 
-#: (gauge name, label values in the gauge's label order, value)
-Sample = tuple[str, tuple[str, ...], float]
+#: a histogram sample's value: cumulative (le, count) pairs ending with +Inf, and the sum
+HistogramValue = tuple[list[tuple[str, float]], float]
+#: (metric name, label values in the metric's label order, value)
+Sample = tuple[str, tuple[str, ...], "float | HistogramValue"]
+#: what a family publishes: closed-window results and reply-SLA breaches
+Output = Result | ReplyBreach
 
 
 class Family(Protocol):
@@ -41,9 +47,13 @@ class Family(Protocol):
 
     def decode_state(self, raw: dict[str, Any]) -> dict[str, Any]: ...
 
-    def apply(self, key: str, state: dict[str, Any], events: list[Event]) -> None: ...
+    def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
+        """Fold a key's accepted events (arrival order) in; return anything due now."""
+        ...
 
-    def close(self, key: str, state: dict[str, Any], watermark: int) -> list[Result]: ...
+    def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
+        """Outputs due at this watermark, and whether the state changed."""
+        ...
 
     def is_empty(self, state: dict[str, Any]) -> bool: ...
 

@@ -26,10 +26,9 @@ from typing import Any
 import orjson
 
 from schemas.events import TOPIC_MODELS, Event
-from schemas.results import Result
 
 from . import windows
-from .family import Family
+from .family import Family, Output, Sample
 from .ingest import Raw, Rejection, prune_seen, seen_before
 from .windows import Watermark, WindowSpec
 
@@ -64,7 +63,7 @@ def decode_forward(value: bytes) -> list[Forwarded]:
 class StageOutput:
     accepted: Counter[str] = field(default_factory=Counter)  # bare input topic -> n
     rejected: list[Rejection] = field(default_factory=list)
-    results: list[Result] = field(default_factory=list)
+    results: list[Output] = field(default_factory=list)
     dirty: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     deleted: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark to persist
@@ -169,7 +168,7 @@ class KeyedStage:
             for fam in self.families:
                 mine = [e for t, e in evs if fam in self._by_topic[t]]
                 if mine:
-                    fam.apply(key, state[fam.name], mine)
+                    out.results.extend(fam.apply(key, state[fam.name], mine, wm.current()))
             out.dirty[partition].add(key)
 
     @staticmethod
@@ -191,15 +190,14 @@ class KeyedStage:
                 out.watermarks[partition] = wm.persisted = at
             for key in list(self.keys_in.get(partition, ())):
                 state = self.states[key]
-                closed_any = False
+                changed = False
                 for fam in self.families:
-                    results = fam.close(key, state[fam.name], at)
-                    if results:
-                        out.results.extend(results)
-                        closed_any = True
+                    outputs, fam_changed = fam.close(key, state[fam.name], at)
+                    out.results.extend(outputs)
+                    changed = changed or fam_changed
                 before = len(state["seen"])
                 prune_seen(state["seen"], at, self.dedup_horizon)
-                if closed_any or len(state["seen"]) != before:
+                if changed or len(state["seen"]) != before:
                     if not state["seen"] and all(fam.is_empty(state[fam.name]) for fam in self.families):
                         self._drop(partition, key)
                         out.deleted[partition].add(key)
@@ -216,7 +214,7 @@ class KeyedStage:
         wm = self.watermarks.get(self.partition_of[key])
         return wm.current() if wm is not None else 0
 
-    def samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    def samples(self) -> Iterator[Sample]:
         for key, state in list(self.states.items()):
             at = self.current_watermark(key)
             for fam in self.families:

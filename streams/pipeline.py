@@ -26,13 +26,15 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Event
-from schemas.results import Result
+from schemas.results import ReplyBreach
 
 from .engagement import Engagement
 from .exporter import Metrics
-from .family import Family
+from .family import Family, Output
 from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
 from .keyed import WATERMARK_KEY, Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
+from .replies import Replies
+from .replies.hours import parse_hours
 from .settings import Settings
 from .windows import WindowSpec
 
@@ -92,8 +94,13 @@ class Pipeline:
             closed=tuple(settings.closed_windows),
             grace=settings.grace,
         )
+        zones = settings.account_timezones
+        hours = {k: parse_hours(v, zones.get(k, "UTC")) for k, v in settings.business_hours.items()}
         families: dict[str, list[Family]] = {
-            "account": [Engagement(self.spec, settings.top_posts)],
+            "account": [
+                Engagement(self.spec, settings.top_posts),
+                Replies(self.spec, settings.reply_slo, zones, hours, settings.max_agents, settings.conversation_ttl),
+            ],
             "actor": [],
         }
         self.stages = {
@@ -275,9 +282,16 @@ class Pipeline:
         self.publish(out.results)
         self.reject(out.rejected)
 
-    def publish(self, results: list[Result]) -> None:
+    def publish(self, outputs: list[Output]) -> None:
         families: Counter[str] = Counter()
-        for r in results:
+        for r in outputs:
+            if isinstance(r, ReplyBreach):
+                key = f"{r.platform}|{r.account_id}|{r.conversation_id}|{r.waiting_since}"
+                self.breaches_topic.send_soon(
+                    key=key.encode(), value=r.model_dump_json().encode(), callback=self._on_sent(BREACHES)
+                )
+                self.metrics.breaches.inc()
+                continue
             self.results_topic.send_soon(
                 key=r.key.encode(), value=r.model_dump_json().encode(), callback=self._on_sent(RESULTS)
             )

@@ -58,6 +58,41 @@ def _duration_list(value: object) -> list[int]:
     return sorted(set(out))
 
 
+def _pairs(value: object, sep: str) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    out: dict[str, str] = {}
+    for item in str(value).split(sep):
+        if not item.strip():
+            continue
+        key, eq, val = item.partition("=")
+        if not eq or "|" not in key:
+            raise ValueError(f"{item.strip()!r} is not platform|account=value")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def _timezones(value: object) -> dict[str, str]:
+    from zoneinfo import ZoneInfo
+
+    zones = _pairs(value, ",")
+    for key, name in zones.items():
+        try:
+            ZoneInfo(name)
+        except Exception:
+            raise ValueError(f"{key}: unknown time zone {name!r}") from None
+    return zones
+
+
+def _business_hours(value: object) -> dict[str, str]:
+    from .replies.hours import parse_hours
+
+    hours = _pairs(value, ";")
+    for spec in hours.values():
+        parse_hours(spec)
+    return hours
+
+
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 DurationList = Annotated[list[int], NoDecode, BeforeValidator(_duration_list)]
 
@@ -87,6 +122,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(2_000, ge=1)
     batch_within: Duration = "200ms"  # type: ignore[assignment]
     top_posts: int = Field(10, ge=1, le=1000)
+    max_agents: int = Field(20, ge=1, le=1000)
+    conversation_ttl: Duration = "7d"  # type: ignore[assignment]
+    #: per-account time zone for hour-of-week reply times: ``platform|account=Zone,...``
+    account_timezones: Annotated[dict[str, str], NoDecode, BeforeValidator(_timezones)] = ""  # type: ignore[assignment]
+    #: per-account business hours: ``platform|account=mon-fri 09:00-17:00;...``
+    business_hours: Annotated[dict[str, str], NoDecode, BeforeValidator(_business_hours)] = ""  # type: ignore[assignment]
     app_id: str = "socialpulse"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Kafka security for a real cluster.

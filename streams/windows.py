@@ -122,17 +122,27 @@ def is_late(ts: int, watermark: int, grace: int) -> bool:
     return ts < watermark - grace
 
 
-def add(state: dict[str, Any], ts: int, part: Agg, spec: WindowSpec, merge: Merge) -> None:
-    """Fold a pre-aggregated ``part`` at event time ``ts`` into buckets and windows."""
+def add(
+    state: dict[str, Any], ts: int, part: Agg, spec: WindowSpec, merge: Merge, watermark: int | None = None
+) -> None:
+    """Fold a pre-aggregated ``part`` at event time ``ts`` into buckets and windows.
+
+    With ``watermark``, windows already emitted at that watermark are left alone
+    (used for updates that belong to an old time, such as a reply credited to the
+    bucket its conversation started in).
+    """
     b = bucket_start(ts, spec.bucket)
     buckets = state["b"]
-    if b in buckets:
-        merge(buckets[b], part)
-    else:
-        buckets[b] = _copy(part)
+    if watermark is None or b > watermark - spec.keep_buckets:
+        if b in buckets:
+            merge(buckets[b], part)
+        else:
+            buckets[b] = _copy(part)
     windows = state["w"]
     for size in spec.closed:
         start = bucket_start(ts, size)
+        if watermark is not None and start + size + spec.grace <= watermark:
+            continue
         per_size = windows.setdefault(size, {})
         if start in per_size:
             merge(per_size[start], part)
@@ -175,12 +185,14 @@ def close_due(state: dict[str, Any], watermark: int, spec: WindowSpec) -> list[C
     return out
 
 
-def prune(state: dict[str, Any], watermark: int, spec: WindowSpec) -> None:
-    """Drop trailing buckets no trailing window can reach any more."""
+def prune(state: dict[str, Any], watermark: int, spec: WindowSpec) -> bool:
+    """Drop trailing buckets no trailing window can reach any more; True if any went."""
     low = watermark - spec.keep_buckets
     buckets = state["b"]
-    for start in [s for s in buckets if s <= low]:
+    gone = [s for s in buckets if s <= low]
+    for start in gone:
         del buckets[start]
+    return bool(gone)
 
 
 def is_empty(state: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from schemas.events import Audience, Event
 from schemas.results import Result, result_key
 
 from .. import windows
-from ..family import Gauge, Sample
+from ..family import Gauge, Output, Sample
 from ..windows import WindowSpec, iso
 from . import metrics as m
 
@@ -59,7 +59,7 @@ class Engagement:
         return windows.is_empty(state["win"])
 
     # -- events ------------------------------------------------------------
-    def apply(self, key: str, state: dict[str, Any], events: list[Event]) -> None:
+    def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
         """Pre-aggregate the batch per bucket, then fold each bucket in once."""
         spec = self.spec
         parts: dict[int, windows.Agg] = {}
@@ -75,14 +75,15 @@ class Engagement:
                     state["followers"] = [event.ts, event.followers]
         for b, agg in parts.items():
             windows.add(state["win"], b, agg, spec, m.merge)
+        return []
 
-    def close(self, key: str, state: dict[str, Any], watermark: int) -> list[Result]:
+    def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
         platform, account = key.split("|", 1)
-        out: list[Result] = []
+        out: list[Output] = []
         for cw in windows.close_due(state["win"], watermark, self.spec):
             out.extend(self._results(platform, account, cw, state))
-        windows.prune(state["win"], watermark, self.spec)
-        return out
+        pruned = windows.prune(state["win"], watermark, self.spec)
+        return out, bool(out) or pruned
 
     def _results(self, platform: str, account: str, cw: windows.ClosedWindow, state: dict[str, Any]) -> list[Result]:
         agg = cw.agg
