@@ -33,6 +33,8 @@ def _family(g: FamilyGauge) -> Any:
         return CounterMetricFamily(g.name.removesuffix("_total"), g.help, labels=list(g.labels))
     if g.kind == "histogram":
         return HistogramMetricFamily(g.name, g.help, labels=list(g.labels))
+    if g.kind == "summary":
+        return Metric(g.name, g.help, "summary")
     return GaugeMetricFamily(g.name, g.help, labels=list(g.labels))
 
 
@@ -57,6 +59,13 @@ class FamilyCollector(Collector):
                 if g.kind == "histogram":
                     buckets, total = value
                     fam.add_metric(list(labels), buckets, total)
+                elif g.kind == "summary":  # quantiles of a trailing window, with its count and sum
+                    quantiles, count, total = value
+                    base = dict(zip(g.labels, labels, strict=True))
+                    for q, v in quantiles:
+                        fam.add_sample(g.name, base | {"quantile": q}, v)
+                    fam.add_sample(g.name + "_count", base, count)
+                    fam.add_sample(g.name + "_sum", base, total)
                 else:
                     fam.add_metric(list(labels), value)
             yield fam
@@ -103,6 +112,7 @@ class Metrics:
         )
         self.rebalances = Counter("socialpulse_rebalances", "Partition rebalances seen by this worker.", registry=r)
         self.ready = Gauge("socialpulse_ready", "1 when recovered and consuming.", registry=r)
+        self.reply_slo = Gauge("socialpulse_reply_slo_seconds", "The reply SLO (SOCIALPULSE_REPLY_SLO).", registry=r)
         for topic in ("likes", "impressions", "audience", "clicks", "messages", "orders", "spend"):
             for outcome in ("accepted", "invalid", "duplicate", "late"):
                 self.events.labels(topic, outcome)

@@ -65,8 +65,11 @@ class _Pending:
 class Traffic:
     """A seeded, simulated-time source of (topic, value bytes, event ts) records."""
 
-    def __init__(self, rate: float, seed: int = 1, start_ms: int | None = None, noise: bool = True) -> None:
+    def __init__(
+        self, rate: float, seed: int = 1, start_ms: int | None = None, noise: bool = True, reply_median_s: float = 240.0
+    ) -> None:
         self.rng = random.Random(seed)
+        self.reply_median_s = reply_median_s
         self.rate = rate
         self.noise = noise
         self.now = int(time.time() * 1000) if start_ms is None else start_ms
@@ -206,7 +209,7 @@ class Traffic:
                 "event_id": self._id("m"), "direction": "outbound", "author_id": "bot", "automated": True})
         if rng.random() < 0.88:  # most get a human reply, log-normal delay (median ~4 min)
             agent = rng.choice(AGENTS)
-            delay = rng.lognormvariate(math.log(240), 0.9) * 1000
+            delay = rng.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000
             self._schedule("messages", ts + int(delay), base | {
                 "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
 
@@ -244,7 +247,7 @@ class Traffic:
 
 async def run(
     settings: Any, rate: float, duration: float, seed: int, start_ms: int | None = None,
-    fast: bool = False, progress: bool = True,
+    fast: bool = False, progress: bool = True, reply_median_s: float = 240.0,
 ) -> Counter[str]:
     """Produce ``duration`` simulated seconds of traffic at ``rate`` events/s."""
     from aiokafka import AIOKafkaProducer
@@ -252,7 +255,7 @@ async def run(
     from .topics import bootstrap, ensure_topics
 
     await ensure_topics(settings)
-    traffic = Traffic(rate, seed, start_ms)
+    traffic = Traffic(rate, seed, start_ms, reply_median_s=reply_median_s)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=5, max_batch_size=262_144)
     await producer.start()
     sent = 0

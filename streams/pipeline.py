@@ -88,6 +88,7 @@ class Pipeline:
         self.app = app
         self.settings = settings
         self.metrics = Metrics()
+        self.metrics.reply_slo.set(settings.reply_slo / 1000)
         self.spec = WindowSpec(
             bucket=settings.bucket,
             trailing=tuple(settings.trailing_windows),

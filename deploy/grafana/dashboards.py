@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 __all__ = ["BOARDS", "render_all", "panel_queries"]
 
@@ -103,11 +104,7 @@ def engagement() -> db.Dashboard:
              "Engagement rate against the published benchmark, CTR, reach and follower growth.")
         .with_variable(variable("platform", "label_values(socialpulse_engagements, platform)"))
         .with_variable(variable("account", 'label_values(socialpulse_engagements{platform=~"$platform"}, account)'))
-        .with_variable(
-            db.CustomVariable("window").label("window").values("5m,1h").current(
-                VariableOption(selected=True, text="5m", value="5m")
-            )
-        )
+        .with_variable(window_variable())
         .with_row(db.Row("Rates"))
         .with_panel(ts(
             "Engagement rate by platform vs benchmark", "percentunit",
@@ -138,7 +135,66 @@ def engagement() -> db.Dashboard:
     )
 
 
-BOARDS: dict[str, Callable[[], db.Dashboard]] = {"pipeline": pipeline, "engagement": engagement}
+def window_variable() -> db.CustomVariable:
+    return db.CustomVariable("window").label("window").values("5m,1h").current(
+        VariableOption(selected=True, text="5m", value="5m")
+    )
+
+
+def replies() -> db.Dashboard:
+    hist = "socialpulse_reply_latency_seconds_bucket"
+    return (
+        base("socialpulse-replies", "socialpulse / Replies",
+             "How fast customers get an answer: latency, first response, SLA, backlog, agents.")
+        .with_variable(variable("platform", "label_values(socialpulse_awaiting_reply, platform)"))
+        .with_variable(variable("account", 'label_values(socialpulse_awaiting_reply{platform=~"$platform"}, account)'))
+        .with_variable(window_variable())
+        .with_row(db.Row("Now"))
+        .with_panel(st("Waiting for a reply", "none", q(f"sum(socialpulse_awaiting_reply{{{SEL}}})", instant=True)))
+        .with_panel(st("Oldest wait", "s", q(
+            f"time() - min(socialpulse_oldest_awaiting_reply_timestamp_seconds{{{SEL}}})", instant=True)))
+        .with_panel(st("SLA met (1h)", "percentunit", q(
+            f'sum(rate(socialpulse_reply_sla_total{{{SEL}, result="met"}}[1h])) / sum(rate(socialpulse_reply_sla_total{{{SEL}}}[1h]))',
+            instant=True)))
+        .with_panel(st("Breaches (1h)", "none", q(
+            f'sum(increase(socialpulse_reply_sla_total{{{SEL}, result="breached"}}[1h]))', instant=True)))
+        .with_row(db.Row("Speed"))
+        .with_panel(ts("Reply latency quantiles (trailing window)", "s", q(
+            f'max by (quantile) (socialpulse_reply_latency_window_seconds{{{SEL}, window="$window"}})', "p{{quantile}}"),
+            desc="Exact quantiles of replies whose reply time lies in the trailing window."))
+        .with_panel(ts("Reply latency p50 / p90 (histogram)", "s",
+            q(f"histogram_quantile(0.5, sum by (le) (rate({hist}{{{SEL}}}[$__rate_interval])))", "p50"),
+            q(f"histogram_quantile(0.9, sum by (le) (rate({hist}{{{SEL}}}[$__rate_interval])))", "p90")))
+        .with_panel(ts("First response time p50 / p90", "s",
+            q(f"histogram_quantile(0.5, sum by (le) (rate(socialpulse_first_response_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p50"),
+            q(f"histogram_quantile(0.9, sum by (le) (rate(socialpulse_first_response_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p90")))
+        .with_panel(ts("Response rate", "percentunit", q(
+            f'socialpulse_response_rate{{{SEL}, window="$window"}}', "{{platform}} {{account}}")))
+        .with_row(db.Row("SLA and backlog"))
+        .with_panel(ts("SLA attainment (met / all, 1h)", "percentunit", q(
+            f'sum by (platform, account) (rate(socialpulse_reply_sla_total{{{SEL}, result="met"}}[1h])) '
+            f'/ sum by (platform, account) (rate(socialpulse_reply_sla_total{{{SEL}}}[1h]))', "{{platform}} {{account}}")))
+        .with_panel(ts("Waiting now and oldest wait", "short",
+            q(f"sum by (platform, account) (socialpulse_awaiting_reply{{{SEL}}})", "{{platform}} {{account}} waiting"),
+            q(f"time() - min by (platform, account) (socialpulse_oldest_awaiting_reply_timestamp_seconds{{{SEL}}})",
+              "{{platform}} {{account}} oldest (s)")))
+        .with_row(db.Row("Team"))
+        .with_panel(
+            table.Panel().title("Median reply time per agent (1h)").datasource(DS).span(12).height(8).unit("s").with_target(
+                q(f"histogram_quantile(0.5, sum by (agent, le) (rate(socialpulse_agent_reply_latency_seconds_bucket{{{SEL}}}[1h])))",
+                  instant=True)
+            )
+        )
+        .with_panel(
+            heatmap.Panel().title("Replies by latency, hour by hour (set the range to 7 days for the week)")
+            .datasource(DS).span(12).height(8).with_target(
+                q(f"sum by (le) (increase({hist}{{{SEL}}}[1h]))", "{{le}}").format(PromQueryFormat.HEATMAP).interval("1h")
+            )
+        )
+    )
+
+
+BOARDS: dict[str, Callable[[], db.Dashboard]] = {"pipeline": pipeline, "engagement": engagement, "replies": replies}
 
 
 def render(board: db.Dashboard) -> str:

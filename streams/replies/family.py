@@ -53,8 +53,9 @@ class Replies:
             "Reply latency in business seconds (accounts with business hours only).", _A, "histogram",
         ),
         Gauge(
-            "socialpulse_reply_latency_window_seconds", "Reply latency quantiles over the trailing window.",
-            ("platform", "account", "window", "quantile"),
+            "socialpulse_reply_latency_window_seconds",
+            "Reply latency quantiles (0.5, 0.9, 0.99) of replies in the trailing window.",
+            ("platform", "account", "window"), "summary",
         ),
         Gauge("socialpulse_reply_latency_window_mean_seconds", "Mean reply latency over the trailing window.", _W),
         Gauge("socialpulse_response_rate", "Of conversations started in the window, the fraction replied so far.", _W),
@@ -281,8 +282,8 @@ class Replies:
             label = self.spec.label(size)
             agg = self._trailing(state, watermark, size)
             if agg["lat"]:
-                for q in QUANTILES:
-                    yield "socialpulse_reply_latency_window_seconds", (platform, account, label, str(q)), m.quantile(agg["lat"], q) or 0.0
+                qs = [(str(q), m.quantile(agg["lat"], q) or 0.0) for q in QUANTILES]
+                yield "socialpulse_reply_latency_window_seconds", (platform, account, label), (qs, len(agg["lat"]), sum(agg["lat"]))
                 yield "socialpulse_reply_latency_window_mean_seconds", (platform, account, label), sum(agg["lat"]) / len(agg["lat"])
             yield "socialpulse_conversations_started", (platform, account, label), float(agg["started"])
             if agg["started"]:

@@ -29,17 +29,20 @@ PREFIX = "obs."
 @pytest.fixture(scope="module")
 def fed_worker(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("obs")
-    worker = spawn_worker(worker_env(broker, PREFIX, tmp / "data", SOCIALPULSE_APP_ID="obs-socialpulse"), tmp)
+    env = worker_env(broker, PREFIX, tmp / "data", SOCIALPULSE_APP_ID="obs-socialpulse", SOCIALPULSE_REPLY_SLO="15s")
+    worker = spawn_worker(env, tmp)
     worker.wait_ready(60)
     settings = Settings(broker=f"kafka://{broker}", topic_prefix=PREFIX, partitions=2)
     done = threading.Event()
 
     def feed():
-        asyncio.run(generator.run(settings, rate=400, duration=40, seed=11, progress=False))
+        asyncio.run(generator.run(settings, rate=400, duration=45, seed=11, progress=False, reply_median_s=6))
         done.set()
 
     threading.Thread(target=feed, daemon=True).start()
     wait_until(lambda: "socialpulse_engagement_rate{" in worker.metrics(), 60, what="engagement gauges")
+    wait_until(lambda: 'result="breached"} 1' in worker.metrics() or 'result="breached"} 2' in worker.metrics(),
+               90, what="a reply-SLA breach")
     yield worker
     done.wait(60)
 
@@ -76,7 +79,7 @@ def concrete(expr: str) -> str:
     """A panel query as Grafana would send it with 'All' selected."""
     return (
         expr.replace("$platform", ".*").replace("$account", ".*").replace("$window", "5m")
-        .replace("$__rate_interval", "30s")
+        .replace("$__rate_interval", "1m")
     )
 
 
@@ -102,7 +105,7 @@ def test_prometheus_scrapes_the_worker(prom):
 
 
 @needs_prometheus
-@pytest.mark.parametrize("board", ["pipeline", "engagement"])
+@pytest.mark.parametrize("board", ["pipeline", "engagement", "replies"])
 def test_every_panel_query_returns_data(prom, board):
     text = render_all()[f"{board}.json"]
     queries = list(panel_queries(text))

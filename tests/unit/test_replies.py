@@ -75,7 +75,8 @@ def test_hand_made_conversations_give_hand_computed_metrics(t0):
     assert (win["sla_met"], win["sla_breached"]) == (4, 2)
     assert view["awaiting_reply"] == 1 and view["oldest_awaiting_since"] == iso(t0 + 10_000)
     samples = {(n, lv): v for n, lv, v in fam.samples(KEY, state, wm)}
-    assert samples[("socialpulse_reply_latency_window_seconds", ("instagram", "acme", "1h", "0.9"))] == pytest.approx(800.0)
+    quantiles, count, total = samples[("socialpulse_reply_latency_window_seconds", ("instagram", "acme", "1h"))]
+    assert dict(quantiles)["0.9"] == pytest.approx(800.0) and (count, total) == (5, 1580.0)
     assert samples[("socialpulse_awaiting_reply", ("instagram", "acme"))] == 1
     assert samples[("socialpulse_oldest_awaiting_reply_timestamp_seconds", ("instagram", "acme"))] == (t0 + 10_000) / 1000
     assert samples[("socialpulse_reply_sla_total", ("instagram", "acme", "breached"))] == 2
