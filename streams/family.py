@@ -31,8 +31,10 @@ class Gauge:
 
 #: a histogram sample's value: cumulative (le, count) pairs ending with +Inf, and the sum
 HistogramValue = tuple[list[tuple[str, float]], float]
+#: a summary sample's value: (quantile, value) pairs, count and sum
+SummaryValue = tuple[list[tuple[str, float]], int, float]
 #: (metric name, label values in the metric's label order, value)
-Sample = tuple[str, tuple[str, ...], "float | HistogramValue"]
+Sample = tuple[str, tuple[str, ...], "float | HistogramValue | SummaryValue"]
 #: what a family publishes: closed-window results and reply-SLA breaches
 Output = Result | ReplyBreach
 

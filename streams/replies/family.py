@@ -283,7 +283,7 @@ class Replies:
             agg = self._trailing(state, watermark, size)
             if agg["lat"]:
                 qs = [(str(q), m.quantile(agg["lat"], q) or 0.0) for q in QUANTILES]
-                yield "socialpulse_reply_latency_window_seconds", (platform, account, label), (qs, len(agg["lat"]), sum(agg["lat"]))
+                yield "socialpulse_reply_latency_window_seconds", (platform, account, label), (qs, len(agg["lat"]), float(sum(agg["lat"])))
                 yield "socialpulse_reply_latency_window_mean_seconds", (platform, account, label), sum(agg["lat"]) / len(agg["lat"])
             yield "socialpulse_conversations_started", (platform, account, label), float(agg["started"])
             if agg["started"]:
