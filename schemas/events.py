@@ -32,6 +32,8 @@ __all__ = [
     "TOPIC_MODELS",
     "INPUT_TOPICS",
     "MAX_FUTURE_MS",
+    "Credit",
+    "STAGE_MODELS",
 ]
 
 #: An event stamped further ahead of the wall clock than this is rejected: one bad
@@ -196,3 +198,21 @@ TOPIC_MODELS: dict[str, type[Event]] = {
     "spend": Spend,
 }
 INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_MODELS)
+
+
+class Credit(Event):
+    """Internal: one touch's share of an attributed order, sent from the shopper's
+    state to the touch's account (``socialpulse.by-account``). Negative amounts
+    and ``orders = -1`` take a cancelled or refunded order back."""
+
+    platform: Platform
+    account_id: Id
+    campaign_id: Id | None = None
+    order_id: Id
+    currency: ISO4217
+    revenue: dict[str, Decimal]  # model -> credited amount
+    orders: int = Field(0, ge=-1, le=1)  # last-touch order count (the touch that got the order)
+
+
+#: every model the keyed stages may see, input topics plus internal records
+STAGE_MODELS: dict[str, type[Event]] = TOPIC_MODELS | {"credits": Credit}

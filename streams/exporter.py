@@ -110,6 +110,12 @@ class Metrics:
         self.breaches = Counter(
             "socialpulse_reply_breaches_published", "Reply-SLA breach records published.", registry=r,
         )
+        self.tallies = {
+            "socialpulse_unattributed_orders": Counter(
+                "socialpulse_unattributed_orders", "Placed orders with no click in the lookback, by currency.",
+                ["currency"], registry=r,
+            ),
+        }
         self.rebalances = Counter("socialpulse_rebalances", "Partition rebalances seen by this worker.", registry=r)
         self.ready = Gauge("socialpulse_ready", "1 when recovered and consuming.", registry=r)
         self.reply_slo = Gauge("socialpulse_reply_slo_seconds", "The reply SLO (SOCIALPULSE_REPLY_SLO).", registry=r)

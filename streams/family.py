@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from schemas.events import Event
 from schemas.results import ReplyBreach, Result
 
-__all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue"]
+__all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue", "Forward", "Tally"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +35,28 @@ HistogramValue = tuple[list[tuple[str, float]], float]
 SummaryValue = tuple[list[tuple[str, float]], int, float]
 #: (metric name, label values in the metric's label order, value)
 Sample = tuple[str, tuple[str, ...], "float | HistogramValue | SummaryValue"]
-#: what a family publishes: closed-window results and reply-SLA breaches
-Output = Result | ReplyBreach
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """An internal record for another keyed stream (e.g. a credit for an account)."""
+
+    stream: str
+    key: str
+    topic: str
+    event: dict[str, Any]
+    source: str  # the input topic it derives from, for counters and dead letters
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Add ``n`` to a process-wide counter (for numbers no single key owns)."""
+
+    metric: str
+    labels: tuple[str, ...]
+    n: float = 1.0
+
+
+#: what a family publishes: closed-window results, reply-SLA breaches, internal records, tallies
+Output = Result | ReplyBreach | Forward | Tally
 
 
 class Family(Protocol):

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from schemas.events import TOPIC_MODELS, Event
+from schemas.events import STAGE_MODELS, Event
 
 from . import windows
 from .family import Family, Output, Sample
@@ -147,7 +147,7 @@ class KeyedStage:
             if state is None:
                 state = self.new_state()
                 self._own(partition, item.key, state)
-            event = TOPIC_MODELS[item.topic].model_validate(item.event)
+            event = STAGE_MODELS[item.topic].model_validate(item.event)
             if seen_before(state["seen"], event.event_id, event.ts):
                 if item.primary:
                     out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon)}"))
@@ -155,7 +155,7 @@ class KeyedStage:
             current = wm.current()
             if windows.is_late(event.ts, current, self.spec.grace):
                 del state["seen"][event.event_id]  # a late event is not "seen": a retry stays late
-                if item.primary:
+                if item.primary or item.topic == "credits":  # never drop credited revenue silently
                     behind = (current - event.ts) / 1000
                     out.rejected.append(self._reject(item, "late", f"{behind:.0f}s behind the watermark, grace {self.spec.label(self.spec.grace)}"))
                 continue

@@ -25,12 +25,13 @@ import faust
 from faust.streams import _current_event
 from faust.types import TP
 
-from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Event
+from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Click, Event
 from schemas.results import ReplyBreach
 
+from .conversion import Conversion, Shopper
 from .engagement import Engagement
 from .exporter import Metrics
-from .family import Family, Output
+from .family import Family, Forward, Output, Tally
 from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
 from .keyed import WATERMARK_KEY, Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
 from .replies import Replies
@@ -78,8 +79,11 @@ def partition_context(topic: str, partition: int) -> Iterator[None]:
 
 
 def routes(event: Event) -> list[tuple[str, str, bool]]:
-    """(stream, key, primary) for each keyed stream that needs the event."""
+    """(stream, key, primary) for each keyed stream that needs the event. A click
+    also goes to its shopper, for attribution; it is counted once, on its account."""
     stream, key = route_key(event)
+    if isinstance(event, Click):
+        return [(stream, key, True), ("actor", event.actor_id, False)]
     return [(stream, key, True)]
 
 
@@ -101,8 +105,9 @@ class Pipeline:
             "account": [
                 Engagement(self.spec, settings.top_posts),
                 Replies(self.spec, settings.reply_slo, zones, hours, settings.max_agents, settings.conversation_ttl),
+                Conversion(self.spec, settings.max_campaigns),
             ],
-            "actor": [],
+            "actor": [Shopper(settings.attribution_lookback, settings.attribution_half_life)],
         }
         self.stages = {
             name: KeyedStage(name, self.spec, fams, settings.dedup_horizon, settings.idle)
@@ -285,7 +290,18 @@ class Pipeline:
 
     def publish(self, outputs: list[Output]) -> None:
         families: Counter[str] = Counter()
+        forwards: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
         for r in outputs:
+            if isinstance(r, Forward):
+                p = partition_for(r.key, self.settings.partitions)
+                # partition/offset -1: a derived record (dead letters name its source topic)
+                forwards[(r.stream, p)].append(
+                    Forwarded(r.topic, self.settings.topic(r.source), -1, -1, r.key, r.event, False)
+                )
+                continue
+            if isinstance(r, Tally):
+                self.metrics.tallies[r.metric].labels(*r.labels).inc(r.n)
+                continue
             if isinstance(r, ReplyBreach):
                 key = f"{r.platform}|{r.account_id}|{r.conversation_id}|{r.waiting_since}"
                 self.breaches_topic.send_soon(
@@ -299,6 +315,8 @@ class Pipeline:
             families[r.family] += 1
         for fam, n in families.items():
             self.metrics.results.labels(fam).inc(n)
+        for (stream, p), items in forwards.items():
+            self.keyed_topics[stream].send_soon(value=encode_forward(items), partition=p)
 
     def _on_sent(self, topic: str) -> Any:
         def callback(fut: Any) -> None:

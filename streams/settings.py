@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     batch_within: Duration = "200ms"  # type: ignore[assignment]
     top_posts: int = Field(10, ge=1, le=1000)
     max_agents: int = Field(20, ge=1, le=1000)
+    max_campaigns: int = Field(50, ge=1, le=10_000)
+    attribution_half_life: Duration = "7d"  # type: ignore[assignment]
     conversation_ttl: Duration = "7d"  # type: ignore[assignment]
     #: per-account time zone for hour-of-week reply times: ``platform|account=Zone,...``
     account_timezones: Annotated[dict[str, str], NoDecode, BeforeValidator(_timezones)] = ""  # type: ignore[assignment]
@@ -161,7 +163,7 @@ class Settings(BaseSettings):
             raise ValueError("only letters, digits, '.', '_' and '-'")
         return value
 
-    @field_validator("bucket", "idle", "grace", "reply_slo", "attribution_lookback", "batch_within")
+    @field_validator("bucket", "idle", "grace", "reply_slo", "attribution_lookback", "attribution_half_life", "batch_within")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:

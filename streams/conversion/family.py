@@ -1,0 +1,269 @@
+"""Conversion family: clicks, credited orders and revenue, spend, CPA and ROI per account.
+
+Its events on the ``account`` stream: ``clicks`` and ``spend`` (input topics) and
+``credits`` (each touch's share of an order, from the shopper state in
+``conversion.shopper``). Money stays ``Decimal`` (kept as strings in state) until
+it is exported.
+
+Window aggregate:
+
+    {"clk": n, "orders": n,                       # clicks; last-touch credited orders
+     "rev": {model: {currency: "amount"}},        # credited revenue per model
+     "cur_orders": {currency: n},                 # last-touch orders per currency (for AOV)
+     "spend": {currency: "amount"},
+     "camp": {campaign: {"clk", "orders", "rev" (last touch, per currency), "spend"}}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from schemas.events import Click, Credit, Event, Spend
+from schemas.results import Result, result_key
+
+from .. import windows
+from ..family import Gauge, Output, Sample
+from ..windows import Agg, WindowSpec, iso
+
+__all__ = ["Conversion", "empty", "merge", "derived"]
+
+_W = ("platform", "account", "window")
+_WC = ("platform", "account", "window", "currency")
+_CAMP = ("platform", "account", "campaign", "window", "currency")
+NO_CAMPAIGN = "(none)"
+
+
+def _add(d: dict[str, str], k: str, v: str | Decimal) -> None:
+    d[k] = str(Decimal(d.get(k, "0")) + Decimal(v))
+
+
+def _camp() -> dict[str, Any]:
+    return {"clk": 0, "orders": 0, "rev": {}, "spend": {}}
+
+
+def empty() -> Agg:
+    return {"clk": 0, "orders": 0, "rev": {}, "cur_orders": {}, "spend": {}, "camp": {}}
+
+
+def merge(into: Agg, other: Agg) -> None:
+    into["clk"] += other["clk"]
+    into["orders"] += other["orders"]
+    for model, by_cur in other["rev"].items():
+        target = into["rev"].setdefault(model, {})
+        for cur, v in by_cur.items():
+            _add(target, cur, v)
+    for cur, n in other["cur_orders"].items():
+        into["cur_orders"][cur] = into["cur_orders"].get(cur, 0) + n
+    for cur, v in other["spend"].items():
+        _add(into["spend"], cur, v)
+    for name, c in other["camp"].items():
+        mine = into["camp"].setdefault(name, _camp())
+        mine["clk"] += c["clk"]
+        mine["orders"] += c["orders"]
+        for cur, v in c["rev"].items():
+            _add(mine["rev"], cur, v)
+        for cur, v in c["spend"].items():
+            _add(mine["spend"], cur, v)
+
+
+def fold(agg: Agg, event: Event) -> None:
+    if isinstance(event, Click):
+        agg["clk"] += 1
+        agg["camp"].setdefault(event.campaign_id or NO_CAMPAIGN, _camp())["clk"] += 1
+    elif isinstance(event, Spend):
+        _add(agg["spend"], event.currency, event.amount)
+        _add(agg["camp"].setdefault(event.campaign_id, _camp())["spend"], event.currency, event.amount)
+    elif isinstance(event, Credit):
+        for model, amount in event.revenue.items():
+            _add(agg["rev"].setdefault(model, {}), event.currency, amount)
+        camp = agg["camp"].setdefault(event.campaign_id or NO_CAMPAIGN, _camp())
+        if "last_touch" in event.revenue:
+            _add(camp["rev"], event.currency, event.revenue["last_touch"])
+        if event.orders:
+            agg["orders"] += event.orders
+            camp["orders"] += event.orders
+            agg["cur_orders"][event.currency] = agg["cur_orders"].get(event.currency, 0) + event.orders
+
+
+def derived(clicks: int, orders: int, revenue: dict[str, str], spend: dict[str, str]) -> dict[str, Any]:
+    """Conversion rate, AOV, CPA and ROI from one window's totals (None where undefined).
+
+    CPA = spend / attributed orders, per spend currency. ROI = (revenue - spend) /
+    spend, only where all credited revenue is in the spend's currency; otherwise
+    the currencies are ``mismatched`` and no ROI is given.
+    """
+    rev = {c: Decimal(v) for c, v in revenue.items() if Decimal(v) != 0}
+    out: dict[str, Any] = {
+        "conversion_rate": orders / clicks if clicks else None,
+        "cpa": {}, "roi": {}, "mismatched": [],
+    }
+    for cur, s in spend.items():
+        amount = Decimal(s)
+        if amount <= 0:
+            continue
+        if orders > 0:
+            out["cpa"][cur] = amount / orders
+        if set(rev) <= {cur}:
+            out["roi"][cur] = (rev.get(cur, Decimal(0)) - amount) / amount
+        else:
+            out["mismatched"].append(cur)
+    return out
+
+
+class Conversion:
+    name = "conversion"
+    topics = frozenset({"clicks", "spend", "credits"})
+    gauges: tuple[Gauge, ...] = (
+        Gauge("socialpulse_attributed_orders", "Last-touch credited orders in the trailing window.", _W),
+        Gauge("socialpulse_attributed_revenue", "Credited revenue in the trailing window, per model and currency.",
+              ("platform", "account", "window", "model", "currency")),
+        Gauge("socialpulse_conversion_rate", "Attributed orders / clicks in the trailing window (ratio).", _W),
+        Gauge("socialpulse_average_order_value", "Last-touch revenue / attributed orders, per currency.", _WC),
+        Gauge("socialpulse_spend", "Spend in the trailing window, per currency.", _WC),
+        Gauge("socialpulse_cost_per_acquisition", "Spend / attributed orders, in the spend's currency.", _WC),
+        Gauge("socialpulse_return_on_investment", "(Revenue - spend) / spend, when currencies match (ratio).", _WC),
+        Gauge("socialpulse_campaign_cost_per_acquisition", "Campaign spend / campaign orders (campaigns capped).", _CAMP),
+        Gauge("socialpulse_campaign_return_on_investment", "Campaign ROI, last touch (campaigns capped).", _CAMP),
+        Gauge("socialpulse_currency_mismatch_total", "Closed windows whose spend and revenue currencies differ (no ROI).",
+              ("platform", "account"), "counter"),
+    )
+
+    def __init__(self, spec: WindowSpec, max_campaigns: int = 50) -> None:
+        self.spec = spec
+        self.max_campaigns = max_campaigns
+
+    def new_state(self) -> dict[str, Any]:
+        return {"win": windows.new_windowed(), "mismatch": 0}
+
+    def decode_state(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return raw | {"win": windows.decode_windowed(raw["win"])}
+
+    def is_empty(self, state: dict[str, Any]) -> bool:
+        return windows.is_empty(state["win"]) and not state["mismatch"]
+
+    def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
+        parts: dict[int, Agg] = {}
+        for event in events:
+            b = windows.bucket_start(event.ts, self.spec.bucket)
+            fold(parts.setdefault(b, empty()), event)
+        for b, agg in parts.items():
+            windows.add(state["win"], b, agg, self.spec, merge)
+        return []
+
+    def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
+        platform, account = key.split("|", 1)
+        out: list[Output] = []
+        for cw in windows.close_due(state["win"], watermark, self.spec):
+            results, mismatched = self._results(platform, account, cw)
+            out.extend(results)
+            state["mismatch"] += mismatched
+        return out, bool(out) or windows.prune(state["win"], watermark, self.spec)
+
+    def _results(self, platform: str, account: str, cw: windows.ClosedWindow) -> tuple[list[Result], int]:
+        agg, start = cw.agg, iso(cw.start)
+        common = {"family": "conversion", "platform": platform, "account_id": account, "window": cw.label,
+                  "window_start": start, "window_end": iso(cw.end)}
+        out: list[Result] = []
+
+        def add(metric: str, value: Any, *key_extra: str, **fields: Any) -> None:
+            if value is not None:
+                key = result_key(metric, platform, account, cw.label, start, *key_extra)
+                out.append(Result(metric=metric, value=float(value), key=key, **common, **fields))  # type: ignore[arg-type]
+
+        last = agg["rev"].get("last_touch", {})
+        d = derived(agg["clk"], agg["orders"], last, agg["spend"])
+        add("clicks", agg["clk"])
+        add("attributed_orders", agg["orders"])
+        add("conversion_rate", d["conversion_rate"])
+        for model, by_cur in sorted(agg["rev"].items()):
+            for cur, v in sorted(by_cur.items()):
+                add("attributed_revenue", Decimal(v), model, cur, model=model, currency=cur, amount=v)
+        for cur, n in sorted(agg["cur_orders"].items()):
+            if n > 0:
+                add("average_order_value", Decimal(last.get(cur, "0")) / n, cur, currency=cur)
+        for cur, v in sorted(agg["spend"].items()):
+            add("spend", Decimal(v), cur, currency=cur, amount=v)
+        for cur, v in d["cpa"].items():
+            add("cost_per_acquisition", v, cur, currency=cur)
+        for cur, v in d["roi"].items():
+            add("return_on_investment", v, cur, currency=cur)
+        for name, c in sorted(agg["camp"].items()):
+            cd = derived(c["clk"], c["orders"], c["rev"], c["spend"])
+            add("campaign_attributed_orders", c["orders"], name, campaign_id=name)
+            add("campaign_conversion_rate", cd["conversion_rate"], name, campaign_id=name)
+            for cur, v in cd["cpa"].items():
+                add("campaign_cost_per_acquisition", v, name, cur, campaign_id=name, currency=cur)
+            for cur, v in cd["roi"].items():
+                add("campaign_return_on_investment", v, name, cur, campaign_id=name, currency=cur)
+        return out, len(d["mismatched"])
+
+    def _trailing(self, state: dict[str, Any], watermark: int, size: int) -> Agg:
+        return windows.trailing(state["win"], watermark, size, merge) or empty()
+
+    def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
+        platform, account = key.split("|", 1)
+        yield "socialpulse_currency_mismatch_total", (platform, account), float(state["mismatch"])
+        for size in self.spec.trailing:
+            label = self.spec.label(size)
+            agg = self._trailing(state, watermark, size)
+            if not (agg["clk"] or agg["orders"] or agg["rev"] or agg["spend"]):
+                continue
+            w = (platform, account, label)
+            last = agg["rev"].get("last_touch", {})
+            d = derived(agg["clk"], agg["orders"], last, agg["spend"])
+            yield "socialpulse_attributed_orders", w, float(agg["orders"])
+            if d["conversion_rate"] is not None:
+                yield "socialpulse_conversion_rate", w, d["conversion_rate"]
+            for model, by_cur in agg["rev"].items():
+                for cur, v in by_cur.items():
+                    yield "socialpulse_attributed_revenue", (platform, account, label, model, cur), float(v)
+            for cur, n in agg["cur_orders"].items():
+                if n > 0:
+                    yield "socialpulse_average_order_value", (*w, cur), float(Decimal(last.get(cur, "0")) / n)
+            for cur, v in agg["spend"].items():
+                yield "socialpulse_spend", (*w, cur), float(v)
+            for cur, v in d["cpa"].items():
+                yield "socialpulse_cost_per_acquisition", (*w, cur), float(v)
+            for cur, v in d["roi"].items():
+                yield "socialpulse_return_on_investment", (*w, cur), float(v)
+            ranked = sorted(agg["camp"].items(), key=lambda kv: -kv[1]["clk"])
+            for i, (name, c) in enumerate(ranked):
+                if i >= self.max_campaigns:
+                    break
+                cd = derived(c["clk"], c["orders"], c["rev"], c["spend"])
+                for cur, v in cd["cpa"].items():
+                    yield "socialpulse_campaign_cost_per_acquisition", (platform, account, name, label, cur), float(v)
+                for cur, v in cd["roi"].items():
+                    yield "socialpulse_campaign_return_on_investment", (platform, account, name, label, cur), float(v)
+
+    def view(self, key: str, state: dict[str, Any], watermark: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"currency_mismatched_windows": state["mismatch"], "windows": {}}
+        for size in self.spec.trailing:
+            agg = self._trailing(state, watermark, size)
+            last = agg["rev"].get("last_touch", {})
+            d = derived(agg["clk"], agg["orders"], last, agg["spend"])
+            out["windows"][self.spec.label(size)] = {
+                "clicks": agg["clk"],
+                "attributed_orders": agg["orders"],
+                "conversion_rate": d["conversion_rate"],
+                "attributed_revenue": agg["rev"],
+                "average_order_value": {
+                    cur: str(Decimal(last.get(cur, "0")) / n) for cur, n in agg["cur_orders"].items() if n > 0
+                },
+                "spend": agg["spend"],
+                "cost_per_acquisition": {c: str(v) for c, v in d["cpa"].items()},
+                "return_on_investment": {c: str(v) for c, v in d["roi"].items()},
+                "currency_mismatch": d["mismatched"],
+                "campaigns": {
+                    name: {
+                        "clicks": c["clk"], "attributed_orders": c["orders"], "revenue_last_touch": c["rev"],
+                        "spend": c["spend"],
+                        "cost_per_acquisition": {k: str(v) for k, v in derived(c["clk"], c["orders"], c["rev"], c["spend"])["cpa"].items()},
+                        "return_on_investment": {k: str(v) for k, v in derived(c["clk"], c["orders"], c["rev"], c["spend"])["roi"].items()},
+                    }
+                    for name, c in sorted(agg["camp"].items())
+                },
+            }
+        return out

@@ -1,0 +1,131 @@
+"""Attribution models and the conversion arithmetic, by hand."""
+
+import time
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.events import Click, Credit, Order, Spend
+from streams.conversion import Conversion, Shopper
+from streams.conversion.attribution import MODELS, credits, position_based, time_decay
+from streams.conversion.family import derived
+from streams.conversion.shopper import touches
+from streams.family import Forward, Tally
+from streams.windows import WindowSpec
+
+DAY = 86_400_000
+MIN = 60_000
+SPEC = WindowSpec(bucket=MIN, trailing=(60 * MIN,), closed=(60 * MIN,), grace=5 * MIN)
+
+
+@pytest.fixture
+def t0():
+    now = int(time.time() * 1000)
+    return now - now % (60 * MIN) - 60 * MIN
+
+
+def test_models_by_hand_for_one_two_and_four_touches():
+    one = credits([10.0])
+    assert all(v == [Decimal(1)] for v in one.values())
+    two = credits([100.0, 10.0])
+    assert two["last_touch"] == [0, 1] and two["first_touch"] == [1, 0]
+    assert two["linear"] == [Decimal("0.5"), Decimal("0.5")] and two["position_based"] == [Decimal("0.5"), Decimal("0.5")]
+    four = credits([300.0, 200.0, 100.0, 0.0])
+    assert four["position_based"] == [Decimal("0.4"), Decimal("0.1"), Decimal("0.1"), Decimal("0.4")]
+    assert four["linear"] == [Decimal("0.25")] * 4
+
+
+def test_time_decay_halves_the_weight_every_half_life():
+    # touches 7 days and 0 days before the order: weights 1/2 and 1 -> 1/3 and 2/3
+    c = time_decay([7 * 86400.0, 0.0], half_life_s=7 * 86400)
+    assert c[0] == Decimal("0.333333333333") and sum(c) == 1
+
+
+@given(st.lists(st.floats(min_value=0, max_value=7 * 86400, allow_nan=False), min_size=1, max_size=40))
+def test_every_models_credits_sum_to_exactly_one(ages):
+    for model, shares in credits(sorted(ages, reverse=True)).items():
+        assert sum(shares) == 1, model
+        assert all(s >= 0 for s in shares), model
+
+
+def test_position_based_spreads_twenty_percent_over_the_middle():
+    shares = position_based([5.0, 4.0, 3.0, 2.0, 1.0])
+    assert shares[0] == Decimal("0.4") and abs(sum(shares[1:-1]) - Decimal("0.2")) < Decimal("1e-11")
+    assert sum(shares) == 1
+    assert set(MODELS) == {"last_touch", "first_touch", "linear", "time_decay", "position_based"}
+
+
+def click(i, ts, actor="u1", platform="facebook", account="acme", campaign="c1", click_id=None):
+    return Click(event_id=f"k{i}", ts=ts, platform=platform, account_id=account, actor_id=actor,
+                 campaign_id=campaign, click_id=click_id or f"ck{i}")
+
+
+def order(i, ts, amount, currency="USD", status="placed", click_id=None, order_id=None, actor="u1"):
+    return Order(event_id=f"o{i}", ts=ts, order_id=order_id or f"ord{i}", actor_id=actor, amount=Decimal(amount),
+                 currency=currency, status=status, click_id=click_id)
+
+
+def test_click_id_pins_the_last_touch_and_lookback_bounds_touches(t0):
+    clicks = [[t0 - 8 * DAY, "x", "a", None, "old"], [t0 - 3 * DAY, "x", "a", None, "k1"],
+              [t0 - 2 * DAY, "x", "b", None, "k2"], [t0 - DAY, "x", "c", None, "k3"]]
+    assert [c[4] for c in touches(clicks, t0, 7 * DAY, None)] == ["k1", "k2", "k3"]
+    assert [c[4] for c in touches(clicks, t0, 7 * DAY, "k2")] == ["k1", "k2"]
+    assert [c[4] for c in touches(clicks, t0, 7 * DAY, "nope")] == ["k1", "k2", "k3"]
+
+
+def test_an_order_credits_its_touches_and_a_cancellation_takes_back_exactly_that(t0):
+    fam = Shopper(lookback_ms=7 * DAY)
+    state = fam.new_state()
+    fam.apply("u1", state, [click(1, t0, account="a"), click(2, t0 + 1000, platform="x", account="b")], t0)
+    out = fam.apply("u1", state, [order(1, t0 + 2000, "90.00")], t0)
+    assert [type(o) for o in out] == [Forward, Forward]
+    a, b = out[0].event, out[1].event
+    assert (out[0].key, out[1].key) == ("facebook|a", "x|b")
+    assert a["revenue"]["linear"] == "45.000000" and b["revenue"]["last_touch"] == "90.000000"
+    assert (a["orders"], b["orders"]) == (0, 1)
+    back = fam.apply("u1", state, [order(2, t0 + 5000, "90.00", status="refunded", order_id="ord1")], t0)
+    assert [f.event["revenue"]["linear"] for f in back] == ["-45.000000", "-45.000000"]
+    assert [f.event["orders"] for f in back] == [0, -1]
+    assert fam.apply("u1", state, [order(3, t0 + 6000, "90.00", status="cancelled", order_id="ord1")], t0) == []
+
+
+def test_an_order_without_touches_is_unattributed(t0):
+    fam = Shopper(lookback_ms=7 * DAY)
+    state = fam.new_state()
+    fam.apply("u1", state, [click(1, t0 - 8 * DAY)], t0)
+    assert fam.apply("u1", state, [order(1, t0, "10", currency="EUR")], t0) == [
+        Tally("socialpulse_unattributed_orders", ("EUR",))]
+
+
+def test_clicks_and_orders_expire_after_the_lookback(t0):
+    fam = Shopper(lookback_ms=DAY)
+    state = fam.new_state()
+    fam.apply("u1", state, [click(1, t0), order(1, t0 + 10, "5")], t0)
+    assert fam.close("u1", state, t0 + DAY + 11) == ([], True)
+    assert fam.is_empty(state)
+
+
+def test_worked_example_cpa_twenty_dollars(t0):
+    """A Facebook post cost $40, brought 10 sign-ups, 20% bought: CPA = $40 / 2 = $20."""
+    fam = Conversion(SPEC)
+    state = fam.new_state()
+    events = [Spend(event_id="s", ts=t0, platform="facebook", account_id="acme", campaign_id="post", amount=Decimal(40), currency="USD")]
+    events += [click(i, t0 + i, actor=f"u{i}", campaign="post") for i in range(10)]
+    events += [Credit(event_id=f"o{i}#0", ts=t0 + 100, platform="facebook", account_id="acme", campaign_id="post",
+                      order_id=f"ord{i}", currency="USD", revenue={"last_touch": Decimal(v)}, orders=1)
+               for i, v in ((0, "25"), (1, "35"))]
+    fam.apply("facebook|acme", state, events, t0)
+    view = fam.view("facebook|acme", state, t0 + 1000)["windows"]["1h"]
+    assert view["attributed_orders"] == 2 and view["conversion_rate"] == 0.2
+    assert view["cost_per_acquisition"] == {"USD": "20"}
+    assert view["return_on_investment"] == {"USD": "0.5"}  # (60 - 40) / 40
+    assert view["average_order_value"] == {"USD": "30"}
+    assert view["campaigns"]["post"]["cost_per_acquisition"] == {"USD": "20"}
+
+
+def test_roi_needs_matching_currencies():
+    d = derived(10, 2, {"EUR": "50"}, {"USD": "40"})
+    assert d["roi"] == {} and d["mismatched"] == ["USD"] and d["cpa"] == {"USD": Decimal(20)}
+    assert derived(0, 0, {}, {})["conversion_rate"] is None
