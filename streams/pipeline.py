@@ -107,7 +107,7 @@ class Pipeline:
                 Replies(self.spec, settings.reply_slo, zones, hours, settings.max_agents, settings.conversation_ttl),
                 Conversion(self.spec, settings.max_campaigns),
             ],
-            "actor": [Shopper(settings.attribution_lookback, settings.attribution_half_life)],
+            "actor": [Shopper(settings.attribution_lookback, settings.attribution_half_life, settings.grace)],
         }
         self.stages = {
             name: KeyedStage(name, self.spec, fams, settings.dedup_horizon, settings.idle)

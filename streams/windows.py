@@ -207,6 +207,11 @@ def decode_windowed(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _copy(agg: Agg) -> Agg:
-    """A copy deep enough for the aggregates families use (numbers, lists, dicts of numbers)."""
-    return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v) for k, v in agg.items()}
+def _copy(value: Any) -> Any:
+    """A deep copy of an aggregate (dicts, lists, numbers, strings): a bucket and the
+    windows it is merged into must never share a mutable part."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value

@@ -3,13 +3,18 @@
 State per key (``actor_id``):
 
     {"clicks": [[ts, platform, account, campaign, click_id], ...],   # oldest first, within the lookback
-     "orders": {order_id: {"exp": ts, "credits": [credit event, ...], "reversed": bool}}}
+     "orders": {order_id: {"ts", "amount", "currency", "click_id", "credits": [credit record, ...],
+                           "version", "reversed", "settled", "exp"}}}
 
 A placed order is credited to the shopper's clicks in ``[ts - lookback, ts]``
 (``click_id`` pins the last touch); each touch's credit is forwarded to its
-account as a ``Credit`` record. A cancelled or refunded order forwards the exact
-negation of what its placement credited. Clicks and remembered orders expire
-after the lookback, so state stays bounded.
+account as a ``Credit`` record. Until the watermark passes ``ts + grace`` an
+order is unsettled: a click that arrives late but precedes it re-credits the
+order (the old credits are negated, the new ones sent), so the arrival order of
+clicks and orders does not matter. An order still without touches when it
+settles counts as unattributed. A cancelled or refunded order forwards the exact
+negation of what it is credited with. Clicks and remembered orders expire after
+the lookback, so state stays bounded.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ class Shopper:
     topics = frozenset({"clicks", "orders"})
     gauges: tuple[Gauge, ...] = ()
 
-    def __init__(self, lookback_ms: int, half_life_ms: int = 7 * 86_400_000) -> None:
+    def __init__(self, lookback_ms: int, half_life_ms: int = 7 * 86_400_000, grace_ms: int = 300_000) -> None:
         self.lookback = lookback_ms
+        self.grace = grace_ms
         self.half_life_s = half_life_ms / 1000
 
     def new_state(self) -> dict[str, Any]:
@@ -64,61 +70,93 @@ class Shopper:
                 clicks.append(row)
                 if len(clicks) > 1 and clicks[-2][0] > event.ts:
                     clicks.sort(key=lambda c: c[0])
+                # a click that arrives after an order it precedes (within grace): credit again
+                for o in state["orders"].values():
+                    if not o["settled"] and not o["reversed"] and o["ts"] - self.lookback <= event.ts <= o["ts"]:
+                        out.extend(self._credit(state, o))
             elif isinstance(event, Order):
                 if event.status == OrderStatus.placed:
                     out.extend(self._placed(state, event))
-                else:
-                    out.extend(self._reversed(state, event))
+                elif event.order_id in state["orders"]:
+                    out.extend(self._reverse(state["orders"][event.order_id], event.event_id, event.ts))
+                else:  # cancelled before its placement arrived: remember, so the placement credits nothing
+                    state["orders"][event.order_id] = {
+                        "event_id": event.event_id, "ts": event.ts, "amount": "0", "currency": event.currency,
+                        "click_id": None, "exp": event.ts + self.lookback, "credits": [], "version": 0,
+                        "reversed": True, "settled": False,
+                    }
         return out
 
     def _placed(self, state: dict[str, Any], order: Order) -> list[Output]:
         if order.order_id in state["orders"]:
             return []  # the same order placed twice under two event ids: credit it once
-        hits = touches(state["clicks"], order.ts, self.lookback, order.click_id)
+        o = {
+            "event_id": order.event_id, "ts": order.ts, "amount": str(order.amount), "currency": order.currency,
+            "click_id": order.click_id, "exp": order.ts + self.lookback, "credits": [], "version": 0,
+            "reversed": False, "settled": False,
+        }
+        state["orders"][order.order_id] = o
+        return self._credit(state, o, order.order_id)
+
+    def _credit(self, state: dict[str, Any], o: dict[str, Any], order_id: str | None = None) -> list[Output]:
+        """(Re)compute an order's credits; forward the difference as whole records."""
+        order_id = order_id or next(k for k, v in state["orders"].items() if v is o)
+        hits = touches(state["clicks"], o["ts"], self.lookback, o["click_id"])
         if not hits:
-            return [Tally("socialpulse_unattributed_orders", (order.currency,))]
-        ages = [(order.ts - c[0]) / 1000 for c in hits]
-        by_model = credits(ages, self.half_life_s)
+            return []  # unattributed, unless a click turns up within grace (tallied when settled)
+        out = self._reverse(o, f"{o['event_id']}@r{o['version']}", o["ts"]) if o["credits"] else []
+        o["reversed"] = False
+        o["version"] += 1
+        amount = Decimal(o["amount"])
+        by_model = credits([(o["ts"] - c[0]) / 1000 for c in hits], self.half_life_s)
         records = []
         for i, c in enumerate(hits):
-            revenue = {model: str((order.amount * shares[i]).quantize(Decimal("1e-6"))) for model, shares in by_model.items()}
+            revenue = {m: str((amount * shares[i]).quantize(Decimal("1e-6"))) for m, shares in by_model.items()}
             records.append({
-                "event_id": f"{order.event_id}#{i}", "ts": order.ts, "platform": c[1], "account_id": c[2],
-                "campaign_id": c[3], "order_id": order.order_id, "currency": order.currency,
+                "event_id": f"{o['event_id']}@v{o['version']}#{i}", "ts": o["ts"], "platform": c[1],
+                "account_id": c[2], "campaign_id": c[3], "order_id": order_id, "currency": o["currency"],
                 "revenue": revenue, "orders": 1 if i == len(hits) - 1 else 0,
             })
-        state["orders"][order.order_id] = {"exp": order.ts + self.lookback, "credits": records, "reversed": False}
-        return [self._forward(r) for r in records]
+        o["credits"] = records
+        return out + [self._forward(r) for r in records]
 
-    def _reversed(self, state: dict[str, Any], order: Order) -> list[Output]:
-        placed = state["orders"].get(order.order_id)
-        if placed is None or placed["reversed"]:
+    def _reverse(self, o: dict[str, Any] | None, event_id: str, ts: int) -> list[Output]:
+        """Forward the exact negation of what the order is credited with now."""
+        if o is None or o["reversed"] or not o["credits"]:
+            if o is not None:
+                o["reversed"] = True
             return []  # never credited (unattributed or outside the lookback), or already taken back
-        placed["reversed"] = True
-        out: list[Output] = []
-        for i, r in enumerate(placed["credits"]):
-            back = r | {
-                "event_id": f"{order.event_id}#{i}", "ts": order.ts,
+        o["reversed"] = True
+        return [
+            self._forward(r | {
+                "event_id": f"{event_id}#{i}", "ts": ts,
                 "revenue": {m: str(-Decimal(v)) for m, v in r["revenue"].items()}, "orders": -r["orders"],
-            }
-            out.append(self._forward(back))
-        return out
+            })
+            for i, r in enumerate(o["credits"])
+        ]
 
     @staticmethod
     def _forward(record: dict[str, Any]) -> Forward:
         return Forward("account", f"{record['platform']}|{record['account_id']}", "credits", record, "orders")
 
     def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
-        low = watermark - self.lookback
+        out: list[Output] = []
+        changed = False
+        orders = state["orders"]
+        for oid, o in list(orders.items()):
+            if not o["settled"] and o["ts"] + self.grace <= watermark:
+                o["settled"], changed = True, True
+                if not o["credits"] and not o["reversed"]:
+                    out.append(Tally("socialpulse_unattributed_orders", (o["currency"],)))
+            if o["exp"] < watermark and o["settled"]:
+                del orders[oid]
+                changed = True
+        low = watermark - self.lookback - self.grace
         clicks = state["clicks"]
         keep = [c for c in clicks if c[0] >= low]
-        orders = state["orders"]
-        gone = [oid for oid, o in orders.items() if o["exp"] < watermark]
-        for oid in gone:
-            del orders[oid]
-        changed = len(keep) != len(clicks) or bool(gone)
-        state["clicks"] = keep
-        return [], changed
+        if len(keep) != len(clicks):
+            state["clicks"], changed = keep, True
+        return out, changed
 
     def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
         return ()

@@ -91,19 +91,49 @@ def test_an_order_credits_its_touches_and_a_cancellation_takes_back_exactly_that
     assert fam.apply("u1", state, [order(3, t0 + 6000, "90.00", status="cancelled", order_id="ord1")], t0) == []
 
 
-def test_an_order_without_touches_is_unattributed(t0):
+def test_a_refund_that_overtakes_its_order_leaves_nothing_credited(t0):
     fam = Shopper(lookback_ms=7 * DAY)
     state = fam.new_state()
+    fam.apply("u1", state, [click(1, t0)], t0)
+    assert fam.apply("u1", state, [order(2, t0 + 9, "9", status="refunded", order_id="ordX")], t0) == []
+    assert fam.apply("u1", state, [order(1, t0 + 5, "9", order_id="ordX")], t0) == []
+    assert fam.close("u1", state, t0 + DAY)[0] == []  # not unattributed either
+
+
+def test_an_order_without_touches_is_unattributed_once_it_settles(t0):
+    fam = Shopper(lookback_ms=7 * DAY, grace_ms=5 * MIN)
+    state = fam.new_state()
     fam.apply("u1", state, [click(1, t0 - 8 * DAY)], t0)
-    assert fam.apply("u1", state, [order(1, t0, "10", currency="EUR")], t0) == [
-        Tally("socialpulse_unattributed_orders", ("EUR",))]
+    assert fam.apply("u1", state, [order(1, t0, "10", currency="EUR")], t0) == []
+    assert fam.close("u1", state, t0 + 5 * MIN - 1)[0] == []  # a click may still turn up
+    assert fam.close("u1", state, t0 + 5 * MIN)[0] == [Tally("socialpulse_unattributed_orders", ("EUR",))]
+    assert fam.close("u1", state, t0 + 10 * MIN)[0] == []  # tallied once
+
+
+def test_a_click_arriving_after_its_order_re_credits_it(t0):
+    fam = Shopper(lookback_ms=7 * DAY, grace_ms=5 * MIN)
+    state = fam.new_state()
+    fam.apply("u1", state, [click(1, t0, account="a")], t0)
+    first = fam.apply("u1", state, [order(1, t0 + 3000, "90.00")], t0)
+    assert [f.event["revenue"]["linear"] for f in first] == ["90.000000"]
+    late = fam.apply("u1", state, [click(2, t0 + 1000, platform="x", account="b")], t0)  # older than the order
+    # the old credit is negated, then both touches are credited: the account totals end exact
+    totals: dict[str, Decimal] = {}
+    for f in first + late:
+        totals[f.key] = totals.get(f.key, Decimal(0)) + Decimal(f.event["revenue"]["linear"])
+    assert totals == {"facebook|a": Decimal("45"), "x|b": Decimal("45")}
+    orders = {}
+    for f in first + late:
+        orders[f.key] = orders.get(f.key, 0) + f.event["orders"]
+    assert orders == {"facebook|a": 0, "x|b": 1}
+    assert len({f.event["event_id"] for f in first + late}) == len(first + late)  # distinct ids: dedup-safe
 
 
 def test_clicks_and_orders_expire_after_the_lookback(t0):
-    fam = Shopper(lookback_ms=DAY)
+    fam = Shopper(lookback_ms=DAY, grace_ms=5 * MIN)
     state = fam.new_state()
     fam.apply("u1", state, [click(1, t0), order(1, t0 + 10, "5")], t0)
-    assert fam.close("u1", state, t0 + DAY + 11) == ([], True)
+    assert fam.close("u1", state, t0 + DAY + 5 * MIN + 11) == ([], True)
     assert fam.is_empty(state)
 
 

@@ -92,3 +92,19 @@ def test_windowed_state_survives_a_json_round_trip():
     add_likes(state, T0 + 10, n=2)
     back = w.decode_windowed(orjson.loads(orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS)))
     assert back == state
+
+
+def test_buckets_and_windows_never_share_nested_parts():
+    def merge(into, other):
+        for k, v in other["nested"].items():
+            inner = into["nested"].setdefault(k, {})
+            for kk, vv in v.items():
+                inner[kk] = inner.get(kk, 0) + vv
+
+    spec = WindowSpec(bucket=MIN, trailing=(5 * MIN,), closed=(MIN, 60 * MIN), grace=0)
+    state = w.new_windowed()
+    w.add(state, T0, {"nested": {"a": {"x": 1}}}, spec, merge)
+    w.add(state, T0 + 1, {"nested": {"a": {"x": 1}}}, spec, merge)
+    assert state["b"][T0]["nested"]["a"]["x"] == 2
+    assert state["w"][MIN][T0]["nested"]["a"]["x"] == 2
+    assert state["w"][60 * MIN][T0]["nested"]["a"]["x"] == 2
