@@ -74,6 +74,7 @@ class Traffic:
         self.noise = noise
         self.now = int(time.time() * 1000) if start_ms is None else start_ms
         self.seq = 0
+        self.seconds = 0
         self.pending: list[_Pending] = []
         self.accounts = self._accounts()
         self.sent_payloads: list[tuple[str, bytes]] = []
@@ -160,12 +161,14 @@ class Traffic:
                 })
             if rng.random() < min(0.02 * self.rate / 100, 0.9) * acct.weight * 15:
                 self._conversation(acct, t0 + rng.randrange(1000))
-            if rng.random() < 0.02:
-                self._schedule("spend", t0 + rng.randrange(1000), {
-                    "event_id": self._id("sp"), "platform": acct.platform, "account_id": acct.account_id,
-                    "campaign_id": rng.choice(acct.campaigns), "amount": f"{rng.uniform(1, 40):.2f}", "currency": "USD",
-                })
+            if self.seconds % 60 == 0:  # ad platforms report each campaign's spend once a minute
+                for campaign in acct.campaigns:
+                    self._schedule("spend", t0 + rng.randrange(1000), {
+                        "event_id": self._id("sp"), "platform": acct.platform, "account_id": acct.account_id,
+                        "campaign_id": campaign, "amount": f"{rng.uniform(1, 40):.2f}", "currency": "USD",
+                    })
         self.now += 1000
+        self.seconds += 1
         out: list[tuple[str, bytes, int]] = []
         while self.pending and self.pending[0].ts < self.now:
             item = heapq.heappop(self.pending)
@@ -185,7 +188,7 @@ class Traffic:
             order_id = self._id("ord")
             currency = self._pick(CURRENCIES)
             amount = f"{rng.lognormvariate(3.6, 0.6):.2f}"
-            at = ts + int(rng.uniform(5, 180) * 1000)
+            at = ts + int(max(rng.lognormvariate(math.log(45), 0.8), 3) * 1000)  # median 45 s after the click
             order = {"event_id": self._id("o"), "order_id": order_id, "actor_id": actor, "amount": amount,
                      "currency": currency, "status": "placed"}
             if rng.random() < 0.5:

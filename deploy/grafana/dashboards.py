@@ -194,7 +194,55 @@ def replies() -> db.Dashboard:
     )
 
 
-BOARDS: dict[str, Callable[[], db.Dashboard]] = {"pipeline": pipeline, "engagement": engagement, "replies": replies}
+def conversion() -> db.Dashboard:
+    w = f'{SEL}, window="$window"'
+    return (
+        base("socialpulse-conversion", "socialpulse / Conversion",
+             "Clicks joined to orders: conversion rate, attributed revenue by model, AOV, CPA and ROI.")
+        .with_variable(variable("platform", "label_values(socialpulse_attributed_orders, platform)"))
+        .with_variable(variable("account", 'label_values(socialpulse_attributed_orders{platform=~"$platform"}, account)'))
+        .with_variable(window_variable())
+        .with_variable(
+            db.CustomVariable("model").label("model").values("last_touch,first_touch,linear,time_decay,position_based")
+            .current(VariableOption(selected=True, text="last_touch", value="last_touch"))
+        )
+        .with_row(db.Row("Conversion"))
+        .with_panel(ts(
+            "Conversion rate by platform vs the 2-3% e-commerce benchmark", "percentunit",
+            q(f"sum by (platform) (socialpulse_attributed_orders{{{w}}}) / sum by (platform) (socialpulse_clicks{{{w}}} > 0)",
+              "{{platform}}"),
+            q("vector(0.02)", "benchmark low (2%)"), q("vector(0.03)", "benchmark high (3%)"),
+            desc="Attributed (last-touch) orders / clicks in the trailing window. BigCommerce calls 2-3% good."))
+        .with_panel(ts("Attributed orders", "short", q(
+            f"sum by (platform, account) (socialpulse_attributed_orders{{{w}}})", "{{platform}} {{account}}")))
+        .with_row(db.Row("Revenue"))
+        .with_panel(ts("Revenue by platform ($model)", "short", q(
+            f'sum by (platform, currency) (socialpulse_attributed_revenue{{{w}, model="$model"}})', "{{platform}} {{currency}}")))
+        .with_panel(ts("Revenue by attribution model", "short", q(
+            f"sum by (model, currency) (socialpulse_attributed_revenue{{{w}}})", "{{model}} {{currency}}"),
+            desc="The same orders credited five ways; compare how each model shares them across platforms."))
+        .with_panel(ts("Average order value", "short", q(
+            f"avg by (platform, currency) (socialpulse_average_order_value{{{w}}})", "{{platform}} {{currency}}")))
+        .with_panel(ts("Spend", "short", q(
+            f"sum by (platform, currency) (socialpulse_spend{{{w}}})", "{{platform}} {{currency}}")))
+        .with_row(db.Row("Campaigns"))
+        .with_panel(
+            table.Panel().title("CPA by campaign").datasource(DS).span(12).height(8).with_target(
+                q(f"topk(20, socialpulse_campaign_cost_per_acquisition{{{w}}})", instant=True))
+        )
+        .with_panel(
+            table.Panel().title("ROI by campaign").datasource(DS).span(12).height(8).unit("percentunit").with_target(
+                q(f"topk(20, socialpulse_campaign_return_on_investment{{{w}}})", instant=True))
+        )
+        .with_panel(ts("CPA and ROI by account", "short",
+            q(f"socialpulse_cost_per_acquisition{{{w}}}", "CPA {{platform}} {{account}} {{currency}}"),
+            q(f"socialpulse_return_on_investment{{{w}}}", "ROI {{platform}} {{account}} {{currency}}"), w=24))
+    )
+
+
+BOARDS: dict[str, Callable[[], db.Dashboard]] = {
+    "pipeline": pipeline, "engagement": engagement, "replies": replies, "conversion": conversion,
+}
 
 
 def render(board: db.Dashboard) -> str:

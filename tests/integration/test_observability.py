@@ -79,7 +79,7 @@ def concrete(expr: str) -> str:
     """A panel query as Grafana would send it with 'All' selected."""
     return (
         expr.replace("$platform", ".*").replace("$account", ".*").replace("$window", "5m")
-        .replace("$__rate_interval", "1m")
+        .replace("$__rate_interval", "1m").replace("$model", "last_touch")
     )
 
 
@@ -105,7 +105,7 @@ def test_prometheus_scrapes_the_worker(prom):
 
 
 @needs_prometheus
-@pytest.mark.parametrize("board", ["pipeline", "engagement", "replies"])
+@pytest.mark.parametrize("board", ["pipeline", "engagement", "replies", "conversion"])
 def test_every_panel_query_returns_data(prom, board):
     text = render_all()[f"{board}.json"]
     queries = list(panel_queries(text))
