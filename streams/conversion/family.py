@@ -174,7 +174,7 @@ class Conversion:
 
         last = agg["rev"].get("last_touch", {})
         d = derived(agg["clk"], agg["orders"], last, agg["spend"])
-        add("clicks", agg["clk"])
+        # clicks are published by the engagement family (one metric name, one key)
         add("attributed_orders", agg["orders"])
         add("conversion_rate", d["conversion_rate"])
         for model, by_cur in sorted(agg["rev"].items()):

@@ -151,7 +151,7 @@ def test_closed_window_results_agree(run):
             got = by.get((platform, account, "attributed_revenue", model, cur, None), 0.0 if amount == 0 else None)
             assert got == pytest.approx(amount, abs=1e-6)
         assert by[(platform, account, "attributed_orders", None, None, None)] == orders
-        assert by[(platform, account, "clicks", None, None, None)] == clicks
+        assert by[(platform, account, "conversion_rate", None, None, None)] == pytest.approx(orders / clicks)
     assert by[("facebook", "acme", "cost_per_acquisition", None, "USD", None)] == 20.0
     assert by[("facebook", "acme", "campaign_cost_per_acquisition", None, "USD", "post")] == 20.0
     keys = [r["key"] for r in mine]

@@ -134,3 +134,19 @@ def test_revoked_partitions_take_their_keys_and_series_away(t0):
     s.process(1, [fwd("likes", 2, {"event_id": "l2", "ts": t0, "post_id": "p", "actor_id": "u"}, key="x|other")], out)
     s.revoke([0])
     assert {lv[1] for _, lv, _ in s.samples()} == {"other"}
+
+
+def test_result_keys_are_unique_across_families(t0):
+    """Families share the results topic: two families must never publish one key."""
+    from streams.conversion import Conversion
+    from streams.replies import Replies
+
+    spec = WindowSpec(bucket=MIN, trailing=(5 * MIN,), closed=(MIN,), grace=2 * MIN)
+    s = KeyedStage("account", spec, [Engagement(spec), Replies(spec, 15 * MIN), Conversion(spec)], 10 * MIN, 0)
+    out = StageOutput()
+    s.process(0, [like(1, t0), imp(2, t0, 10), fwd("clicks", 3, {"event_id": "c", "ts": t0, "actor_id": "u", "campaign_id": "k"}),
+                  fwd("spend", 4, {"event_id": "s", "ts": t0, "campaign_id": "k", "amount": "5", "currency": "USD"})], out)
+    tick = StageOutput()
+    s.tick(tick, caught_up={0: True})
+    keys = [r.key for r in tick.results]
+    assert len(keys) > 10 and len(keys) == len(set(keys))
