@@ -70,18 +70,30 @@ class StageOutput:
 
 
 class KeyedStage:
-    """State and event-time logic of one keyed stream (``account`` or ``actor``)."""
+    """State and event-time logic of one keyed stream (``account`` or ``actor``).
 
-    def __init__(self, name: str, spec: WindowSpec, families: list[Family], dedup_horizon: int, idle: int) -> None:
+    States live per partition (``parts``), so a revoked partition drops all its
+    keys at once. With ``compact`` (the shopper stream: many keys, no gauges) a
+    state rests encoded as the bytes written to the changelog and is decoded
+    only while a batch or the sweep works on it; the sweep then visits a slice
+    of the keys each tick, every key about once per ``sweep_s`` seconds.
+    """
+
+    def __init__(
+        self, name: str, spec: WindowSpec, families: list[Family], dedup_horizon: int, idle: int,
+        compact: bool = False, sweep_s: int = 60,
+    ) -> None:
         self.name = name
         self.spec = spec
         self.families = families
         self.dedup_horizon = dedup_horizon
         self.idle = idle
-        self.states: dict[str, dict[str, Any]] = {}
-        self.partition_of: dict[str, int] = {}
-        self.keys_in: dict[int, set[str]] = defaultdict(set)
+        self.compact = compact
+        self.sweep_s = sweep_s
+        self.parts: dict[int, dict[str, Any]] = defaultdict(dict)
         self.watermarks: dict[int, Watermark] = {}
+        self._hot: dict[int, set[str]] = defaultdict(set)
+        self._sweep: dict[int, list[str]] = {}
         self._by_topic: dict[str, list[Family]] = defaultdict(list)
         for fam in families:
             for topic in fam.topics:
@@ -97,6 +109,11 @@ class KeyedStage:
     def dumps(self, state: dict[str, Any]) -> bytes:
         return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS)
 
+    def _at_rest(self, state: dict[str, Any]) -> bytes:
+        # orjson's output buffer is over-allocated (about 4 KiB); a state kept for
+        # hours must hold only its own bytes, so copy it to an exact-size object
+        return bytes(memoryview(self.dumps(state)))
+
     def loads(self, raw: bytes) -> dict[str, Any]:
         data = orjson.loads(raw)
         state: dict[str, Any] = {"seen": data.get("seen", {})}
@@ -104,20 +121,53 @@ class KeyedStage:
             state[fam.name] = fam.decode_state(data[fam.name]) if fam.name in data else fam.new_state()
         return state
 
+    @property
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Every owned key's decoded state (for reads and tests; the account stage keeps them decoded)."""
+        return {k: (self.loads(v) if isinstance(v, bytes) else v) for part in self.parts.values() for k, v in part.items()}
+
+    def state(self, partition: int, key: str, create: bool = False) -> dict[str, Any] | None:
+        """The decoded state of a key (decoded and marked hot in compact mode)."""
+        part = self.parts[partition]
+        st = part.get(key)
+        if st is None:
+            if not create:
+                return None
+            st = part[key] = self.new_state()
+            self._hot[partition].add(key)
+        elif isinstance(st, bytes):
+            st = part[key] = self.loads(st)
+            self._hot[partition].add(key)
+        return st  # type: ignore[no-any-return]
+
+    def encoded(self, partition: int, key: str) -> bytes | None:
+        st = self.parts[partition].get(key)
+        if st is None or isinstance(st, bytes):
+            return st
+        return self._at_rest(st)  # the table (a memory store, too) keeps it
+
+    def cool(self) -> None:
+        """Compact mode: put the states a batch or sweep decoded back to rest, encoded."""
+        if not self.compact:
+            self._hot.clear()
+            return
+        for partition, keys in self._hot.items():
+            part = self.parts[partition]
+            for key in keys:
+                st = part.get(key)
+                if st is not None and not isinstance(st, bytes):
+                    part[key] = self._at_rest(st)
+        self._hot.clear()
+
     def restore(self, partition: int, key: str, raw: bytes) -> None:
         """Adopt a key recovered from the changelog."""
-        self._own(partition, key, self.loads(raw))
+        self.parts[partition][key] = bytes(memoryview(raw)) if self.compact else self.loads(raw)
 
     def restore_watermark(self, partition: int, watermark: int) -> None:
         """Never start a partition's watermark below the one its windows closed at."""
         wm = self.watermark(partition)
         wm.event_max = max(wm.event_max, watermark)
         wm.persisted = max(wm.persisted, watermark)
-
-    def _own(self, partition: int, key: str, state: dict[str, Any]) -> None:
-        self.states[key] = state
-        self.partition_of[key] = partition
-        self.keys_in[partition].add(key)
 
     def watermark(self, partition: int) -> Watermark:
         wm = self.watermarks.get(partition)
@@ -132,10 +182,13 @@ class KeyedStage:
     def revoke(self, partitions: Iterable[int]) -> None:
         """Forget keys of partitions this worker lost (their series go with them)."""
         for p in partitions:
-            for key in self.keys_in.pop(p, set()):
-                self.states.pop(key, None)
-                self.partition_of.pop(key, None)
+            self.parts.pop(p, None)
             self.watermarks.pop(p, None)
+            self._hot.pop(p, None)
+            self._sweep.pop(p, None)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts.values())
 
     # -- events ------------------------------------------------------------
     def process(self, partition: int, items: list[Forwarded], out: StageOutput) -> None:
@@ -143,10 +196,8 @@ class KeyedStage:
         wm = self.watermark(partition)
         per_key: dict[str, list[tuple[str, Event]]] = defaultdict(list)
         for item in items:
-            state = self.states.get(item.key)
-            if state is None:
-                state = self.new_state()
-                self._own(partition, item.key, state)
+            state = self.state(partition, item.key, create=True)
+            assert state is not None
             event = STAGE_MODELS[item.topic].model_validate(item.event)
             if seen_before(state["seen"], event.event_id, event.ts):
                 if item.primary:
@@ -164,7 +215,7 @@ class KeyedStage:
                 out.accepted[item.topic] += 1
             per_key[item.key].append((item.topic, event))
         for key, evs in per_key.items():
-            state = self.states[key]
+            state = self.parts[partition][key]
             for fam in self.families:
                 mine = [e for t, e in evs if fam in self._by_topic[t]]
                 if mine:
@@ -188,8 +239,10 @@ class KeyedStage:
             at = wm.advance(caught_up is None or caught_up.get(partition, False))
             if at > wm.persisted:
                 out.watermarks[partition] = wm.persisted = at
-            for key in list(self.keys_in.get(partition, ())):
-                state = self.states[key]
+            for key in self._due_keys(partition):
+                state = self.state(partition, key)
+                if state is None:
+                    continue
                 changed = False
                 for fam in self.families:
                     outputs, fam_changed = fam.close(key, state[fam.name], at)
@@ -199,32 +252,54 @@ class KeyedStage:
                 prune_seen(state["seen"], at, self.dedup_horizon)
                 if changed or len(state["seen"]) != before:
                     if not state["seen"] and all(fam.is_empty(state[fam.name]) for fam in self.families):
-                        self._drop(partition, key)
+                        del self.parts[partition][key]
+                        self._hot[partition].discard(key)
                         out.deleted[partition].add(key)
                     else:
                         out.dirty[partition].add(key)
 
-    def _drop(self, partition: int, key: str) -> None:
-        self.states.pop(key, None)
-        self.partition_of.pop(key, None)
-        self.keys_in[partition].discard(key)
+    def _due_keys(self, partition: int) -> list[str]:
+        """All keys each tick; in compact mode a rotating slice (each key once per sweep)."""
+        part = self.parts.get(partition)
+        if not part:
+            return []
+        if not self.compact:
+            return list(part)
+        queue = self._sweep.get(partition)
+        if not queue:
+            queue = self._sweep[partition] = list(part)
+        n = max(1, -(-len(part) // self.sweep_s))
+        chunk, self._sweep[partition] = queue[:n], queue[n:]
+        return chunk
 
     # -- reads -------------------------------------------------------------
-    def current_watermark(self, key: str) -> int:
-        wm = self.watermarks.get(self.partition_of[key])
+    def _find(self, key: str) -> tuple[int, dict[str, Any]] | None:
+        for partition, part in self.parts.items():
+            if key in part:
+                st = self.state(partition, key)
+                assert st is not None
+                return partition, st
+        return None
+
+    def current_watermark(self, partition: int) -> int:
+        wm = self.watermarks.get(partition)
         return wm.current() if wm is not None else 0
 
     def samples(self) -> Iterator[Sample]:
-        for key, state in list(self.states.items()):
-            at = self.current_watermark(key)
-            for fam in self.families:
-                yield from fam.samples(key, state[fam.name], at)
+        for partition, part in list(self.parts.items()):
+            at = self.current_watermark(partition)
+            for key, state in list(part.items()):
+                if isinstance(state, bytes):
+                    continue  # compact stages export no per-key series
+                for fam in self.families:
+                    yield from fam.samples(key, state[fam.name], at)
 
     def view(self, key: str) -> dict[str, Any] | None:
-        state = self.states.get(key)
-        if state is None:
+        found = self._find(key)
+        if found is None:
             return None
-        at = self.current_watermark(key)
+        partition, state = found
+        at = self.current_watermark(partition)
         return {"watermark": windows.iso(at)} | {
             fam.name: fam.view(key, state[fam.name], at) for fam in self.families
         }

@@ -110,7 +110,8 @@ class Pipeline:
             "actor": [Shopper(settings.attribution_lookback, settings.attribution_half_life, settings.grace)],
         }
         self.stages = {
-            name: KeyedStage(name, self.spec, fams, settings.dedup_horizon, settings.idle)
+            # the shopper stream holds a key per shopper: compact, at rest as bytes
+            name: KeyedStage(name, self.spec, fams, settings.dedup_horizon, settings.idle, compact=(name == "actor"))
             for name, fams in families.items()
         }
         for stage in self.stages.values():
@@ -221,7 +222,7 @@ class Pipeline:
                         stage.restore_watermark(partition, int(value))
                     continue
                 partition = partition_for(text, self.settings.partitions)
-                if partition in mine and text not in stage.states:
+                if partition in mine:
                     stage.restore(partition, text, value)
                     restored += 1
             log.info("%s stage: %d keys restored from the changelog", name, restored)
@@ -273,9 +274,10 @@ class Pipeline:
         for partition, keys in out.dirty.items():
             with partition_context(topic, partition):
                 for key in keys:
-                    state = stage.states.get(key)
-                    if state is not None:
-                        table[key.encode()] = stage.dumps(state)
+                    value = stage.encoded(partition, key)
+                    if value is not None:
+                        table[key.encode()] = value
+        stage.cool()
         for partition, keys in out.deleted.items():
             with partition_context(topic, partition):
                 for key in keys:
