@@ -22,12 +22,12 @@ sys.path.insert(0, str(ROOT))
 from schemas.events import TOPIC_MODELS  # noqa: E402
 from streams.conversion import Conversion, Shopper  # noqa: E402
 from streams.engagement import Engagement  # noqa: E402
+from streams.generator import Traffic  # noqa: E402
 from streams.ingest import Raw, decode_batch, partition_for  # noqa: E402
 from streams.keyed import Forwarded, KeyedStage, StageOutput  # noqa: E402
 from streams.pipeline import routes  # noqa: E402
 from streams.replies import Replies  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.generator import Traffic  # noqa: E402
 from streams.windows import WindowSpec  # noqa: E402
 
 

@@ -150,6 +150,19 @@ def add(
             per_size[start] = _copy(part)
 
 
+def containing(state: dict[str, Any], ts: int, spec: WindowSpec, watermark: int) -> list[Agg]:
+    """The bucket and the still-open windows holding ``ts`` (to correct a value in place)."""
+    out = []
+    b = state["b"].get(bucket_start(ts, spec.bucket))
+    if b is not None:
+        out.append(b)
+    for size, per_size in state["w"].items():
+        start = bucket_start(ts, size)
+        if start in per_size and start + size + spec.grace > watermark:
+            out.append(per_size[start])
+    return out
+
+
 def trailing(state: dict[str, Any], watermark: int, size: int, merge: Merge) -> Agg | None:
     """Merge of the buckets whose start lies in ``(watermark - size, watermark]``."""
     out: Agg | None = None

@@ -125,7 +125,10 @@ class Replies:
                 windows.add(state["win"], ts, m.empty() | {"started": 1}, self.spec, m.merge, wm)
             conv["started"] = ts
         if ts <= conv["last_reply"]:
-            return  # an older message, already answered by a later reply
+            closed = conv.get("closed")
+            if closed and closed["prev"] < ts < closed["since"]:
+                self._extend(state, closed, ts, wm)  # it belonged to the spell that reply closed
+            return  # otherwise an older message, already answered
         pending = sorted((p for p in conv["pending"] if p[0] >= ts), key=lambda p: p[0])
         if pending:  # the reply came in before this (older) inbound: pair them
             reply_ts, agent = pending[0]
@@ -175,8 +178,35 @@ class Replies:
             else:  # replied too late, before the watermark had noticed: the breach is now
                 self._breach(key, state, conv, cid, conv["deadline"] or since + self.slo_ms, wm, out)
         windows.add(state["win"], reply_ts, part, self.spec, m.merge, wm)
+        conv["closed"] = {"since": since, "reply": reply_ts, "latency": latency, "agent": agent,
+                          "prev": conv["last_reply"], "first": bool(part["first"]), "slot": f"{wd}-{hr:02d}"}
         conv["since"], conv["deadline"], conv["breached"] = None, None, False
         conv["last_reply"] = max(conv["last_reply"], reply_ts)
+
+    def _extend(self, state: dict[str, Any], closed: dict[str, Any], ts: int, wm: int) -> None:
+        """An inbound that arrives after the reply that answered it, but is older than the
+        spell's start: the spell started earlier, so its latency grows by the difference.
+
+        Histogram sums and window quantiles are corrected exactly; a count moves bucket
+        only in the rare case the correction crosses a bucket edge (a Prometheus counter
+        reset for that bucket), and an SLA result already counted stays as it was.
+        """
+        old = closed["latency"]
+        new = max((closed["reply"] - ts) / 1000, 0.0)
+        hists = [state["hist"]["lat"], state["agent_hist"][closed["agent"]]]
+        if closed["first"]:
+            hists.append(state["hist"]["first"])
+        for h in hists:
+            m.hist_move(h, old, new)
+        replace = {"lat": True, "first": closed["first"]}
+        for agg in windows.containing(state["win"], closed["reply"], self.spec, wm):
+            for name, wanted in replace.items():
+                if wanted and old in agg[name]:
+                    agg[name][agg[name].index(old)] = new
+            slot = agg["agents"].get(closed["agent"], {}).get(closed["slot"])
+            if slot and old in slot:
+                slot[slot.index(old)] = new
+        closed["since"], closed["latency"] = ts, new
 
     def _breach(self, key: str, state: dict[str, Any], conv: dict[str, Any], cid: str, at: int, wm: int, out: list[Output]) -> None:
         conv["breached"] = True

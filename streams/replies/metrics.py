@@ -23,6 +23,7 @@ __all__ = [
     "merge",
     "hist_new",
     "hist_observe",
+    "hist_move",
     "hist_value",
     "quantile",
     "summary",
@@ -60,6 +61,20 @@ def hist_observe(hist: dict[str, Any], value: float, buckets: tuple[float, ...] 
     else:
         hist["c"][-1] += 1
     hist["sum"] += value
+
+
+def _bucket(value: float, buckets: tuple[float, ...]) -> int:
+    for i, edge in enumerate(buckets):
+        if value <= edge:
+            return i
+    return len(buckets)
+
+
+def hist_move(hist: dict[str, Any], old: float, new: float, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+    """Correct one observation from ``old`` to ``new``."""
+    hist["c"][_bucket(old, buckets)] -= 1
+    hist["c"][_bucket(new, buckets)] += 1
+    hist["sum"] += new - old
 
 
 def hist_value(hist: dict[str, Any], buckets: tuple[float, ...] = LATENCY_BUCKETS) -> tuple[list[tuple[str, float]], float]:

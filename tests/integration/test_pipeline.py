@@ -186,7 +186,8 @@ def test_closed_window_is_published_once_with_exact_values(scenario):
                30, what="results published")
     msgs = consume_all(broker, PREFIX + "socialpulse.results", expect=12)
     records = [orjson.loads(m.value()) for m in msgs]
-    mine = {r["metric"]: r for r in records if r["account_id"] == "acme" and r["window_start"] == iso(b)}
+    mine = {r["metric"]: r for r in records
+            if r["family"] == "engagement" and r["account_id"] == "acme" and r["window_start"] == iso(b)}
     assert {k: mine[k]["value"] for k in mine} == {
         "engagements": 5, "impressions": 2000, "clicks": 40, "engagement_rate": 0.0025,
         "engagement_rate_by_followers": 0.005, "click_through_rate": 0.02, "followers": 1000,

@@ -138,3 +138,18 @@ def test_quantile_interpolates_between_ranks():
     assert m.quantile([1, 2, 3, 4], 0.5) == 2.5
     assert m.quantile([5], 0.99) == 5
     assert m.quantile([], 0.5) is None
+
+
+def test_an_older_inbound_arriving_after_the_reply_lengthens_that_spell(t0):
+    fam = Replies(SPEC, slo_ms=15 * MIN)
+    state = fam.new_state()
+    s = 1000
+    # event time: in(1s), in(2s), reply(8s) -> latency 7 s, whatever order they arrive in
+    fam.apply(KEY, state, [msg("b", "c", t0 + 2 * s, "inbound"), msg("r", "c", t0 + 8 * s, "outbound", "ana")], t0)
+    fam.apply(KEY, state, [msg("a", "c", t0 + 1 * s, "inbound")], t0)
+    assert m.hist_value(state["hist"]["lat"])[1] == 7.0
+    assert m.hist_value(state["hist"]["first"])[1] == 7.0
+    assert m.hist_value(state["agent_hist"]["ana"])[1] == 7.0
+    assert fam.view(KEY, state, t0 + 10 * s)["windows"]["1h"]["reply_latency_seconds"]["mean"] == 7.0
+    fam.apply(KEY, state, [msg("z", "c", t0 + 500, "inbound")], t0)  # older still: 7.5 s
+    assert m.hist_value(state["hist"]["lat"])[1] == 7.5 and sum(state["hist"]["lat"]["c"]) == 1

@@ -1,0 +1,252 @@
+"""Scale-out and crashes: two workers share the load, one is SIGKILLed mid-stream and
+restarted, a third joins. Totals of every family, summed across the workers' /metrics,
+upserted from the results topic and read from the API, equal the truth exactly, and
+no series is exported by two workers."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.windows import iso
+
+from ..conftest import consume_all, http_get, spawn_worker, stop_process, wait_until, worker_env
+
+pytestmark = pytest.mark.integration
+PREFIX = "so."
+ACCOUNTS = [("instagram", f"ig-{i}") for i in range(4)] + [("tiktok", f"tt-{i}") for i in range(4)]
+
+
+class Truth:
+    def __init__(self) -> None:
+        self.eng: dict[tuple[str, str], int] = defaultdict(int)
+        self.imp: dict[tuple[str, str], int] = defaultdict(int)
+        self.clk: dict[tuple[str, str], int] = defaultdict(int)
+        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
+        self.replies: dict[tuple[str, str], int] = defaultdict(int)
+        self.revenue: dict[tuple[str, str], float] = defaultdict(float)
+        self.orders: dict[tuple[str, str], int] = defaultdict(int)
+        self.accepted = 0
+        self.duplicates = 0
+
+
+class Feed:
+    """Produces traffic stamped with the wall clock, recording the truth as it goes."""
+
+    def __init__(self, broker: str, seed: int) -> None:
+        self.p = Producer({"bootstrap.servers": broker, "linger.ms": 5})
+        self.rng = random.Random(seed)
+        self.t = Truth()
+        self.n = 0
+        self.waiting: list[tuple[tuple[str, str], str, int]] = []  # conversations to answer later
+        self.clicked: list[tuple[tuple[str, str], str, str]] = []  # (account, actor, click_id)
+
+    def send(self, topic: str, doc: dict, dup: bool = False) -> None:
+        value = orjson.dumps(doc)
+        self.p.produce(PREFIX + topic, value)
+        self.t.accepted += 1
+        if dup:
+            self.p.produce(PREFIX + topic, value)
+            self.t.duplicates += 1
+
+    def eid(self) -> str:
+        self.n += 1
+        return f"e{self.n}"
+
+    def burst(self, n: int) -> None:
+        rng = self.rng
+        for _ in range(n):
+            acct = rng.choice(ACCOUNTS)
+            base = {"platform": acct[0], "account_id": acct[1]}
+            now = int(time.time() * 1000)
+            r = rng.random()
+            if r < 0.5:
+                self.send("likes", {"event_id": self.eid(), "ts": iso(now), **base, "post_id": "p", "actor_id": "u"},
+                          dup=rng.random() < 0.05)
+                self.t.eng[acct] += 1
+            elif r < 0.7:
+                c = rng.randint(10, 100)
+                self.send("impressions", {"event_id": self.eid(), "ts": iso(now), **base, "post_id": "p", "count": c})
+                self.t.imp[acct] += c
+            elif r < 0.85:
+                actor, click_id = f"a{self.n}", f"k{self.n}"
+                self.send("clicks", {"event_id": self.eid(), "ts": iso(now), **base, "actor_id": actor, "click_id": click_id},
+                          dup=rng.random() < 0.05)
+                self.t.clk[acct] += 1
+                self.clicked.append((acct, actor, click_id))
+            else:
+                cid = f"c{self.n}"
+                self.send("messages", {"event_id": self.eid(), "ts": iso(now), **base, "conversation_id": cid,
+                                       "direction": "inbound", "author_id": "cust"})
+                self.waiting.append((acct, cid, now))
+        self.p.flush(15)
+
+    def answer_and_buy(self) -> None:
+        now = int(time.time() * 1000)
+        for acct, cid, since in self.waiting:
+            self.send("messages", {"event_id": self.eid(), "ts": iso(now), "platform": acct[0], "account_id": acct[1],
+                                   "conversation_id": cid, "direction": "outbound", "author_id": "ana", "agent_id": "ana"},
+                      dup=self.rng.random() < 0.1)
+            self.t.latency_sum[acct] += (now - since) / 1000
+            self.t.replies[acct] += 1
+        for acct, actor, click_id in self.clicked[::3]:
+            amount = self.rng.randint(5, 90)
+            self.send("orders", {"event_id": self.eid(), "ts": iso(now), "order_id": f"o-{actor}", "actor_id": actor,
+                                 "amount": f"{amount}.00", "currency": "USD", "click_id": click_id},
+                      dup=self.rng.random() < 0.1)
+            self.t.revenue[acct] += amount
+            self.t.orders[acct] += 1
+        self.p.flush(15)
+
+
+def scrape_all(workers) -> list[str]:
+    return [w.metrics() for w in workers if w.proc.poll() is None]
+
+
+def summed(texts: list[str], name: str, **match: str) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
+                    out[(s.labels["platform"], s.labels["account"])] += s.value
+    return out
+
+
+def total(texts: list[str], name: str, **match: str) -> float:
+    return sum(
+        s.value for text in texts for fam in text_string_to_metric_families(text) for s in fam.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in match.items())
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(broker, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scale")
+    env = lambda d: worker_env(  # noqa: E731
+        broker, PREFIX, tmp / d, SOCIALPULSE_PARTITIONS="4", SOCIALPULSE_BUCKET="1s",
+        SOCIALPULSE_TRAILING_WINDOWS="5m", SOCIALPULSE_CLOSED_WINDOWS="10s", SOCIALPULSE_GRACE="20s",
+        SOCIALPULSE_IDLE="2s", SOCIALPULSE_STORE="rocksdb://",
+    )
+    w1, w2 = spawn_worker(env("d1"), tmp, "w1"), spawn_worker(env("d2"), tmp, "w2")
+    w1.wait_ready(60)
+    w2.wait_ready(60)
+    feed = Feed(broker, seed=9)
+    feed.burst(600)
+    stop = threading.Event()
+
+    def background():
+        while not stop.is_set():
+            feed.burst(40)
+            time.sleep(0.2)
+
+    t = threading.Thread(target=background)
+    t.start()
+    time.sleep(3)
+    w1.proc.send_signal(signal.SIGKILL)  # mid-stream
+    w1.proc.wait(10)
+    time.sleep(6)
+    w1b = spawn_worker(env("d1"), tmp, "w1-restarted")  # same data dir
+    w1b.wait_ready(90)
+    w3 = spawn_worker(env("d3"), tmp, "w3")  # a third joins
+    w3.wait_ready(90)
+    time.sleep(3)
+    stop.set()
+    t.join()
+    feed.answer_and_buy()
+    workers = [w2, w1b, w3]
+    expected = feed.t.accepted + feed.t.duplicates  # every record produced is counted once, as something
+    wait_until(
+        lambda: total(scrape_all(workers), "socialpulse_events_total") == expected
+        and sum(summed(scrape_all(workers), "socialpulse_attributed_orders", window="5m").values()) == sum(feed.t.orders.values()),
+        120, interval=1, what="every record counted and every order credited",
+    )
+    yield workers, feed.t, broker
+    for w in workers:
+        stop_process(w.proc)
+
+
+def test_every_record_counted_once_across_workers(cluster):
+    workers, t, _ = cluster
+    texts = scrape_all(workers)
+    assert total(texts, "socialpulse_events_total", outcome="duplicate") == t.duplicates
+    assert total(texts, "socialpulse_events_total", outcome="accepted") == t.accepted
+    assert total(texts, "socialpulse_events_total", outcome="late") == 0
+
+
+def test_engagement_totals_are_exact(cluster):
+    workers, t, _ = cluster
+    texts = scrape_all(workers)
+    got_eng = {a: v for a, v in summed(texts, "socialpulse_engagements", window="5m").items() if v}
+    assert got_eng == {a: float(v) for a, v in t.eng.items()}
+    got_imp = {a: v for a, v in summed(texts, "socialpulse_impressions", window="5m").items() if v}
+    assert got_imp == {a: float(v) for a, v in t.imp.items()}
+    got_clicks = {a: v for a, v in summed(texts, "socialpulse_clicks", window="5m").items() if v}
+    assert got_clicks == {a: float(v) for a, v in t.clk.items()}
+
+
+def test_reply_latencies_are_exact(cluster):
+    workers, t, _ = cluster
+    texts = scrape_all(workers)
+    counts = summed(texts, "socialpulse_reply_latency_seconds_count")
+    sums = summed(texts, "socialpulse_reply_latency_seconds_sum")
+    assert {a: v for a, v in counts.items() if v} == {a: float(n) for a, n in t.replies.items()}
+    for acct, expected in t.latency_sum.items():
+        assert sums[acct] == pytest.approx(expected, abs=1e-6)
+
+
+def test_conversion_totals_are_exact(cluster):
+    workers, t, _ = cluster
+    texts = scrape_all(workers)
+    revenue = summed(texts, "socialpulse_attributed_revenue", window="5m", model="last_touch", currency="USD")
+    assert {a: v for a, v in revenue.items() if v} == {a: float(v) for a, v in t.revenue.items()}
+    orders = summed(texts, "socialpulse_attributed_orders", window="5m")
+    assert {a: v for a, v in orders.items() if v} == {a: float(v) for a, v in t.orders.items()}
+
+
+def test_no_series_is_exported_by_two_workers(cluster):
+    workers, *_ = cluster
+    seen: dict[tuple, int] = {}
+    for i, text in enumerate(scrape_all(workers)):
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if "account" in s.labels:
+                    key = (s.name, tuple(sorted(s.labels.items())))
+                    assert key not in seen, f"{key} on workers {seen[key]} and {i}"
+                    seen[key] = i
+    assert seen
+
+
+def test_api_answers_from_any_worker(cluster):
+    workers, t, _ = cluster
+    for acct in ACCOUNTS:
+        for w in workers:
+            status, body = http_get(f"{w.url}/api/v1/accounts/{acct[0]}/{acct[1]}")
+            assert status == 200, (w.url, acct, body[:200])
+            win = orjson.loads(body)["engagement"]["windows"]["5m"]
+            assert win["engagements"] == t.eng.get(acct, 0) and win["impressions"] == t.imp.get(acct, 0)
+
+
+def test_results_upserted_by_key_sum_to_the_truth(cluster):
+    workers, t, broker = cluster
+    wait_until(lambda: total(scrape_all(workers), "socialpulse_results_published_total") > 0, 60, what="results")
+    time.sleep(35)  # let the last 10 s windows pass end + grace
+    msgs = consume_all(broker, PREFIX + "socialpulse.results", expect=10**6, timeout=20)
+    latest = {m.key(): orjson.loads(m.value()) for m in msgs}  # upsert: the last record per key wins
+    eng: dict[tuple[str, str], float] = defaultdict(float)
+    rev: dict[tuple[str, str], float] = defaultdict(float)
+    for r in latest.values():
+        if r["metric"] == "engagements":
+            eng[(r["platform"], r["account_id"])] += r["value"]
+        if r["metric"] == "attributed_revenue" and r.get("model") == "last_touch":
+            rev[(r["platform"], r["account_id"])] += r["value"]
+    assert {a: v for a, v in eng.items() if v} == {a: float(v) for a, v in t.eng.items()}
+    assert {a: v for a, v in rev.items() if v} == {a: float(v) for a, v in t.revenue.items()}
