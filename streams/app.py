@@ -68,4 +68,5 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=16_384,
         web_enabled=True,
         table_standby_replicas=0,
+        recovery_consistency_check=settings.broker_quirks != "tansu",
     )

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     #: per-account business hours: ``platform|account=mon-fri 09:00-17:00;...``
     business_hours: Annotated[dict[str, str], NoDecode, BeforeValidator(_business_hours)] = ""  # type: ignore[assignment]
     app_id: str = "socialpulse"
+    #: ``tansu``: the embedded broker under-reports a topic's end (ListOffsets), which trips
+    #: Faust's recovery consistency check on a restart that keeps its data dir: skip the check.
+    broker_quirks: Literal["", "tansu"] = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Kafka security for a real cluster.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
