@@ -111,8 +111,19 @@ def worker_env(broker: str, prefix: str, data_dir: Path, **extra: str) -> dict[s
     return env | extra
 
 
+_SPAWNED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    """Every worker a test started is stopped when the session ends, whatever happened."""
+    yield
+    for proc in _SPAWNED:
+        stop_process(proc, timeout=10)
+
+
 def spawn_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Worker:
-    """A real ``socialpulse worker`` process on a free web port."""
+    """A real ``socialpulse worker`` process on a free web port (stopped at session end at the latest)."""
     port = free_port()
     log = log_dir / f"{name}-{port}.log"
     proc = subprocess.Popen(
@@ -120,6 +131,7 @@ def spawn_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Wo
         env=env | {"SOCIALPULSE_WEB_HOST": "127.0.0.1"}, cwd=ROOT,
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
+    _SPAWNED.append(proc)
     return Worker(proc, port, env, log)
 
 

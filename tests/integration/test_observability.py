@@ -45,6 +45,7 @@ def fed_worker(broker, tmp_path_factory):
                90, what="a reply-SLA breach")
     yield worker
     done.wait(60)
+    stop_process(worker.proc)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.windows import iso
 
-from ..conftest import consume_all, spawn_worker, wait_until, worker_env
+from ..conftest import consume_all, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 PREFIX = "e2e."
@@ -97,7 +97,8 @@ def scenario(broker, tmp_path_factory):
     wait_until(
         lambda: sum(v for _, v in _events(worker.metrics()).items()) == total, 60, what="every record counted"
     )
-    return worker, b, ready_s, broker
+    yield worker, b, ready_s, broker
+    stop_process(worker.proc)
 
 
 def _events(text: str) -> dict[tuple[str, str], float]:

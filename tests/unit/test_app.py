@@ -1,0 +1,37 @@
+"""The Faust app factory: consumer-group timing, security settings, quirks."""
+
+import faust
+
+from streams.app import create_app
+from streams.settings import load_settings
+
+
+def test_sasl_ssl_settings_reach_the_kafka_client(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOCIALPULSE_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("SOCIALPULSE_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("SOCIALPULSE_SASL_USERNAME", "svc-socialpulse")
+    monkeypatch.setenv("SOCIALPULSE_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("SOCIALPULSE_DATA_DIR", str(tmp_path))
+    app = create_app(load_settings())
+    creds = app.conf.broker_credentials
+    assert isinstance(creds, faust.SASLCredentials)
+    assert (creds.username, creds.password) == ("svc-socialpulse", "s3cret")
+    assert creds.mechanism.value == "SCRAM-SHA-512" and creds.ssl_context is not None
+    assert creds.protocol.value == "SASL_SSL"
+
+
+def test_plaintext_by_default_and_fast_group_joins(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOCIALPULSE_DATA_DIR", str(tmp_path))
+    app = create_app(load_settings())
+    assert app.conf.broker_credentials is None
+    assert (app.conf.broker_session_timeout, app.conf.broker_heartbeat_interval) == (6.0, 1.0)
+    assert app.conf.recovery_consistency_check is True
+    monkeypatch.setenv("SOCIALPULSE_BROKER_QUIRKS", "tansu")
+    assert create_app(load_settings()).conf.recovery_consistency_check is False
+
+
+def test_web_port_can_bind_to_loopback_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOCIALPULSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SOCIALPULSE_WEB_HOST", "127.0.0.1")
+    app = create_app(load_settings())
+    assert app.conf.web_bind == "127.0.0.1" and str(app.conf.canonical_url) == "http://127.0.0.1:6066"
