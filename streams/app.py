@@ -69,4 +69,7 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=True,
         table_standby_replicas=0,
         recovery_consistency_check=settings.broker_quirks != "tansu",
+        # a hot account's state (its de-duplication ids above all) can pass 1 MiB; the
+        # broker's message.max.bytes must allow this too (docs/operations.md)
+        producer_max_request_size=8 * 1024 * 1024,
     )

@@ -46,6 +46,8 @@ log = logging.getLogger("socialpulse")
 RESULTS = "socialpulse.results"
 BREACHES = "socialpulse.reply-breaches"
 DLQ = "socialpulse.dlq"
+#: events per forwarded message (a few hundred bytes each)
+FORWARD_CHUNK = 500
 
 
 class _PartitionEvent:
@@ -247,8 +249,7 @@ class Pipeline:
                 )
         # send_soon: buffered; Faust flushes the producer before it commits offsets,
         # so nothing is acknowledged before it was handed on.
-        for (stream, p), items in outgoing.items():
-            self.keyed_topics[stream].send_soon(value=encode_forward(items), partition=p)
+        self._forward(outgoing)
         for topic, lags in lag_by_topic.items():
             hist = self.metrics.event_lag.labels(topic)
             for lag in lags:
@@ -317,8 +318,14 @@ class Pipeline:
             families[r.family] += 1
         for fam, n in families.items():
             self.metrics.results.labels(fam).inc(n)
-        for (stream, p), items in forwards.items():
-            self.keyed_topics[stream].send_soon(value=encode_forward(items), partition=p)
+        self._forward(forwards)
+
+    def _forward(self, outgoing: dict[tuple[str, int], list[Forwarded]]) -> None:
+        """One message per keyed partition and chunk: few messages, each well under
+        Kafka's default 1 MiB message size."""
+        for (stream, p), items in outgoing.items():
+            for i in range(0, len(items), FORWARD_CHUNK):
+                self.keyed_topics[stream].send_soon(value=encode_forward(items[i:i + FORWARD_CHUNK]), partition=p)
 
     def _on_sent(self, topic: str) -> Any:
         def callback(fut: Any) -> None:
