@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from schemas.events import INPUT_TOPICS  # noqa: E402
 from streams.broker import start_broker  # noqa: E402
-from streams.demo import stop  # noqa: E402
+from streams.broker import stop_process as stop  # noqa: E402
 from streams.generator import Traffic  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402

@@ -5,12 +5,14 @@ Memory only: everything it holds is gone when it stops.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
 
-__all__ = ["BrokerError", "broker_bin", "port_in_use", "start_broker", "wait_for_port"]
+__all__ = ["BrokerError", "broker_bin", "port_in_use", "start_broker", "stop_process", "wait_for_port"]
 
 
 class BrokerError(RuntimeError):
@@ -66,3 +68,17 @@ def start_broker(port: int = 9092, *, quiet: bool = True) -> subprocess.Popen[by
     if proc.poll() is not None:
         raise BrokerError(f"the broker exited at start with code {proc.returncode}")
     return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM the process group (started with ``start_new_session``), then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

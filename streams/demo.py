@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from . import generator
-from .broker import BrokerError, port_in_use, start_broker
+from .broker import BrokerError, port_in_use, start_broker, stop_process
 from .settings import Settings
 
 __all__ = ["run_demo", "scrape", "summary_table"]
@@ -126,19 +125,6 @@ def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
                 loop.run_until_complete(asyncio.gather(gen, return_exceptions=True))
         loop.close()
         for proc in reversed(procs):
-            stop(proc)
+            stop_process(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
 
-
-def stop(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL if it is still there."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)

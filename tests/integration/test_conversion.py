@@ -10,23 +10,16 @@ from decimal import Decimal
 import orjson
 import pytest
 from confluent_kafka import Producer
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams.conversion.attribution import credits
 from streams.windows import iso
 
-from ..conftest import consume_all, spawn_worker, stop_process, wait_until, worker_env
+from ..conftest import consume_all, metric_value, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 PREFIX = "conv."
 
 
-def metric(text: str, name: str, **labels: str) -> float | None:
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +68,12 @@ def run(broker, tmp_path_factory):
     for topic, value in phase1:
         producer.produce(PREFIX + topic, orjson.dumps(value))
     assert producer.flush(15) == 0
-    wait_until(lambda: metric(worker.metrics(), "socialpulse_attributed_orders", platform="x", account="shop", window="5m") == 1,
+    wait_until(lambda: metric_value(worker.metrics(), "socialpulse_attributed_orders", platform="x", account="shop", window="5m") == 1,
                40, what="credits applied")
     topic, value = order(b + 35 * s, "m3o", "m3", "10.00", "GBP")  # 34 s after its click: outside the 30 s lookback
     producer.produce(PREFIX + topic, orjson.dumps(value))
     assert producer.flush(15) == 0
-    wait_until(lambda: metric(worker.metrics(), "socialpulse_unattributed_orders_total", currency="GBP") == 1, 90,
+    wait_until(lambda: metric_value(worker.metrics(), "socialpulse_unattributed_orders_total", currency="GBP") == 1, 90,
                what="unattributed order")
     yield worker, b, broker
     stop_process(worker.proc)
@@ -109,22 +102,22 @@ def test_revenue_per_model_and_platform_on_metrics(run):
     for (platform, account), (revenue, orders, clicks) in EXPECTED.items():
         labels = {"platform": platform, "account": account, "window": "5m"}
         for (model, cur), amount in revenue.items():
-            got = metric(text, "socialpulse_attributed_revenue", **labels, model=model, currency=cur)
+            got = metric_value(text, "socialpulse_attributed_revenue", **labels, model=model, currency=cur)
             if amount == 0 and got is None:
                 continue  # a refund that overtook its order leaves no series at all, which is also exact
             assert got == pytest.approx(amount, abs=1e-6), (platform, model, cur)
-        assert metric(text, "socialpulse_attributed_orders", **labels) == orders, platform
-        assert metric(text, "socialpulse_conversion_rate", **labels) == pytest.approx(orders / clicks), platform
+        assert metric_value(text, "socialpulse_attributed_orders", **labels) == orders, platform
+        assert metric_value(text, "socialpulse_conversion_rate", **labels) == pytest.approx(orders / clicks), platform
 
 
 def test_worked_example_cpa_twenty_dollars_on_metrics(run):
     worker, *_ = run
     text = worker.metrics()
     fb = {"platform": "facebook", "account": "acme", "window": "5m", "currency": "USD"}
-    assert metric(text, "socialpulse_cost_per_acquisition", **fb) == 20.0
-    assert metric(text, "socialpulse_return_on_investment", **fb) == 0.5
-    assert metric(text, "socialpulse_average_order_value", **fb) == 30.0
-    assert metric(text, "socialpulse_campaign_cost_per_acquisition", platform="facebook", account="acme", campaign="post",
+    assert metric_value(text, "socialpulse_cost_per_acquisition", **fb) == 20.0
+    assert metric_value(text, "socialpulse_return_on_investment", **fb) == 0.5
+    assert metric_value(text, "socialpulse_average_order_value", **fb) == 30.0
+    assert metric_value(text, "socialpulse_campaign_cost_per_acquisition", platform="facebook", account="acme", campaign="post",
                   window="5m", currency="USD") == 20.0
 
 
@@ -141,7 +134,7 @@ def test_api_conversion_block_agrees(run):
 def test_closed_window_results_agree(run):
     worker, b, broker = run
     wait_until(lambda: time.time() * 1000 > b + 10_000 + 15_000 + 2_000, 60, what="window closed")
-    wait_until(lambda: (metric(worker.metrics(), "socialpulse_results_published_total", family="conversion") or 0) > 20, 30,
+    wait_until(lambda: (metric_value(worker.metrics(), "socialpulse_results_published_total", family="conversion") or 0) > 20, 30,
                what="conversion results")
     records = [orjson.loads(m.value()) for m in consume_all(broker, PREFIX + "socialpulse.results", expect=40)]
     mine = [r for r in records if r["family"] == "conversion" and r["window_start"] == iso(b)]

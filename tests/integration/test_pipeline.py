@@ -15,18 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.windows import iso
 
-from ..conftest import consume_all, spawn_worker, stop_process, wait_until, worker_env
+from ..conftest import consume_all, metric_value, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 PREFIX = "e2e."
 
 
-def sample(text: str, name: str, **labels: str) -> float | None:
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -153,17 +147,17 @@ def test_gauges_equal_hand_computed_values(scenario):
     worker, *_ = scenario
     text = worker.metrics()
     ig = {"platform": "instagram", "account": "acme", "window": "5m"}
-    assert sample(text, "socialpulse_engagements", **ig) == 5
-    assert sample(text, "socialpulse_impressions", **ig) == 2000
-    assert sample(text, "socialpulse_clicks", **ig) == 40
-    assert sample(text, "socialpulse_engagement_rate", **ig) == pytest.approx(5 / 2000)
-    assert sample(text, "socialpulse_click_through_rate", **ig) == pytest.approx(40 / 2000)
-    assert sample(text, "socialpulse_engagement_rate_by_followers", **ig) == pytest.approx(5 / 1000)
-    assert sample(text, "socialpulse_follower_growth", **ig) == 100
-    assert sample(text, "socialpulse_followers", platform="instagram", account="acme") == 1000
+    assert metric_value(text, "socialpulse_engagements", **ig) == 5
+    assert metric_value(text, "socialpulse_impressions", **ig) == 2000
+    assert metric_value(text, "socialpulse_clicks", **ig) == 40
+    assert metric_value(text, "socialpulse_engagement_rate", **ig) == pytest.approx(5 / 2000)
+    assert metric_value(text, "socialpulse_click_through_rate", **ig) == pytest.approx(40 / 2000)
+    assert metric_value(text, "socialpulse_engagement_rate_by_followers", **ig) == pytest.approx(5 / 1000)
+    assert metric_value(text, "socialpulse_follower_growth", **ig) == 100
+    assert metric_value(text, "socialpulse_followers", platform="instagram", account="acme") == 1000
     tt = {"platform": "tiktok", "account": "acme-tt", "window": "5m"}
-    assert sample(text, "socialpulse_engagement_rate", **tt) == pytest.approx(25 / 500)
-    assert sample(text, "socialpulse_click_through_rate", **tt) == 0
+    assert metric_value(text, "socialpulse_engagement_rate", **tt) == pytest.approx(25 / 500)
+    assert metric_value(text, "socialpulse_click_through_rate", **tt) == 0
 
 
 def test_account_api_agrees_with_the_gauges(scenario):
@@ -183,7 +177,7 @@ def test_closed_window_is_published_once_with_exact_values(scenario):
     worker, b, _, broker = scenario
     # the window [b, b+10s) closes once the wall clock passes b + 10s + 10s grace
     wait_until(lambda: time.time() * 1000 > b + 21_000, 45, what="window end + grace")
-    wait_until(lambda: (sample(worker.metrics(), "socialpulse_results_published_total", family="engagement") or 0) >= 12,
+    wait_until(lambda: (metric_value(worker.metrics(), "socialpulse_results_published_total", family="engagement") or 0) >= 12,
                30, what="results published")
     msgs = consume_all(broker, PREFIX + "socialpulse.results", expect=12)
     records = [orjson.loads(m.value()) for m in msgs]
