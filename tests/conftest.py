@@ -141,6 +141,8 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) 
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": f"test-{topic}-{time.monotonic_ns()}",
         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        # Tansu holds a JoinGroup for half the session timeout: keep it short
+        "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
     })
     consumer.subscribe([topic])
     out: list = []

@@ -23,9 +23,9 @@ from ..conftest import consume_all, http_get, spawn_worker, stop_process, wait_u
 
 pytestmark = [
     pytest.mark.integration,
-    # On the embedded broker a partition that moves back to a worker can recover a few
-    # changelog records short (Tansu's ListOffsets is too low; docs/operations.md), so
-    # this test is not yet deterministic there. Run it with SOCIALPULSE_FAULT_TESTS=1.
+    # Opt-in (about 2 minutes): SOCIALPULSE_FAULT_TESTS=1. Exact on the embedded broker
+    # since the changelog catch-up read (docs/operations.md); not yet run often enough
+    # to gate CI on it.
     pytest.mark.skipif(os.environ.get("SOCIALPULSE_FAULT_TESTS") != "1", reason="opt-in: SOCIALPULSE_FAULT_TESTS=1"),
 ]
 PREFIX = "so."
@@ -254,7 +254,7 @@ def test_results_upserted_by_key_sum_to_the_truth(cluster):
     workers, t, broker = cluster
     wait_until(lambda: total(scrape_all(workers), "socialpulse_results_published_total") > 0, 60, what="results")
     time.sleep(35)  # let the last 10 s windows pass end + grace
-    msgs = consume_all(broker, PREFIX + "socialpulse.results", expect=10**6, timeout=20)
+    msgs = consume_all(broker, PREFIX + "socialpulse.results", expect=10**6, timeout=30)
     latest = {m.key(): orjson.loads(m.value()) for m in msgs}  # upsert: the last record per key wins
     eng: dict[tuple[str, str], float] = defaultdict(float)
     rev: dict[tuple[str, str], float] = defaultdict(float)
