@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--budget-mib", type=float, default=1024)
     args = ap.parse_args()
     s = Settings()
-    spec = WindowSpec(s.bucket, tuple(s.trailing_windows), tuple(s.closed_windows), s.grace)
+    spec = WindowSpec.from_settings(s)
     stage = KeyedStage("actor", spec, [Shopper(s.attribution_lookback, s.attribution_half_life, s.grace)],
                        s.dedup_horizon, s.idle, compact=True)  # as the worker runs it
     now = int(time.time() * 1000) - 60_000

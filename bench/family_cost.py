@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000)
     args = ap.parse_args()
     s = Settings()
-    spec = WindowSpec(s.bucket, tuple(s.trailing_windows), tuple(s.closed_windows), s.grace)
+    spec = WindowSpec.from_settings(s)
     traffic = Traffic(rate=5000, seed=3, start_ms=int(time.time() * 1000) - 1_800_000, noise=False)
     raws: list[Raw] = []
     while len(raws) < args.events:

@@ -95,12 +95,7 @@ class Pipeline:
         self.settings = settings
         self.metrics = Metrics()
         self.metrics.reply_slo.set(settings.reply_slo / 1000)
-        self.spec = WindowSpec(
-            bucket=settings.bucket,
-            trailing=tuple(settings.trailing_windows),
-            closed=tuple(settings.closed_windows),
-            grace=settings.grace,
-        )
+        self.spec = WindowSpec.from_settings(settings)
         zones = settings.account_timezones
         hours = {k: parse_hours(v, zones.get(k, "UTC")) for k, v in settings.business_hours.items()}
         families: dict[str, list[Family]] = {

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .settings import format_duration
+from .settings import Settings, format_duration
 
 __all__ = [
     "Agg",
@@ -67,6 +67,10 @@ class WindowSpec:
     trailing: tuple[int, ...]
     closed: tuple[int, ...]
     grace: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WindowSpec:
+        return cls(settings.bucket, tuple(settings.trailing_windows), tuple(settings.closed_windows), settings.grace)
 
     @property
     def keep_buckets(self) -> int:
