@@ -208,8 +208,6 @@ class Pipeline:
             mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
             stage.assign(mine)
             restored = sum(self._adopt(name, key, value, mine) for key, value in list(table.data.items()))
-            if self.settings.broker_quirks == "tansu":
-                restored += await self._catch_up(name, mine)
             log.info("%s stage: %d keys restored from the changelog", name, restored)
 
         return on_recover
@@ -232,41 +230,6 @@ class Pipeline:
             return 0
         stage.restore(partition, text, value)
         return 1
-
-    async def _catch_up(self, name: str, mine: set[int]) -> int:
-        """Embedded broker only: Faust's recovery stops at ListOffsets(latest), which Tansu
-        reports too low when the newest batch holds several records. Read each changelog
-        partition on to its real end (until fetches come back empty) so no state rolls back."""
-        from aiokafka import AIOKafkaConsumer
-
-        from .topics import bootstrap
-
-        table = self.tables[name]
-        topic = table.changelog_topic.get_topic_name()
-        tps = [TP(topic, p) for p in sorted(mine)]
-        if not tps:
-            return 0
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(self.settings), enable_auto_commit=False)
-        await consumer.start()
-        adopted = 0
-        try:
-            consumer.assign(tps)
-            for tp in tps:
-                done = table.data.persisted_offset(tp)  # type: ignore[attr-defined]
-                consumer.seek(tp, done + 1 if done is not None else 0)
-            empty = 0
-            while empty < 2:
-                batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
-                if not any(batch.values()):
-                    empty += 1
-                    continue
-                empty = 0
-                for records in batch.values():
-                    for rec in records:
-                        adopted += self._adopt(name, rec.key, rec.value, mine)
-        finally:
-            await consumer.stop()
-        return adopted
 
     # -- ingest --------------------------------------------------------------
     async def ingest_batch(self, events: list[faust.EventT[bytes]]) -> None:
