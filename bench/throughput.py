@@ -16,6 +16,7 @@ import asyncio
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,34 +50,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def produce(bootstrap: str, n: int, batch: int) -> int:
-    """Pre-produce about ``n`` events; ``batch`` > 1 packs that many per message (JSON array)."""
+async def produce(bootstrap: str, n: int, batch: int) -> tuple[int, int]:
+    """Pre-produce about ``n`` events; ``batch`` > 1 packs up to that many per message (JSON
+    array). Returns (events, messages)."""
     await ensure_topics(Settings(broker=f"kafka://{bootstrap}", topic_prefix=PREFIX, partitions=4))
     traffic = Traffic(rate=5000, seed=42, start_ms=int(time.time() * 1000) - 3_600_000)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_048_576)
     await producer.start()
-    sent, pending = 0, []
+    sent, messages, pending = 0, 0, []
     packs: dict[str, list[bytes]] = {}
     try:
         while sent < n:
+            # one second of event time at a time; with --batch, that second's events of a
+            # topic are packed into arrays of at most ``batch`` (an array spans <= 1 s)
             for topic, value, _ in traffic.second():
-                if batch > 1:
-                    packs.setdefault(topic, []).append(value)
-                    if len(packs[topic]) < batch:
-                        continue
-                    value = b"[" + b",".join(packs.pop(topic)) + b"]"
-                pending.append(await producer.send(PREFIX + topic, value))
-                sent += batch
-                if len(pending) > 5000:
-                    await asyncio.gather(*pending)
-                    pending.clear()
-                if sent % 50_000 < batch:
-                    print(f"\rproduced {sent:,}/{n:,}", end="", file=sys.stderr, flush=True)
+                packs.setdefault(topic, []).append(value)
+            for topic, values in packs.items():
+                step = max(batch, 1)
+                for i in range(0, len(values), step):
+                    chunk = values[i:i + step]
+                    value = chunk[0] if batch <= 1 else b"[" + b",".join(chunk) + b"]"
+                    pending.append(await producer.send(PREFIX + topic, value))
+                    sent += len(chunk)
+                    messages += 1
+                    if len(pending) > 5000:
+                        await asyncio.gather(*pending)
+                        pending.clear()
+            packs.clear()
+            print(f"\rproduced {sent:,}/{n:,}", end="", file=sys.stderr, flush=True)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
     print(file=sys.stderr)
-    return sent
+    return sent, messages
 
 
 async def raw_baseline(bootstrap: str, n_messages: int) -> tuple[float, int]:
@@ -108,13 +114,20 @@ async def raw_baseline(bootstrap: str, n_messages: int) -> tuple[float, int]:
         await consumer.stop()
 
 
-def scrape_total(url: str) -> float:
+def scrape_outcomes(url: str) -> Counter[str]:
+    """socialpulse_events_total summed by outcome (accepted, invalid, duplicate, late)."""
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
-    return sum(
-        s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-        if s.name == "socialpulse_events_total"
-    )
+    out: Counter[str] = Counter()
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "socialpulse_events_total":
+                out[s.labels["outcome"]] += s.value
+    return out
+
+
+def scrape_total(url: str) -> float:
+    return sum(scrape_outcomes(url).values())
 
 
 def run_worker(bootstrap: str, expected: int, data_dir: str, profile: str = "") -> tuple[float, float, float]:
@@ -136,7 +149,7 @@ def run_worker(bootstrap: str, expected: int, data_dir: str, profile: str = "") 
     deadline = time.monotonic() + 1800
     try:
         while time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.5)  # a scrape costs the worker time: not too often
             try:
                 total = scrape_total(url)
             except OSError:
@@ -146,6 +159,8 @@ def run_worker(bootstrap: str, expected: int, data_dir: str, profile: str = "") 
             print(f"\rsocialpulse counted {total:,.0f}/{expected:,}", end="", file=sys.stderr, flush=True)
             if total >= expected:
                 done = time.monotonic()
+                outcomes = scrape_outcomes(url)
+                print("\noutcomes: " + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(outcomes.items())), file=sys.stderr)
                 break
         print(file=sys.stderr)
         cpu = _cpu_seconds(proc.pid)
@@ -153,8 +168,13 @@ def run_worker(bootstrap: str, expected: int, data_dir: str, profile: str = "") 
             raise SystemExit(f"worker counted {total} of {expected}; see {log.name}")
         return expected / max(done - first, 1e-9), done - first, cpu
     finally:
+        if profile:  # py-spy writes its profile on SIGINT
+            os.kill(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
         stop(proc)
-        time.sleep(0.5)  # let py-spy write its profile
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -177,8 +197,7 @@ def main() -> None:
     broker = start_broker(port)
     bootstrap = f"127.0.0.1:{port}"
     try:
-        sent = asyncio.run(produce(bootstrap, args.events, args.batch))
-        messages = sent // args.batch if args.batch > 1 else sent
+        _, messages = asyncio.run(produce(bootstrap, args.events, args.batch))
         raw_rate, raw_events = asyncio.run(raw_baseline(bootstrap, messages))
         tmp = tempfile.mkdtemp(prefix="socialpulse-bench-")
         sp_rate, secs, cpu = run_worker(bootstrap, raw_events, tmp, args.profile)

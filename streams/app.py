@@ -12,6 +12,7 @@ import ssl
 import faust
 
 from .settings import Settings
+from .transport import App
 
 __all__ = ["create_app", "broker_credentials"]
 
@@ -42,10 +43,12 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     )
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> App:
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else socket.gethostname()
-    return faust.App(
+    return App(
         settings.app_id,
+        # Tansu's ListOffsets is low after multi-record batches: recovery reads on to the real end
+        true_ends=settings.broker_quirks == "tansu",
         broker=[url.strip() for url in settings.broker.split(",")],
         broker_credentials=broker_credentials(settings),
         store=settings.store,
@@ -66,6 +69,7 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         autodiscover=False,
         stream_buffer_maxsize=16_384,
+        broker_max_poll_records=settings.batch_size,  # records per fetched batch a lane gets
         web_enabled=True,
         table_standby_replicas=0,
         recovery_consistency_check=settings.broker_quirks != "tansu",

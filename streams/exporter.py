@@ -118,6 +118,16 @@ class Metrics:
         }
         self.rebalances = Counter("socialpulse_rebalances", "Partition rebalances seen by this worker.", registry=r)
         self.ready = Gauge("socialpulse_ready", "1 when recovered and consuming.", registry=r)
+        self.state_keys = Gauge(
+            "socialpulse_state_keys", "Keys held in the keyed stage's state (owned partitions).", ["stage"], registry=r,
+        )
+        self.dedup_ids = Gauge(
+            "socialpulse_dedup_ids", "Event ids held for de-duplication (the horizon), by stage.", ["stage"], registry=r,
+        )
+        self.state_bytes = Gauge(
+            "socialpulse_state_bytes", "Encoded size of the keyed stage's state (as written to the changelog).",
+            ["stage"], registry=r,
+        )
         self.reply_slo = Gauge("socialpulse_reply_slo_seconds", "The reply SLO (SOCIALPULSE_REPLY_SLO).", registry=r)
         for topic in ("likes", "impressions", "audience", "clicks", "messages", "orders", "spend"):
             for outcome in ("accepted", "invalid", "duplicate", "late"):

@@ -30,8 +30,7 @@ __all__ = [
     "OUTCOME_OF",
     "route_key",
     "partition_for",
-    "seen_before",
-    "prune_seen",
+    "SeenIds",
     "dead_letter",
 ]
 
@@ -160,19 +159,68 @@ def partition_for(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def seen_before(seen: dict[str, int], event_id: str, ts: int) -> bool:
-    """Record ``event_id``; True if it was already recorded (a duplicate)."""
-    if event_id in seen:
+class SeenIds:
+    """The de-duplication ids of one keyed partition, kept as an append-only log.
+
+    Each flush turns the ids first seen since the last one into a small record
+    (name -> [[id, ts], ...]) for the changelog, so a batch writes only its own
+    ids, never the whole set. A record expires as a whole once its newest id is
+    older than the horizon; its ids go with it. ``restore`` rebuilds the set
+    from the records a recovering worker reads back.
+    """
+
+    __slots__ = ("ids", "records", "fresh", "epoch", "seq")
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.ids: dict[str, int] = {}
+        self.records: dict[str, tuple[int, list[str]]] = {}  # name -> (newest ts, ids)
+        self.fresh: list[tuple[str, int]] = []
+        self.epoch = epoch  # makes record names unique across the workers a partition moves between
+        self.seq = 0
+
+    def add(self, uid: str, ts: int) -> bool:
+        """Record ``uid``; False if it was already recorded (a duplicate)."""
+        if uid in self.ids:
+            return False
+        self.ids[uid] = ts
+        self.fresh.append((uid, ts))
         return True
-    seen[event_id] = ts
-    return False
 
+    def forget_last(self, uid: str) -> None:
+        """Un-record the id just added (a late event is not "seen": a retry stays late)."""
+        if self.fresh and self.fresh[-1][0] == uid:
+            self.fresh.pop()
+            self.ids.pop(uid, None)
 
-def prune_seen(seen: dict[str, int], watermark: int, horizon: int) -> None:
-    """Forget ids older than the horizon: such an event would be late anyway."""
-    low = watermark - horizon
-    for eid in [e for e, ts in seen.items() if ts < low]:
-        del seen[eid]
+    def flush(self) -> tuple[str, list[list[Any]]] | None:
+        """The record of the ids added since the last flush, if any."""
+        if not self.fresh:
+            return None
+        self.seq += 1
+        name = f"{self.epoch:x}-{self.seq}"
+        rows = [[uid, ts] for uid, ts in self.fresh]
+        self.records[name] = (max(ts for _, ts in self.fresh), [uid for uid, _ in self.fresh])
+        self.fresh = []
+        return name, rows
+
+    def restore(self, name: str, rows: list[list[Any]]) -> None:
+        for uid, ts in rows:
+            self.ids[uid] = ts
+        if rows:
+            self.records[name] = (max(ts for _, ts in rows), [uid for uid, _ in rows])
+
+    def expire(self, watermark: int, horizon: int) -> list[str]:
+        """Drop records wholly older than the horizon (such an event would be late anyway); their names."""
+        low = watermark - horizon
+        gone = [name for name, (newest, _) in self.records.items() if newest < low]
+        for name in gone:
+            for uid in self.records.pop(name)[1]:
+                if self.ids.get(uid, low) < low:
+                    del self.ids[uid]
+        return gone
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def dead_letter(rej: Rejection, now_ms: int | None = None) -> DeadLetter:

@@ -4,20 +4,25 @@ Ingest forwards validated events to an internal topic partitioned by key
 (``account`` = platform|account, ``actor`` = shopper). This stage consumes it in
 batches and owns, per key, one state dict:
 
-    {"seen": {event_id: ts},   # de-duplication horizon
-     "<family>": {...}}        # each family's slot
+    {"<family>": {...}}        # each family's slot
 
 Each partition's watermark is persisted beside the keys (``WATERMARK_KEY``), so a
 restarted worker never judges lateness against a lower watermark than the one
 its windows were closed at: an emitted window never reopens.
 
-Kafka-free on purpose: the agent hands in decoded batches and gets back what to
-publish and which keys changed; the agent writes each changed key to the
-changelog-backed table once per flush.
+De-duplication ids are kept per partition (``SeenIds``), not in the key's
+state: a batch then writes only its own new ids to the changelog (one record
+per partition, ``SEEN_KEY``), where a per-key set would rewrite every id of a
+busy account with each batch.
+
+Kafka-free on purpose: the lane hands in decoded batches and gets back what to
+publish and which keys changed; the lane writes each changed key to the
+changelog-backed table once per batch.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,13 +34,15 @@ from schemas.events import STAGE_MODELS, Event
 
 from . import windows
 from .family import Family, Output, Sample
-from .ingest import Raw, Rejection, prune_seen, seen_before
+from .ingest import Raw, Rejection, SeenIds
 from .windows import Watermark, WindowSpec
 
-__all__ = ["Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "WATERMARK_KEY"]
+__all__ = ["Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "WATERMARK_KEY", "SEEN_KEY"]
 
 #: Table key holding a partition's watermark (cannot collide with a platform|account or actor key).
 WATERMARK_KEY = "\x00watermark|{partition}"
+#: Table key of one record of a partition's de-duplication ids.
+SEEN_KEY = "\x00seen|{partition}|{name}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,6 +74,8 @@ class StageOutput:
     dirty: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     deleted: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark to persist
+    seen: dict[int, tuple[str, list[list[Any]]]] = field(default_factory=dict)  # partition -> new ids record
+    seen_expired: dict[int, list[str]] = field(default_factory=dict)  # partition -> expired record names
 
 
 class KeyedStage:
@@ -92,6 +101,7 @@ class KeyedStage:
         self.sweep_s = sweep_s
         self.parts: dict[int, dict[str, Any]] = defaultdict(dict)
         self.watermarks: dict[int, Watermark] = {}
+        self.seen: dict[int, SeenIds] = {}
         self._hot: dict[int, set[str]] = defaultdict(set)
         self._sweep: dict[int, list[str]] = {}
         self._by_topic: dict[str, list[Family]] = defaultdict(list)
@@ -101,7 +111,7 @@ class KeyedStage:
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"seen": {}}
+        state: dict[str, Any] = {}
         for fam in self.families:
             state[fam.name] = fam.new_state()
         return state
@@ -116,7 +126,7 @@ class KeyedStage:
 
     def loads(self, raw: bytes) -> dict[str, Any]:
         data = orjson.loads(raw)
-        state: dict[str, Any] = {"seen": data.get("seen", {})}
+        state: dict[str, Any] = {}
         for fam in self.families:
             state[fam.name] = fam.decode_state(data[fam.name]) if fam.name in data else fam.new_state()
         return state
@@ -169,6 +179,15 @@ class KeyedStage:
         wm.event_max = max(wm.event_max, watermark)
         wm.persisted = max(wm.persisted, watermark)
 
+    def seen_ids(self, partition: int) -> SeenIds:
+        ids = self.seen.get(partition)
+        if ids is None:
+            ids = self.seen[partition] = SeenIds(epoch=time.time_ns())
+        return ids
+
+    def restore_seen(self, partition: int, name: str, rows: list[list[Any]]) -> None:
+        self.seen_ids(partition).restore(name, rows)
+
     def watermark(self, partition: int) -> Watermark:
         wm = self.watermarks.get(partition)
         if wm is None:
@@ -184,8 +203,13 @@ class KeyedStage:
         for p in partitions:
             self.parts.pop(p, None)
             self.watermarks.pop(p, None)
+            self.seen.pop(p, None)
             self._hot.pop(p, None)
             self._sweep.pop(p, None)
+
+    def size_bytes(self) -> int:
+        """Encoded size of all owned state (what the changelog holds for it)."""
+        return sum(len(st) if isinstance(st, bytes) else len(self.dumps(st)) for part in self.parts.values() for st in part.values())
 
     def __len__(self) -> int:
         return sum(len(part) for part in self.parts.values())
@@ -194,18 +218,18 @@ class KeyedStage:
     def process(self, partition: int, items: list[Forwarded], out: StageOutput) -> None:
         """Apply one partition's forwarded events: dedup, lateness, then families."""
         wm = self.watermark(partition)
+        seen = self.seen_ids(partition)
         per_key: dict[str, list[tuple[str, Event]]] = defaultdict(list)
         for item in items:
-            state = self.state(partition, item.key, create=True)
-            assert state is not None
             event = STAGE_MODELS[item.topic].model_validate(item.event)
-            if seen_before(state["seen"], event.event_id, event.ts):
+            uid = f"{item.key}\x1f{event.event_id}"  # ids are unique per key (an account, a shopper)
+            if not seen.add(uid, event.ts):
                 if item.primary:
                     out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon)}"))
                 continue
             current = wm.current()
             if windows.is_late(event.ts, current, self.spec.grace):
-                del state["seen"][event.event_id]  # a late event is not "seen": a retry stays late
+                seen.forget_last(uid)  # a late event is not "seen": a retry stays late
                 if item.primary or item.topic == "credits":  # never drop credited revenue silently
                     behind = (current - event.ts) / 1000
                     out.rejected.append(self._reject(item, "late", f"{behind:.0f}s behind the watermark, grace {self.spec.label(self.spec.grace)}"))
@@ -215,12 +239,16 @@ class KeyedStage:
                 out.accepted[item.topic] += 1
             per_key[item.key].append((item.topic, event))
         for key, evs in per_key.items():
-            state = self.parts[partition][key]
+            state = self.state(partition, key, create=True)
+            assert state is not None
             for fam in self.families:
                 mine = [e for t, e in evs if fam in self._by_topic[t]]
                 if mine:
                     out.results.extend(fam.apply(key, state[fam.name], mine, wm.current()))
             out.dirty[partition].add(key)
+        record = seen.flush()
+        if record is not None:
+            out.seen[partition] = record
 
     @staticmethod
     def _reject(item: Forwarded, reason: str, detail: str) -> Rejection:
@@ -239,6 +267,9 @@ class KeyedStage:
             at = wm.advance(caught_up is None or caught_up.get(partition, False))
             if at > wm.persisted:
                 out.watermarks[partition] = wm.persisted = at
+            expired = self.seen_ids(partition).expire(at, self.dedup_horizon)
+            if expired:
+                out.seen_expired[partition] = expired
             for key in self._due_keys(partition):
                 state = self.state(partition, key)
                 if state is None:
@@ -248,10 +279,8 @@ class KeyedStage:
                     outputs, fam_changed = fam.close(key, state[fam.name], at)
                     out.results.extend(outputs)
                     changed = changed or fam_changed
-                before = len(state["seen"])
-                prune_seen(state["seen"], at, self.dedup_horizon)
-                if changed or len(state["seen"]) != before:
-                    if not state["seen"] and all(fam.is_empty(state[fam.name]) for fam in self.families):
+                if changed:
+                    if all(fam.is_empty(state[fam.name]) for fam in self.families):
                         del self.parts[partition][key]
                         self._hot[partition].discard(key)
                         out.deleted[partition].add(key)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
+import orjson
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -33,7 +34,7 @@ from .engagement import Engagement
 from .exporter import Metrics
 from .family import Family, Forward, Output, Tally
 from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
-from .keyed import WATERMARK_KEY, Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
+from .keyed import SEEN_KEY, WATERMARK_KEY, Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
 from .replies import Replies
 from .replies.hours import parse_hours
 from .settings import Settings
@@ -78,6 +79,10 @@ def partition_context(topic: str, partition: int) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+_WATERMARK = WATERMARK_KEY.split("{", 1)[0]
+_SEEN = SEEN_KEY.split("{", 1)[0]
 
 
 def routes(event: Event) -> list[tuple[str, str, bool]]:
@@ -144,25 +149,24 @@ class Pipeline:
         #: last processed offset per keyed partition (for the caught-up test)
         self.processed: dict[TP, int] = {}
         self.ready = False
+        self._ticks = 0
         self._register()
 
     # -- agents ------------------------------------------------------------
     def _register(self) -> None:
-        app, s = self.app, self.settings
+        app = self.app
 
-        @app.agent(self.input_topic, name="ingest")
-        async def ingest(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_within / 1000):  # type: ignore[attr-defined]
-                started = time.perf_counter()
-                await self.ingest_batch(events)
-                self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+        # lanes (streams/transport.py): each fetched batch of a topic goes whole to one function
+        for topic_name in self.bare:
+            app.lanes[topic_name] = self.ingest_lane  # type: ignore[attr-defined]
+        app.topics.add(self.input_topic)
 
         for name in self.stages:
             self._register_stage(name)
 
         @app.timer(1.0, name="tick")
         async def tick() -> None:
-            await self.tick()
+            self.tick()
 
         @app.on_rebalance_complete.connect  # type: ignore[arg-type]
         async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
@@ -183,23 +187,9 @@ class Pipeline:
             table.on_recover(self._recover_callback(name))
 
     def _register_stage(self, name: str) -> None:
-        app, s = self.app, self.settings
-        stage = self.stages[name]
-
-        @app.agent(self.keyed_topics[name], name=f"{name}-stage")
-        async def keyed(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.take_events(s.batch_size, within=s.batch_within / 1000):  # type: ignore[attr-defined]
-                started = time.perf_counter()
-                out = StageOutput()
-                by_partition: dict[int, list[Forwarded]] = defaultdict(list)
-                for event in events:
-                    msg = event.message
-                    by_partition[msg.partition].extend(decode_forward(msg.value))
-                    self.processed[TP(msg.topic, msg.partition)] = msg.offset
-                for partition, items in by_partition.items():
-                    stage.process(partition, items, out)
-                await self.emit(name, out)
-                self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started)
+        topic = self.keyed_topics[name]
+        self.app.lanes[topic.get_topic_name()] = lambda records: self.stage_lane(name, records)  # type: ignore[attr-defined]
+        self.app.topics.add(topic)
 
     def _recover_callback(self, name: str) -> Any:
         async def on_recover() -> None:
@@ -216,11 +206,15 @@ class Pipeline:
         """Hand one recovered table record to the stage; 1 if it was a key's state."""
         stage = self.stages[name]
         text = key.decode() if isinstance(key, bytes) else str(key)
-        marker = WATERMARK_KEY.split("{", 1)[0]
-        if text.startswith(marker):
-            partition = int(text[len(marker):])
+        if text.startswith(_WATERMARK):
+            partition = int(text[len(_WATERMARK):])
             if partition in mine and value is not None:
                 stage.restore_watermark(partition, int(value))
+            return 0
+        if text.startswith(_SEEN):
+            part, record = text[len(_SEEN):].split("|", 1)
+            if int(part) in mine and value is not None:
+                stage.restore_seen(int(part), record, orjson.loads(value))
             return 0
         partition = partition_for(text, self.settings.partitions)
         if partition not in mine:
@@ -232,8 +226,22 @@ class Pipeline:
         return 1
 
     # -- ingest --------------------------------------------------------------
-    async def ingest_batch(self, events: list[faust.EventT[bytes]]) -> None:
-        raws = [Raw(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events]
+    def ingest_lane(self, records: dict[TP, list[Any]]) -> None:
+        started = time.perf_counter()
+        self.ingest_batch([Raw(r.topic, r.partition, r.offset, r.value) for recs in records.values() for r in recs])
+        self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    def stage_lane(self, name: str, records: dict[TP, list[Any]]) -> None:
+        started = time.perf_counter()
+        stage, out = self.stages[name], StageOutput()
+        for tp, recs in records.items():
+            items = [item for r in recs for item in decode_forward(r.value)]
+            stage.process(tp.partition, items, out)
+            self.processed[tp] = recs[-1].offset
+        self.emit(name, out)
+        self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started)
+
+    def ingest_batch(self, raws: list[Raw]) -> None:
         good, bad = decode_batch(raws, self.models, self.settings.max_event_bytes)
         outgoing: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
         now = time.time()
@@ -268,7 +276,7 @@ class Pipeline:
             self.metrics.dead_letters.labels(bare, reason).inc(n)
 
     # -- keyed stages ------------------------------------------------------
-    async def emit(self, name: str, out: StageOutput) -> None:
+    def emit(self, name: str, out: StageOutput) -> None:
         """Write changed keys once each, then publish results and dead letters."""
         stage, table = self.stages[name], self.tables[name]
         topic = self.keyed_topics[name].get_topic_name()
@@ -286,6 +294,13 @@ class Pipeline:
         for partition, watermark in out.watermarks.items():
             with partition_context(topic, partition):
                 table[WATERMARK_KEY.format(partition=partition).encode()] = str(watermark).encode()
+        for partition, (record, rows) in out.seen.items():
+            with partition_context(topic, partition):
+                table[SEEN_KEY.format(partition=partition, name=record).encode()] = orjson.dumps(rows)
+        for partition, names in out.seen_expired.items():
+            with partition_context(topic, partition):
+                for record in names:
+                    table.pop(SEEN_KEY.format(partition=partition, name=record).encode(), None)
         for source, n in out.accepted.items():
             self.metrics.events.labels(source, "accepted").inc(n)
         self.publish(out.results)
@@ -356,15 +371,20 @@ class Pipeline:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(high - pos, 0))
         return out
 
-    async def tick(self) -> None:
+    def tick(self) -> None:
         if not self.app.consumer or self.app.rebalancing:
             return
         for name, stage in self.stages.items():
             out = StageOutput()
             stage.tick(out, self.caught_up(name))
-            await self.emit(name, out)
+            self.emit(name, out)
             for partition, wm in stage.watermarks.items():
                 self.metrics.watermark.labels(name, str(partition)).set(wm.current() / 1000)
+            self.metrics.state_keys.labels(name).set(len(stage))
+            self.metrics.dedup_ids.labels(name).set(sum(len(ids) for ids in stage.seen.values()))
+            if self._ticks % 10 == 0:  # a full encode: every 10 s is plenty
+                self.metrics.state_bytes.labels(name).set(stage.size_bytes())
+        self._ticks += 1
         self.ready = self.app.tables.recovery.completed.is_set() and not self.app.rebalancing  # type: ignore[attr-defined]
         self.metrics.ready.set(1 if self.ready else 0)
 

@@ -119,8 +119,7 @@ class Settings(BaseSettings):
     attribution_lookback: Duration = "7d"  # type: ignore[assignment]
     topic_prefix: str = ""
     max_event_bytes: int = Field(65_536, ge=256)
-    batch_size: int = Field(2_000, ge=1)
-    batch_within: Duration = "200ms"  # type: ignore[assignment]
+    batch_size: int = Field(5_000, ge=1)  # most records a fetched batch hands to a lane
     top_posts: int = Field(10, ge=1, le=1000)
     max_agents: int = Field(20, ge=1, le=1000)
     max_campaigns: int = Field(50, ge=1, le=10_000)
@@ -166,7 +165,7 @@ class Settings(BaseSettings):
             raise ValueError("only letters, digits, '.', '_' and '-'")
         return value
 
-    @field_validator("bucket", "idle", "grace", "reply_slo", "attribution_lookback", "attribution_half_life", "batch_within")
+    @field_validator("bucket", "idle", "grace", "reply_slo", "attribution_lookback", "attribution_half_life")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:

@@ -2,7 +2,7 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.events import TOPIC_MODELS, Like
-from streams.ingest import Raw, dead_letter, decode, decode_batch, partition_for, prune_seen, seen_before
+from streams.ingest import Raw, SeenIds, dead_letter, decode, decode_batch, partition_for
 
 
 def like(i, **over):
@@ -47,12 +47,29 @@ def test_dead_letter_of_binary_garbage_is_base64():
 
 
 def test_a_repeated_event_id_is_seen_once_within_the_horizon():
-    seen: dict[str, int] = {}
-    assert not seen_before(seen, "a", 1_000)
-    assert seen_before(seen, "a", 1_000)
-    assert not seen_before(seen, "b", 50_000)
-    prune_seen(seen, watermark=70_000, horizon=60_000)  # "a" (ts 1000) is older than 10 000
-    assert seen == {"b": 50_000}
+    seen = SeenIds()
+    assert seen.add("a", 1_000)
+    assert not seen.add("a", 1_000)
+    first = seen.flush()
+    assert first is not None and first[1] == [["a", 1_000]]
+    assert seen.flush() is None  # nothing new since
+    assert seen.add("b", 50_000)
+    second = seen.flush()
+    assert second is not None and second[1] == [["b", 50_000]]  # a flush writes only its own ids
+    assert seen.expire(watermark=70_000, horizon=60_000) == [first[0]]  # "a" (ts 1000) is older than 10 000
+    assert seen.ids == {"b": 50_000}
+    assert seen.add("a", 1_000)  # forgotten with its record
+
+
+def test_seen_ids_are_rebuilt_from_their_records_and_a_late_id_is_not_kept():
+    seen = SeenIds(epoch=1)
+    seen.add("x", 5)
+    seen.add("late", 1)
+    seen.forget_last("late")
+    name, rows = seen.flush() or ("", [])
+    again = SeenIds(epoch=2)
+    again.restore(name, rows)
+    assert not again.add("x", 5) and again.add("late", 1)
 
 
 def test_partitioning_agrees_with_kafkas_default_partitioner():

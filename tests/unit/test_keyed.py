@@ -119,8 +119,9 @@ def test_restored_state_keeps_closed_windows_closed(t0):
     assert {r.metric: r.value for r in tick.results}["engagements"] == 1 and KEY in tick.deleted[0]
     s.process(0, [like(2, int(time.time() * 1000) - 1000)], out)
     raw = s.dumps(s.states[KEY])
-    fresh, out2 = stage(idle=60_000), StageOutput()  # a restarted worker recovers key and watermark
+    fresh, out2 = stage(idle=60_000), StageOutput()  # a restarted worker recovers key, ids and watermark
     fresh.restore(0, KEY, raw)
+    fresh.restore_seen(0, *out.seen[0])
     fresh.restore_watermark(0, tick.watermarks[0])
     fresh.process(0, [like(3, t0 + 10)], out2)  # would reopen the emitted window
     assert [r.reason for r in out2.rejected] == ["late"]
