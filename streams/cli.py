@@ -60,7 +60,11 @@ def worker(web_port: int | None) -> None:
             f"cannot reach the broker at {settings.broker} (SOCIALPULSE_BROKER): {type(exc).__name__}: {exc}"
         ) from None
     app, _pipeline = build(settings)
-    faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # no terminal spinner: at WARNING it would set the root logger to DEBUG, so every debug
+    # call in Faust and aiokafka builds a log record (message values included) for nothing
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
 @main.command()

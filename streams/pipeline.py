@@ -146,8 +146,6 @@ class Pipeline:
             )
             for name in self.stages
         }
-        #: last processed offset per keyed partition (for the caught-up test)
-        self.processed: dict[TP, int] = {}
         self.ready = False
         self._ticks = 0
         self._register()
@@ -178,8 +176,6 @@ class Pipeline:
                 topic = self.keyed_topics[name].get_topic_name()
                 mine = {tp.partition for tp in revoked if tp.topic == topic}
                 stage.revoke(mine)
-                for tp in [tp for tp in self.processed if tp.topic == topic and tp.partition in mine]:
-                    del self.processed[tp]
             self.metrics.watermark.clear()
             self.metrics.consumer_lag.clear()
 
@@ -237,7 +233,6 @@ class Pipeline:
         for tp, recs in records.items():
             items = [item for r in recs for item in decode_forward(r.value)]
             stage.process(tp.partition, items, out)
-            self.processed[tp] = recs[-1].offset
         self.emit(name, out)
         self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started)
 
@@ -351,25 +346,36 @@ class Pipeline:
         return callback
 
     def caught_up(self, name: str) -> dict[int, bool]:
-        """Per owned partition of the stage's topic: has the consumer read to the end?"""
+        """Per owned partition of the stage's topic: has everything before it been read?
+
+        True only when this worker's ingest has read its input partitions to their end
+        too: a keyed partition looks idle while the ingest feeding it works through a
+        backlog, and the wall clock must not move its watermark then (it would make the
+        rest of the backlog late)."""
         consumer = self.app.consumer
         topic = self.keyed_topics[name].get_topic_name()
+        ingest_done = True
         out: dict[int, bool] = {}
         for tp in consumer.assignment():
-            if tp.topic != topic:
+            if tp.topic != topic and tp.topic not in self.bare:
                 continue
             try:
                 high = consumer.highwater(tp)
             except Exception:
                 high = None
+            read = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
             pos = max(
-                (self.processed[tp] + 1) if tp in self.processed else 0,
+                (read + 1) if read is not None else 0,
                 consumer._committed_offset.get(tp) or 0,  # type: ignore[attr-defined]
             )
-            out[tp.partition] = high is not None and pos >= high
+            done = high is not None and pos >= high
+            if tp.topic in self.bare:
+                ingest_done = ingest_done and done
+                continue
+            out[tp.partition] = done
             if high is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(high - pos, 0))
-        return out
+        return {p: done and ingest_done for p, done in out.items()}
 
     def tick(self) -> None:
         if not self.app.consumer or self.app.rebalancing:

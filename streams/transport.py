@@ -1,4 +1,4 @@
-"""Faust's Kafka consumer with two changes: batch lanes and true changelog ends.
+"""Faust's Kafka consumer with a few changes: batch lanes, commits after sends, short fetch waits, true changelog ends.
 
 Faust stays the control plane: consumer group, partition assignment, pausing
 during recovery, offset commits, changelog-backed tables and the web server.
@@ -13,6 +13,12 @@ Two things of its per-message data path do not fit a metrics service:
   exactly as Faust acks stream events, so commits and graceful shutdown work
   unchanged. Topics without a lane (the table changelogs) take Faust's path.
 
+* **Commits after sends.** A commit waits until every record the processed
+  batches sent is in the Kafka client (which Faust then flushes).
+
+* **Short fetch waits.** A fetch waits at most ``fetch_max_wait_ms`` (100 ms)
+  for data, not Faust's fixed 1.5 s: an event crosses two topics.
+
 * **Changelog ends.** Table recovery reads each changelog partition up to the
   offset ListOffsets(latest) reports. Tansu reports the base offset of the
   newest batch there, too low when that batch holds several records, so a
@@ -23,7 +29,9 @@ Two things of its per-message data path do not fit a metrics service:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,7 +52,19 @@ log = logging.getLogger("socialpulse")
 Lane = Callable[[dict[TP, list[Any]]], None]
 
 
+class ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust waits up to 1.5 s for a fetch to fill; an event crosses two topics on its
+        # way to /metrics, so a shorter wait is most of the freshness budget
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
+        return consumer
+
+
 class Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs inside the worker
         lanes: dict[str, Lane] = self.app.lanes  # type: ignore[attr-defined]
         callback = self.callback
@@ -62,8 +82,9 @@ class Consumer(driver.Consumer):
                         break  # a rebalance began: Faust seeks back to the committed offsets
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
                         continue
+                    # after a seek this is the next offset to read (so >=, as in Faust)
                     r_offset = read_offset[tp]
-                    fresh = [r for r in recs if r_offset is None or r.offset > r_offset]
+                    fresh = [r for r in recs if r_offset is None or r.offset >= r_offset]
                     if not fresh:
                         continue
                     lane = lanes.get(tp.topic)
@@ -108,6 +129,20 @@ class Consumer(driver.Consumer):
                         acked.append(offset)
                         self._n_acked += 1
         notify(self._waiting_for_ack)
+
+    async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
+        """Hand every buffered send to the Kafka client before offsets are committed.
+
+        Faust's own flush gives up when no message left its buffer for 0.1 s (a busy
+        broker), so a commit could overtake the changelog and forwarded records of the
+        very batches it covers; a crash then would lose them.
+        """
+        buffer = self.app.producer.buffer
+        deadline = time.monotonic() + 60
+        while buffer.size and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)  # the message being handed over right now
+        return bool(await super()._commit_tps(tps, start_new_transaction))
 
     async def highwaters(self, *partitions: TP) -> Any:
         reported = await super().highwaters(*partitions)
@@ -157,9 +192,10 @@ class Transport(driver.Transport):
 class App(faust.App):
     """A ``faust.App`` whose consumer knows lanes (``app.lanes[topic] = fn``)."""
 
-    def __init__(self, *args: Any, true_ends: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, true_ends: bool = False, fetch_max_wait_ms: int = 100, **kwargs: Any) -> None:
         self.lanes: dict[str, Lane] = {}
         self.true_ends = true_ends
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:

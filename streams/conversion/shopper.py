@@ -65,7 +65,7 @@ class Shopper:
         out: list[Output] = []
         for event in events:
             if isinstance(event, Click):
-                row = [event.ts, event.platform.value, event.account_id, event.campaign_id, event.click_id]
+                row = [event.ts, event.platform, event.account_id, event.campaign_id, event.click_id]
                 clicks = state["clicks"]
                 clicks.append(row)
                 if len(clicks) > 1 and clicks[-2][0] > event.ts:

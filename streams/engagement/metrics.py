@@ -41,7 +41,7 @@ def fold(agg: Agg, event: Event) -> None:
     if isinstance(event, Like):
         agg["eng"] += 1
         kinds = agg["kinds"]
-        kinds[event.kind.value] = kinds.get(event.kind.value, 0) + 1
+        kinds[event.kind] = kinds.get(event.kind, 0) + 1
         posts = agg["posts"]
         posts[event.post_id] = posts.get(event.post_id, 0) + 1
     elif isinstance(event, Impression):

@@ -4,7 +4,6 @@ answers, which must breach within seconds of its SLO with no other traffic."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -76,17 +75,12 @@ def run(broker, tmp_path_factory):
     ]
     produce(broker, before)
     wait_until(lambda: accepted_messages(worker) == len(before), 30, what="first messages counted")
-    if os.environ.get("SOCIALPULSE_FAULT_TESTS") == "1":
-        # Crash mid-conversation and restart. Opt-in: on the embedded broker the restarted
-        # worker can recover its changelog a few records short (Tansu's ListOffsets is too
-        # low; docs/operations.md), which made this flaky in CI.
-        time.sleep(2.5)  # past a commit interval and a flush: the state is in the changelog
-        worker.proc.send_signal(signal.SIGKILL)
-        worker.proc.wait(10)
-        restarted = spawn_worker(env, tmp, "restarted")
-        restarted.wait_ready(60)
-    else:
-        restarted = worker
+    # crash mid-conversation and restart: the waiting spell of c5 must survive
+    time.sleep(2.5)  # past a commit interval and a flush: the state is in the changelog
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait(10)
+    restarted = spawn_worker(env, tmp, "restarted")
+    restarted.wait_ready(60)
     produce(broker, [m("d2", "c5", b + 9 * s, "outbound", "ana"), m("a3", "c1", b + 3 * s, "outbound", "ana")])  # + a retry
     wait_until(lambda: value(restarted.metrics(), "socialpulse_reply_latency_seconds_count", account="acme") == 4, 30,
                what="c5's reply after the restart")

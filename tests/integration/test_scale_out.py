@@ -5,7 +5,6 @@ no series is exported by two workers."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import threading
@@ -21,13 +20,7 @@ from streams.windows import iso
 
 from ..conftest import consume_all, http_get, spawn_worker, stop_process, wait_until, worker_env
 
-pytestmark = [
-    pytest.mark.integration,
-    # Opt-in (about 2 minutes): SOCIALPULSE_FAULT_TESTS=1. On the embedded broker a
-    # partition moving back to a worker can recover a few changelog records short
-    # (Tansu's ListOffsets; docs/operations.md), so it does not gate CI yet.
-    pytest.mark.skipif(os.environ.get("SOCIALPULSE_FAULT_TESTS") != "1", reason="opt-in: SOCIALPULSE_FAULT_TESTS=1"),
-]
+pytestmark = pytest.mark.integration
 PREFIX = "so."
 ACCOUNTS = [("instagram", f"ig-{i}") for i in range(4)] + [("tiktok", f"tt-{i}") for i in range(4)]
 
@@ -170,6 +163,8 @@ def cluster(broker, tmp_path_factory):
     t.join()
     feed.answer_and_buy()
     workers = [w2, w1b, w3]
+    last: list[object] = []
+
     def settled() -> bool:
         texts = scrape_all(workers)
         eng = sum(summed(texts, "socialpulse_engagements", window="5m").values())
@@ -177,9 +172,13 @@ def cluster(broker, tmp_path_factory):
         replies = sum(summed(texts, "socialpulse_reply_latency_seconds_count").values())
         got = (eng, orders, replies)
         want = (sum(feed.t.eng.values()), sum(feed.t.orders.values()), sum(feed.t.replies.values()))
+        last[:] = [got, want]
         return got == want
 
-    wait_until(settled, 120, interval=2, what="every engagement, reply and order counted")
+    try:
+        wait_until(settled, 120, interval=2, what="every engagement, reply and order counted")
+    except AssertionError:
+        raise AssertionError(f"(engagements, orders, replies) counted {last[0]}, truth {last[1]}; logs in {tmp}") from None
     time.sleep(3)  # anything still in flight would now show as a double count
     yield workers, feed.t, broker
     for w in workers:

@@ -91,3 +91,22 @@ def test_committed_json_schemas_have_no_drift():
         assert (folder / name).read_text() == render(schema), f"{name} drifted: run `make schemas`"
     assert json.loads((folder / "event.likes.schema.json").read_text())["required"] == [
         "event_id", "ts", "platform", "account_id", "post_id", "actor_id"]
+
+
+def test_field_literals_carry_exactly_the_enum_values():
+    from typing import get_args
+
+    from schemas.events import (
+        Direction,
+        DirectionName,
+        EngagementKind,
+        KindName,
+        OrderStatus,
+        Platform,
+        PlatformName,
+        StatusName,
+    )
+
+    for enum, literal in ((Platform, PlatformName), (EngagementKind, KindName), (Direction, DirectionName),
+                          (OrderStatus, StatusName)):
+        assert set(get_args(literal)) == {m.value for m in enum}
