@@ -115,7 +115,10 @@ def _event_time(value: Any) -> int:
 
 EventTime = Annotated[int, BeforeValidator(_event_time)]
 Id = Annotated[str, Field(min_length=1, max_length=256, strict=True)]
-EventId = Annotated[str, Field(min_length=1, max_length=128, strict=True)]
+# No control characters in ids that become state keys: socialpulse's own table keys start
+# with one (\x00) and it joins key and event id with \x1f, so no id can collide with those.
+KeyId = Annotated[str, Field(min_length=1, max_length=256, strict=True, pattern=r"^[^\x00-\x1f\x7f]+$")]
+EventId = Annotated[str, Field(min_length=1, max_length=128, strict=True, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), allow_inf_nan=False, max_digits=24)]
 
 
@@ -132,9 +135,9 @@ class Like(Event):
     """An interaction with a post (``likes`` topic)."""
 
     platform: PlatformName
-    account_id: Id
+    account_id: KeyId
     post_id: Id
-    actor_id: Id
+    actor_id: KeyId
     kind: KindName = "like"
 
 
@@ -142,7 +145,7 @@ class Impression(Event):
     """Views of a post (``impressions`` topic); ``count`` views in one record."""
 
     platform: PlatformName
-    account_id: Id
+    account_id: KeyId
     post_id: Id
     count: int = Field(ge=1, le=1_000_000_000, strict=True)
 
@@ -151,7 +154,7 @@ class Audience(Event):
     """A follower-count snapshot of an account (``audience`` topic)."""
 
     platform: PlatformName
-    account_id: Id
+    account_id: KeyId
     followers: int = Field(ge=0, le=10_000_000_000, strict=True)
 
 
@@ -159,8 +162,8 @@ class Click(Event):
     """A click on a link of an account's post or ad (``clicks`` topic)."""
 
     platform: PlatformName
-    account_id: Id
-    actor_id: Id
+    account_id: KeyId
+    actor_id: KeyId
     post_id: Id | None = None
     campaign_id: Id | None = None
     click_id: Id | None = None
@@ -170,7 +173,7 @@ class Message(Event):
     """A direct message in a conversation (``messages`` topic)."""
 
     platform: PlatformName
-    account_id: Id
+    account_id: KeyId
     conversation_id: Id
     direction: DirectionName
     author_id: Id
@@ -182,7 +185,7 @@ class Order(Event):
     """An order from the shop (``orders`` topic); it carries no platform."""
 
     order_id: Id
-    actor_id: Id
+    actor_id: KeyId
     amount: Money
     currency: ISO4217
     status: StatusName = "placed"
@@ -193,7 +196,7 @@ class Spend(Event):
     """Money spent on a campaign (``spend`` topic)."""
 
     platform: PlatformName
-    account_id: Id
+    account_id: KeyId
     campaign_id: Id
     amount: Money
     currency: ISO4217
@@ -217,7 +220,7 @@ class Credit(Event):
     and ``orders = -1`` take a cancelled or refunded order back."""
 
     platform: PlatformName
-    account_id: Id
+    account_id: KeyId
     campaign_id: Id | None = None
     order_id: Id
     currency: ISO4217

@@ -72,8 +72,11 @@ def create_app(settings: Settings) -> App:
         broker_max_poll_records=settings.batch_size,  # records per fetched batch a lane gets
         web_enabled=True,
         table_standby_replicas=0,
-        recovery_consistency_check=settings.broker_quirks != "tansu",
+        # on: with true changelog ends (streams/transport.py) it holds on Tansu too, and it is
+        # what notices a broker that came back without the changelog this worker wrote
+        recovery_consistency_check=True,
         # a hot account's state (its de-duplication ids above all) can pass 1 MiB; the
         # broker's message.max.bytes must allow this too (docs/operations.md)
         producer_max_request_size=8 * 1024 * 1024,
+        producer_max_batch_size=1024 * 1024,  # changelog writes come in bursts, one per changed key
     )

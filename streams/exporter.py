@@ -118,6 +118,7 @@ class Metrics:
         }
         self.rebalances = Counter("socialpulse_rebalances", "Partition rebalances seen by this worker.", registry=r)
         self.ready = Gauge("socialpulse_ready", "1 when recovered and consuming.", registry=r)
+        self.broker_up = Gauge("socialpulse_broker_up", "1 while a bootstrap broker answers a TCP connect.", registry=r)
         self.state_keys = Gauge(
             "socialpulse_state_keys", "Keys held in the keyed stage's state (owned partitions).", ["stage"], registry=r,
         )

@@ -26,7 +26,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -45,25 +45,29 @@ WATERMARK_KEY = "\x00watermark|{partition}"
 SEEN_KEY = "\x00seen|{partition}|{name}"
 
 
-@dataclass(slots=True, frozen=True)
-class Forwarded:
-    """One validated event on its way to the keyed stage."""
+class Forwarded(NamedTuple):
+    """One validated event on its way to the keyed stage (a tuple: built per event, so cheap)."""
 
     topic: str  # bare input topic name (likes, clicks, ...)
     source: str  # full source topic name (with prefix)
     partition: int
     offset: int
     key: str
-    event: dict[str, Any]
+    event: dict[str, Any] | Event  # JSON fields on the wire; the model itself when handed over in-process
     primary: bool  # counts toward socialpulse_events_total (an event may feed two streams)
 
 
 def encode_forward(items: Iterable[Forwarded]) -> bytes:
-    return orjson.dumps([[f.topic, f.source, f.partition, f.offset, f.key, f.event, f.primary] for f in items])
+    return orjson.dumps([
+        [f.topic, f.source, f.partition, f.offset, f.key,
+         f.event.model_dump(mode="json") if isinstance(f.event, Event) else f.event, f.primary]
+        for f in items
+    ])
 
 
 def decode_forward(value: bytes) -> list[Forwarded]:
-    return [Forwarded(*row) for row in orjson.loads(value)]
+    make = Forwarded._make
+    return [make(row) for row in orjson.loads(value)]
 
 
 @dataclass(slots=True)
@@ -221,7 +225,8 @@ class KeyedStage:
         seen = self.seen_ids(partition)
         per_key: dict[str, list[tuple[str, Event]]] = defaultdict(list)
         for item in items:
-            event = STAGE_MODELS[item.topic].model_validate(item.event)
+            ev = item.event  # validated already when it comes straight from this worker's ingest
+            event = ev if isinstance(ev, Event) else STAGE_MODELS[item.topic].model_validate(ev)
             uid = f"{item.key}\x1f{event.event_id}"  # ids are unique per key (an account, a shopper)
             if not seen.add(uid, event.ts):
                 if item.primary:
@@ -252,8 +257,10 @@ class KeyedStage:
 
     @staticmethod
     def _reject(item: Forwarded, reason: str, detail: str) -> Rejection:
-        raw = Raw(item.source, item.partition, item.offset, orjson.dumps(item.event))
-        return Rejection(raw, reason, detail, item.event.get("event_id"))
+        ev = item.event
+        data = ev.model_dump(mode="json") if isinstance(ev, Event) else ev
+        raw = Raw(item.source, item.partition, item.offset, orjson.dumps(data))
+        return Rejection(raw, reason, detail, data.get("event_id"))
 
     # -- time --------------------------------------------------------------
     def tick(self, out: StageOutput, caught_up: dict[int, bool] | None = None) -> None:

@@ -13,7 +13,9 @@ batch. Faust provides the consumer group, offsets, changelogs and the web server
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 import weakref
 from collections import Counter, defaultdict
@@ -33,6 +35,7 @@ from .conversion import Conversion, Shopper
 from .engagement import Engagement
 from .exporter import Metrics
 from .family import Family, Forward, Output, Tally
+from .health import BrokerLost, BrokerWatch, shortened
 from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
 from .keyed import SEEN_KEY, WATERMARK_KEY, Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
 from .replies import Replies
@@ -47,6 +50,12 @@ log = logging.getLogger("socialpulse")
 RESULTS = "socialpulse.results"
 BREACHES = "socialpulse.reply-breaches"
 DLQ = "socialpulse.dlq"
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 8 * 1024 * 1024,
+    "block_cache_compressed_size": 0,
+}
 #: events per forwarded message (a few hundred bytes each)
 FORWARD_CHUNK = 500
 
@@ -83,6 +92,12 @@ def partition_context(topic: str, partition: int) -> Iterator[None]:
 
 _WATERMARK = WATERMARK_KEY.split("{", 1)[0]
 _SEEN = SEEN_KEY.split("{", 1)[0]
+
+
+def _hard_exit() -> None:
+    log.critical("could not stop cleanly within 10 s: exiting")
+    logging.shutdown()
+    os._exit(1)
 
 
 def routes(event: Event) -> list[tuple[str, str, bool]]:
@@ -143,10 +158,19 @@ class Pipeline:
                 partitions=settings.partitions,
                 key_type=bytes,
                 value_type=bytes,
+                # RocksDB only backs the changelog here (the stage holds the state in
+                # memory): small write buffers and cache, not Faust's 3 x 64 MiB + 2 GiB
+                # per partition (a 20 min soak grew ~300 MiB/h with those)
+                options=ROCKSDB_OPTIONS,
             )
             for name in self.stages
         }
+        #: keyed partitions this worker owns and has recovered: its ingest hands their events over in-process
+        self.owned: dict[str, set[int]] = {name: set() for name in self.stages}
         self.ready = False
+        self.broker = BrokerWatch.from_urls(settings.broker, settings.broker_timeout / 1000)
+        self.lost: str | None = None  # why this worker must stop (the broker lost data)
+        self.rebalancing_since: float | None = None
         self._ticks = 0
         self._register()
 
@@ -165,6 +189,13 @@ class Pipeline:
         @app.timer(1.0, name="tick")
         async def tick() -> None:
             self.tick()
+            try:
+                await self.check_broker()
+            except BrokerLost as exc:
+                log.critical("%s", exc)
+                # a graceful stop flushes to the broker that is gone and can wait forever
+                asyncio.get_running_loop().call_later(10, _hard_exit)
+                await self.app.crash(exc)
 
         @app.on_rebalance_complete.connect  # type: ignore[arg-type]
         async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
@@ -176,6 +207,7 @@ class Pipeline:
                 topic = self.keyed_topics[name].get_topic_name()
                 mine = {tp.partition for tp in revoked if tp.topic == topic}
                 stage.revoke(mine)
+                self.owned[name] -= mine
             self.metrics.watermark.clear()
             self.metrics.consumer_lag.clear()
 
@@ -193,6 +225,7 @@ class Pipeline:
             topic = self.keyed_topics[name].get_topic_name()
             mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
             stage.assign(mine)
+            self.owned[name] = set(mine)
             restored = sum(self._adopt(name, key, value, mine) for key, value in list(table.data.items()))
             log.info("%s stage: %d keys restored from the changelog", name, restored)
 
@@ -237,22 +270,32 @@ class Pipeline:
         self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started)
 
     def ingest_batch(self, raws: list[Raw]) -> None:
+        """Validate; hand each event to its keyed partition: in-process when this worker
+        owns that partition (no second Kafka hop, no second validation), else by Kafka."""
         good, bad = decode_batch(raws, self.models, self.settings.max_event_bytes)
         outgoing: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
+        local: dict[str, dict[int, list[Forwarded]]] = defaultdict(lambda: defaultdict(list))
         now = time.time()
         lag_by_topic: dict[str, list[float]] = defaultdict(list)
+        n = self.settings.partitions
         for raw, event in good:
             bare = self.bare[raw.topic]
             lag_by_topic[bare].append(now - event.ts / 1000)
-            dumped = event.model_dump(mode="json")
             for stream, key, primary in routes(event):
-                p = partition_for(key, self.settings.partitions)
-                outgoing[(stream, p)].append(
-                    Forwarded(bare, raw.topic, raw.partition, raw.offset, key, dumped, primary)
-                )
-        # send_soon: buffered; Faust flushes the producer before it commits offsets,
-        # so nothing is acknowledged before it was handed on.
+                p = partition_for(key, n)
+                item = Forwarded(bare, raw.topic, raw.partition, raw.offset, key, event, primary)
+                if p in self.owned[stream]:
+                    local[stream][p].append(item)
+                else:
+                    outgoing[(stream, p)].append(item)
+        # send_soon: buffered; commits wait until the buffer is handed to the Kafka
+        # client (streams/transport.py), so nothing is acknowledged before it went on.
         self._forward(outgoing)
+        for stream, parts in local.items():
+            out = StageOutput()
+            for p, items in parts.items():
+                self.stages[stream].process(p, items, out)
+            self.emit(stream, out)
         for topic, lags in lag_by_topic.items():
             hist = self.metrics.event_lag.labels(topic)
             for lag in lags:
@@ -370,9 +413,15 @@ class Pipeline:
             )
             done = high is not None and pos >= high
             if tp.topic in self.bare:
+                lost = shortened(tp.topic, tp.partition, high, consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
+                if lost:
+                    self.lost = lost
                 ingest_done = ingest_done and done
                 continue
             out[tp.partition] = done
+            lost = shortened(tp.topic, tp.partition, high, consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
+            if lost:
+                self.lost = lost
             if high is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(high - pos, 0))
         return {p: done and ingest_done for p, done in out.items()}
@@ -391,8 +440,32 @@ class Pipeline:
             if self._ticks % 10 == 0:  # a full encode: every 10 s is plenty
                 self.metrics.state_bytes.labels(name).set(stage.size_bytes())
         self._ticks += 1
-        self.ready = self.app.tables.recovery.completed.is_set() and not self.app.rebalancing  # type: ignore[attr-defined]
+        self.ready = (
+            self.app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+            and not self.app.rebalancing and self.broker.down_since is None and not self.lost
+        )
         self.metrics.ready.set(1 if self.ready else 0)
+
+    async def check_broker(self) -> None:
+        """Every few seconds: is a broker reachable, and does it still hold our offsets?"""
+        if self.lost:
+            raise BrokerLost(self.lost)
+        now = time.monotonic()
+        if not self.app.rebalancing:
+            self.rebalancing_since = None
+        elif self.rebalancing_since is None:
+            self.rebalancing_since = now
+        elif now - self.rebalancing_since > self.settings.rebalance_timeout / 1000:
+            # e.g. Faust waiting to flush to a broker that died during the rebalance
+            raise BrokerLost(
+                f"a rebalance has not finished for {now - self.rebalancing_since:.0f} s "
+                f"(SOCIALPULSE_REBALANCE_TIMEOUT): the consumer is stuck; stopping"
+            )
+        if now - self.broker.checked_at >= 2.0:
+            up = await self.broker.check()
+            self.metrics.broker_up.set(1 if up else 0)
+            if not up:
+                log.error("broker %s: %s", self.broker.describe(), self.broker.status())
 
     def view(self, platform: str, account_id: str) -> dict[str, Any] | None:
         return self.stages["account"].view(f"{platform}|{account_id}")

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     closed_windows: DurationList = "1m,1h,1d"  # type: ignore[assignment]
     grace: Duration = "5m"  # type: ignore[assignment]
     idle: Duration = "5s"  # type: ignore[assignment]
+    broker_timeout: Duration = "2m"  # type: ignore[assignment]  # stop when no broker answers for this long
+    rebalance_timeout: Duration = "5m"  # type: ignore[assignment]  # stop when a rebalance hangs this long
     dedup_horizon: Duration = "10m"  # type: ignore[assignment]
     reply_slo: Duration = "15m"  # type: ignore[assignment]
     attribution_lookback: Duration = "7d"  # type: ignore[assignment]
@@ -165,7 +167,8 @@ class Settings(BaseSettings):
             raise ValueError("only letters, digits, '.', '_' and '-'")
         return value
 
-    @field_validator("bucket", "idle", "grace", "reply_slo", "attribution_lookback", "attribution_half_life")
+    @field_validator("bucket", "idle", "grace", "reply_slo", "attribution_lookback", "attribution_half_life", "broker_timeout",
+                     "rebalance_timeout")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:

@@ -39,7 +39,10 @@ def register_views(app: faust.App, pipeline: Pipeline) -> None:
             "ready": ready,
             "recovered": app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]
             "rebalancing": bool(app.rebalancing),
+            "broker": pipeline.broker.status(),
         }
+        if pipeline.lost:
+            body["problem"] = pipeline.lost
         return self.json(body, status=200 if ready else 503)
 
     @app.page("/api/v1/accounts/{platform}/{account_id}")
