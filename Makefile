@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy streams schemas
 
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/run.py
 
 dashboards: $(STAMP)
 	$(BIN)/python -m deploy.grafana.dashboards deploy/grafana/dashboards

@@ -130,21 +130,21 @@ def scrape_total(url: str) -> float:
     return sum(scrape_outcomes(url).values())
 
 
-def worker_env(bootstrap: str, prefix: str, data_dir: str) -> dict[str, str]:
+def worker_env(bootstrap: str, prefix: str, data_dir: str, store: str = "rocksdb://") -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SOCIALPULSE_")} | {
         "SOCIALPULSE_BROKER": f"kafka://{bootstrap}", "SOCIALPULSE_TOPIC_PREFIX": prefix,
         "SOCIALPULSE_APP_ID": f"bench-{time.time_ns()}", "SOCIALPULSE_DATA_DIR": data_dir,
         "SOCIALPULSE_LOG_LEVEL": "warning", "SOCIALPULSE_WEB_HOST": "127.0.0.1",
-        "SOCIALPULSE_BROKER_QUIRKS": "tansu",
+        "SOCIALPULSE_BROKER_QUIRKS": "tansu", "SOCIALPULSE_STORE": store,
     }
 
 
 def run_worker(
-    bootstrap: str, expected: int, data_dir: str, profile: str = "", prefix: str = PREFIX
+    bootstrap: str, expected: int, data_dir: str, profile: str = "", prefix: str = PREFIX, store: str = "rocksdb://"
 ) -> tuple[float, float, float, float]:
     """(events/s, seconds, CPU seconds, peak RSS MiB) of one worker working through ``expected`` events."""
     port = free_port()
-    env = worker_env(bootstrap, prefix, data_dir)
+    env = worker_env(bootstrap, prefix, data_dir, store)
     log = open(Path(data_dir) / "worker.log", "wb")  # noqa: SIM115
     cmd = [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(port)]
     if profile:  # py-spy samples the whole run; collapsed stacks for flame graphs or a top list
@@ -209,6 +209,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="events per Kafka message (JSON array)")
     ap.add_argument("--no-write", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--profile", default="", help="write py-spy collapsed stacks of the worker to this file")
+    ap.add_argument("--store", default="rocksdb://", help="the worker's table store (rocksdb:// or memory://)")
     args = ap.parse_args()
     port = free_port()
     broker = start_broker(port)
@@ -217,7 +218,7 @@ def main() -> None:
         _, messages = asyncio.run(produce(bootstrap, args.events, args.batch))
         raw_rate, raw_events = asyncio.run(raw_baseline(bootstrap, messages))
         tmp = tempfile.mkdtemp(prefix="socialpulse-bench-")
-        sp_rate, secs, cpu, peak = run_worker(bootstrap, raw_events, tmp, args.profile)
+        sp_rate, secs, cpu, peak = run_worker(bootstrap, raw_events, tmp, args.profile, store=args.store)
         print(f"worker log and data: {tmp}", file=sys.stderr)
     finally:
         stop(broker)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka.partitioner import murmur2
@@ -45,9 +45,8 @@ OUTCOME_OF = {
 }
 
 
-@dataclass(slots=True, frozen=True)
-class Raw:
-    """One input record as Kafka gave it."""
+class Raw(NamedTuple):
+    """One input record as Kafka gave it (a tuple: one is built per record)."""
 
     topic: str
     partition: int
@@ -174,7 +173,7 @@ class SeenIds:
     def __init__(self, epoch: int = 0) -> None:
         self.ids: dict[str, int] = {}
         self.records: dict[str, tuple[int, list[str]]] = {}  # name -> (newest ts, ids)
-        self.fresh: list[tuple[str, int]] = []
+        self.fresh: list[list[Any]] = []  # [[id, ts], ...] since the last flush
         self.epoch = epoch  # makes record names unique across the workers a partition moves between
         self.seq = 0
 
@@ -183,7 +182,7 @@ class SeenIds:
         if uid in self.ids:
             return False
         self.ids[uid] = ts
-        self.fresh.append((uid, ts))
+        self.fresh.append([uid, ts])
         return True
 
     def forget_last(self, uid: str) -> None:
@@ -198,9 +197,8 @@ class SeenIds:
             return None
         self.seq += 1
         name = f"{self.epoch:x}-{self.seq}"
-        rows = [[uid, ts] for uid, ts in self.fresh]
-        self.records[name] = (max(ts for _, ts in self.fresh), [uid for uid, _ in self.fresh])
-        self.fresh = []
+        rows, self.fresh = self.fresh, []
+        self.records[name] = (max(row[1] for row in rows), [row[0] for row in rows])
         return name, rows
 
     def restore(self, name: str, rows: list[list[Any]]) -> None:

@@ -224,6 +224,7 @@ class KeyedStage:
         wm = self.watermark(partition)
         seen = self.seen_ids(partition)
         per_key: dict[str, list[tuple[str, Event]]] = defaultdict(list)
+        current, newest = wm.current(), 0  # the watermark, kept in step locally (per event, cheap)
         for item in items:
             ev = item.event  # validated already when it comes straight from this worker's ingest
             event = ev if isinstance(ev, Event) else STAGE_MODELS[item.topic].model_validate(ev)
@@ -232,17 +233,21 @@ class KeyedStage:
                 if item.primary:
                     out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon)}"))
                 continue
-            current = wm.current()
             if windows.is_late(event.ts, current, self.spec.grace):
                 seen.forget_last(uid)  # a late event is not "seen": a retry stays late
                 if item.primary or item.topic == "credits":  # never drop credited revenue silently
                     behind = (current - event.ts) / 1000
                     out.rejected.append(self._reject(item, "late", f"{behind:.0f}s behind the watermark, grace {self.spec.label(self.spec.grace)}"))
                 continue
-            wm.observe(event.ts)
+            if event.ts > newest:
+                newest = event.ts
+                if newest > current:
+                    current = newest
             if item.primary:
                 out.accepted[item.topic] += 1
             per_key[item.key].append((item.topic, event))
+        if newest:
+            wm.observe(newest)
         for key, evs in per_key.items():
             state = self.state(partition, key, create=True)
             assert state is not None
