@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 
@@ -60,6 +61,11 @@ def worker(web_port: int | None) -> None:
             f"cannot reach the broker at {settings.broker} (SOCIALPULSE_BROKER): {type(exc).__name__}: {exc}"
         ) from None
     app, _pipeline = build(settings)
+    # The per-event path makes many short-lived objects; at CPython's default GC thresholds
+    # the collector keeps walking the whole heap of state (about a third of the worker's CPU,
+    # bench/RESULTS.md). Start-up objects move out of its sight and it runs less often.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     # no terminal spinner: at WARNING it would set the root logger to DEBUG, so every debug
     # call in Faust and aiokafka builds a log record (message values included) for nothing

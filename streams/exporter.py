@@ -8,6 +8,7 @@ Prometheus then equals the truth, with no stale duplicates).
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .family import Gauge as FamilyGauge
 from .family import Sample
@@ -71,6 +73,44 @@ class FamilyCollector(Collector):
             yield fam
 
 
+class BatchHistogram(Collector):
+    """A labelled histogram fed a whole batch at a time.
+
+    ``prometheus_client.Histogram.observe`` takes a lock and searches the buckets for
+    every value: about 7 us per event on the ingest path, 10% of it. Here a batch is
+    counted into plain integers (``bisect`` per value, one dict lookup per batch) and
+    exposed at scrape time as an ordinary cumulative histogram.
+    """
+
+    def __init__(self, name: str, doc: str, label: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.doc, self.label = name, doc, label
+        self.bounds = list(buckets)
+        self.series: dict[str, tuple[list[int], list[float]]] = {}  # label -> (counts per bucket + inf, [sum])
+
+    def observe_many(self, value: str, values: Iterable[float]) -> None:
+        series = self.series.get(value)
+        if series is None:
+            series = self.series[value] = ([0] * (len(self.bounds) + 1), [0.0])
+        counts, total = series
+        bounds, where = self.bounds, bisect.bisect_left
+        for v in values:
+            counts[where(bounds, v)] += 1
+            total[0] += v
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+
+    def collect(self) -> Iterator[Metric]:
+        fam = HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+        for value, (counts, total) in list(self.series.items()):
+            running, buckets = 0, []
+            for bound, n in zip([*self.bounds, float("inf")], counts, strict=True):
+                running += n
+                buckets.append(("+Inf" if bound == float("inf") else floatToGoString(bound), running))
+            fam.add_metric([value], buckets, total[0])
+        yield fam
+
+
 class Metrics:
     """One registry per app, so tests can run several apps in one process."""
 
@@ -99,10 +139,11 @@ class Metrics:
             "socialpulse_consumer_lag_messages", "Messages behind the end of each assigned partition.",
             ["topic", "partition"], registry=r,
         )
-        self.event_lag = Histogram(
+        self.event_lag = BatchHistogram(
             "socialpulse_event_time_lag_seconds", "Arrival time minus event time of accepted events.",
-            ["topic"], buckets=LAG_BUCKETS, registry=r,
+            "topic", LAG_BUCKETS,
         )
+        r.register(self.event_lag)
         self.batch_seconds = Histogram(
             "socialpulse_batch_seconds", "Time to process one batch, by stage.", ["stage"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r,

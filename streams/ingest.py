@@ -147,7 +147,7 @@ def route_key(event: Event) -> tuple[str, str]:
     Orders carry no platform: their state is per shopper (``actor``). Everything
     else lives with its platform account.
     """
-    if isinstance(event, Order):
+    if type(event) is Order:  # not isinstance: a negative check on a pydantic model class costs ~3 us
         return "actor", event.actor_id
     return "account", f"{event.platform}|{event.account_id}"  # type: ignore[attr-defined]
 

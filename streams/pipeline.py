@@ -104,7 +104,7 @@ def routes(event: Event) -> list[tuple[str, str, bool]]:
     """(stream, key, primary) for each keyed stream that needs the event. A click
     also goes to its shopper, for attribution; it is counted once, on its account."""
     stream, key = route_key(event)
-    if isinstance(event, Click):
+    if type(event) is Click:
         return [(stream, key, True), ("actor", event.actor_id, False)]
     return [(stream, key, True)]
 
@@ -297,9 +297,7 @@ class Pipeline:
                 self.stages[stream].process(p, items, out)
             self.emit(stream, out)
         for topic, lags in lag_by_topic.items():
-            hist = self.metrics.event_lag.labels(topic)
-            for lag in lags:
-                hist.observe(max(lag, 0.0))
+            self.metrics.event_lag.observe_many(topic, [lag if lag > 0.0 else 0.0 for lag in lags])
         self.reject(bad)
 
     def reject(self, rejections: list[Rejection]) -> None:
