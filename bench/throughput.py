@@ -152,8 +152,8 @@ def run_worker(
     proc = subprocess.Popen(cmd,
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/metrics"
-    first = done = None
-    total = 0.0
+    first = done = zero_at = None
+    total = at_first = 0.0
     deadline = time.monotonic() + 1800
     try:
         while time.monotonic() < deadline:
@@ -162,8 +162,10 @@ def run_worker(
                 total = scrape_total(url)
             except OSError:
                 continue
-            if first is None and total > 0:
-                first = time.monotonic()
+            if total == 0:
+                zero_at = time.monotonic()
+            elif first is None:
+                first, at_first = time.monotonic(), total
             print(f"\rsocialpulse counted {total:,.0f}/{expected:,}", end="", file=sys.stderr, flush=True)
             if total >= expected:
                 done = time.monotonic()
@@ -172,9 +174,11 @@ def run_worker(
                 break
         print(file=sys.stderr)
         cpu, peak = _cpu_seconds(proc.pid), _peak_rss_mib(proc.pid)
-        if first is None or done is None:
+        if first is None or done is None or zero_at is None:
             raise SystemExit(f"worker counted {total} of {expected}; see {log.name}")
-        return expected / max(done - first, 1e-9), done - first, cpu, peak
+        if done - first >= 2:  # the rate between the first and the last poll that saw progress
+            return (expected - at_first) / (done - first), done - first, cpu, peak
+        return expected / (done - zero_at), done - zero_at, cpu, peak  # a tiny run: an upper bound on time
     finally:
         if profile:  # py-spy writes its profile on SIGINT
             os.kill(proc.pid, signal.SIGINT)

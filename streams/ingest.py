@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -102,7 +102,12 @@ def decode(raw: Raw, model: type[Event], max_bytes: int) -> list[Event | Rejecti
     if isinstance(parsed, list):
         if not parsed:
             return [Rejection(raw, "invalid", "empty JSON array")]
-        return [_validate(raw, model, item, orjson.dumps(item)) for item in parsed]
+        out = [_validate(raw, model, item, None) for item in parsed]
+        # a rejected element keeps its own JSON (not the whole array) for the dead letter
+        return [
+            replace(r, value=orjson.dumps(item)) if isinstance(r, Rejection) else r
+            for r, item in zip(out, parsed, strict=True)
+        ]
     return [_validate(raw, model, parsed, None)]
 
 
