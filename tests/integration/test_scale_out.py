@@ -41,8 +41,10 @@ class Truth:
 class Feed:
     """Produces traffic stamped with the wall clock, recording the truth as it goes."""
 
-    def __init__(self, broker: str, seed: int) -> None:
+    def __init__(self, broker: str, seed: int, prefix: str = PREFIX, record: bool = False) -> None:
         self.p = Producer({"bootstrap.servers": broker, "linger.ms": 5})
+        self.prefix = prefix
+        self.sent: list[tuple[str, bytes]] | None = [] if record else None  # for resend_all
         self.rng = random.Random(seed)
         self.t = Truth()
         self.n = 0
@@ -51,11 +53,20 @@ class Feed:
 
     def send(self, topic: str, doc: dict, dup: bool = False) -> None:
         value = orjson.dumps(doc)
-        self.p.produce(PREFIX + topic, value)
+        self.p.produce(self.prefix + topic, value)
         self.t.accepted += 1
+        if self.sent is not None:
+            self.sent.append((topic, value))
         if dup:
-            self.p.produce(PREFIX + topic, value)
+            self.p.produce(self.prefix + topic, value)
             self.t.duplicates += 1
+            if self.sent is not None:
+                self.sent.append((topic, value))
+
+    def resend_all(self) -> None:
+        for topic, value in self.sent or []:
+            self.p.produce(self.prefix + topic, value)
+        self.p.flush(15)
 
     def eid(self) -> str:
         self.n += 1
