@@ -127,7 +127,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--batch", type=int, default=100, help="events per message in the batched run")
-    ap.add_argument("--peers", default="raw-orjson,raw-json,quix,bytewax", help="from: " + ", ".join(PEERS))
+    # quix-poll0.1: Quix with a 0.1 s poll timeout; its default (1 s) mostly waits on this broker
+    ap.add_argument("--peers", default="raw-orjson,raw-json,quix,quix-poll0.1,bytewax", help="from: " + ", ".join(PEERS))
     ap.add_argument("--freshness-seconds", type=float, default=30)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, no peers, no RESULTS.md: does it all still work?")
     args = ap.parse_args()
@@ -206,7 +207,8 @@ def render(rows: list[dict[str, object]], fresh: dict[str, float], events: int, 
         lines.append(f"| {r['what']} | {r['eps']:,.0f} | {ratio} | {cpu} | {rss} |")
     single, batched = eps("sp-single"), eps("sp-batched")
     goals = []
-    for name, peer in (("Quix Streams", eps("quix")), ("Bytewax", eps("bytewax"))):
+    quix = max((e for e in (eps("quix"), eps("quix-poll0.1")) if e), default=None)  # the better Quix
+    for name, peer in (("Quix Streams (its better run)", quix), ("Bytewax", eps("bytewax"))):
         if peer:
             goals.append(f"single vs {name}: {single / peer:.2f}x" if single else "")
             goals.append(f"batched vs {name}: {batched / peer:.2f}x" if batched else "")
