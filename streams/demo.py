@@ -121,8 +121,8 @@ def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
     finally:
         if gen is not None:
             gen.cancel()
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(asyncio.gather(gen, return_exceptions=True))
+            with contextlib.suppress(BaseException):  # bounded: a stuck send must not hold Ctrl-C
+                loop.run_until_complete(asyncio.wait_for(asyncio.gather(gen, return_exceptions=True), 10))
         loop.close()
         for proc in reversed(procs):
             stop_process(proc)

@@ -138,8 +138,9 @@ class Consumer(driver.Consumer):
         very batches it covers; a crash then would lose them.
         """
         buffer = self.app.producer.buffer
-        deadline = time.monotonic() + 60
-        while buffer.size and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        # (a stopping producer drains no more: then Faust's own flush decides)
+        while buffer.size and not buffer.should_stop and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         await asyncio.sleep(0)  # the message being handed over right now
         return bool(await super()._commit_tps(tps, start_new_transaction))
