@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,15 @@ def summary_table(m: dict[str, list[tuple[dict[str, str], float]]], elapsed: flo
     return table
 
 
+def _stop_on(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
+    # Ctrl-C and SIGTERM both stop everything, even when started from a shell that made the
+    # demo ignore SIGINT (a background job of a non-interactive shell inherits that)
+    signal.signal(signal.SIGINT, _stop_on)
+    signal.signal(signal.SIGTERM, _stop_on)
     console = Console()
     data_dir = tempfile.mkdtemp(prefix="socialpulse-demo-")
     env = os.environ | {

@@ -55,7 +55,11 @@ def test_demo_shows_all_seven_topics_flowing_and_ctrl_c_stops_everything(tmp_pat
         assert first_s < 60
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a demo (and its broker) running after a failure
+            raise
     assert proc.returncode == 0, (tmp_path / "demo.out").read_text()[-2000:]
     assert not port_in_use(broker_port) and not port_in_use(web_port)
     leftovers = subprocess.run(["pgrep", "-f", f"--web-port {web_port}"], capture_output=True, text=True).stdout
