@@ -52,17 +52,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streams.broker import port_in_use, start_broker  # noqa: E402
 from streams.broker import stop_process as stop  # noqa: E402
+from streams.demo import scrape  # noqa: E402
 
 PREFIX = "soak."
 PORT_RANGE = range(39200, 39300)
@@ -89,16 +87,6 @@ def pick_ports(preferred: list[int]) -> list[int]:
     if len(free) < len(preferred):
         raise SystemExit("no free ports left in 39200-39299")
     return free[: len(preferred)]
-
-
-def scrape(url: str, timeout: float = 5.0) -> dict[str, list[tuple[dict[str, str], float]]]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        text = resp.read().decode()
-    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[s.name].append((s.labels, s.value))
-    return out
 
 
 def http_status(url: str, timeout: float = 3.0) -> int:
@@ -132,7 +120,7 @@ class Sample:
 
 
 def take_sample(t: float, pid: int, url: str) -> Sample:
-    m = scrape(url)
+    m = scrape(url, timeout=5.0)
 
     def by_stage(name: str) -> dict[str, float]:
         return {labels["stage"]: v for labels, v in m.get(name, [])}
@@ -149,7 +137,7 @@ def take_sample(t: float, pid: int, url: str) -> Sample:
 
 
 def counted_total(url: str) -> float:
-    return sum(v for _, v in scrape(url).get("socialpulse_events_total", []))
+    return sum(v for _, v in scrape(url, timeout=5.0).get("socialpulse_events_total", []))
 
 
 # -- verdict --------------------------------------------------------------------
