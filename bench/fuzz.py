@@ -60,7 +60,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -80,15 +79,17 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.soak import pick_ports  # noqa: E402
+from bench.throughput import worker_env  # noqa: E402
 from schemas.events import INPUT_TOPICS  # noqa: E402
 from schemas.results import DeadLetter  # noqa: E402
-from streams.broker import port_in_use, start_broker  # noqa: E402
+from streams.broker import start_broker  # noqa: E402
 from streams.broker import stop_process as stop  # noqa: E402
+from streams.demo import scrape  # noqa: E402
 from streams.generator import Traffic  # noqa: E402
 
 PREFIX = "fuzz."
@@ -638,15 +639,6 @@ class Builder:
 
 
 # -- the run -----------------------------------------------------------------------
-def pick_ports(preferred: list[int]) -> list[int]:
-    if all(not port_in_use(p) for p in preferred):
-        return preferred
-    free = [p for p in PORT_RANGE if not port_in_use(p)]
-    if len(free) < len(preferred):
-        raise SystemExit("no free ports left in 39200-39299")
-    return free[: len(preferred)]
-
-
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -655,17 +647,6 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return int(exc.code), exc.read()
     except OSError:
         return 0, b""
-
-
-def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    status, body = http_get(url)
-    if status != 200:
-        raise OSError(f"/metrics answered {status}")
-    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    for fam in text_string_to_metric_families(body.decode()):
-        for s in fam.samples:
-            out[s.name].append((s.labels, s.value))
-    return out
 
 
 def events_by(m: dict[str, list[tuple[dict[str, str], float]]], name: str, label: str) -> Counter[str]:
@@ -1022,16 +1003,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="socialpulse-fuzz-"))
     bootstrap = f"127.0.0.1:{broker_port}"
     base = f"http://127.0.0.1:{web_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIALPULSE_")} | {
-        "SOCIALPULSE_BROKER": f"kafka://{bootstrap}",
-        "SOCIALPULSE_TOPIC_PREFIX": PREFIX,
+    env = worker_env(bootstrap, PREFIX, str(tmp / "data")) | {
         "SOCIALPULSE_APP_ID": f"fuzz-{time.time_ns()}",
-        "SOCIALPULSE_DATA_DIR": str(tmp / "data"),
         "SOCIALPULSE_PARTITIONS": str(PARTITIONS),
         "SOCIALPULSE_MAX_EVENT_BYTES": str(args.max_event_bytes),
-        "SOCIALPULSE_WEB_HOST": "127.0.0.1",
-        "SOCIALPULSE_LOG_LEVEL": "warning",
-        "SOCIALPULSE_BROKER_QUIRKS": "tansu",
     }
     log = tmp / "worker.log"
     procs: list[subprocess.Popen[bytes]] = []

@@ -58,6 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.throughput import worker_env  # noqa: E402
 from streams.broker import port_in_use, start_broker  # noqa: E402
 from streams.broker import stop_process as stop  # noqa: E402
 from streams.demo import scrape  # noqa: E402
@@ -218,15 +219,8 @@ def main() -> int:
     broker_port, web_port = pick_ports([args.broker_port, args.web_port])
     tmp = Path(tempfile.mkdtemp(prefix="socialpulse-soak-"))
     bootstrap = f"127.0.0.1:{broker_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIALPULSE_")} | SOAK_SETTINGS | {
-        "SOCIALPULSE_BROKER": f"kafka://{bootstrap}",
-        "SOCIALPULSE_TOPIC_PREFIX": PREFIX,
+    env = worker_env(bootstrap, PREFIX, str(tmp / "data"), args.store) | SOAK_SETTINGS | {
         "SOCIALPULSE_APP_ID": f"soak-{time.time_ns()}",
-        "SOCIALPULSE_DATA_DIR": str(tmp / "data"),
-        "SOCIALPULSE_STORE": args.store,
-        "SOCIALPULSE_WEB_HOST": "127.0.0.1",
-        "SOCIALPULSE_LOG_LEVEL": "warning",
-        "SOCIALPULSE_BROKER_QUIRKS": "tansu",
     }
     base = f"http://127.0.0.1:{web_port}"
     procs: list[subprocess.Popen[bytes]] = []
