@@ -148,7 +148,7 @@ def run_worker(
     log = open(Path(data_dir) / "worker.log", "wb")  # noqa: SIM115
     cmd = [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(port)]
     if profile:  # py-spy samples the whole run; collapsed stacks for flame graphs or a top list
-        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "200", "-o", profile, "--", *cmd]
+        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-f", "raw", "-r", "200", "-o", profile, "--", *cmd]
     proc = subprocess.Popen(cmd,
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/metrics"

@@ -8,7 +8,7 @@ or as epoch milliseconds. Unknown extra fields are ignored.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -41,6 +41,8 @@ __all__ = [
 MAX_FUTURE_MS = 3_600_000
 #: Events before 2000-01-01 are rejected as nonsense rather than merely late.
 MIN_TS_MS = 946_684_800_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 class Platform(StrEnum):
@@ -93,7 +95,7 @@ def _event_time(value: Any) -> int:
             raise ValueError("ts must carry a time of day")
         if parsed.tzinfo is None:
             raise ValueError("ts has no UTC offset (add Z or +hh:mm)")
-        ms = int(parsed.timestamp() * 1000)
+        ms = (parsed - _EPOCH) // _MS  # exact: int(timestamp() * 1000) is 1 ms low for some instants
     elif kind is int:
         ms = value
     elif isinstance(value, bool):

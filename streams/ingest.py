@@ -7,15 +7,16 @@ validated events and rejections, so every rule is unit-tested on plain values.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from typing import Any, NamedTuple
+from functools import cache, lru_cache
+from typing import Annotated, Any, NamedTuple
 
 import orjson
 from aiokafka.partitioner import murmur2
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas.events import Event, Order
 from schemas.results import DeadLetter
@@ -81,6 +82,13 @@ def _event_id_of(obj: Any) -> str | None:
     return None
 
 
+@cache
+def _array_of(model: type[Event]) -> TypeAdapter[list[Any]]:
+    """A JSON array -> each element as the model or, where it is not valid, as parsed."""
+    item = Annotated[model | Any, Field(union_mode="left_to_right")]  # type: ignore[valid-type]
+    return TypeAdapter(list[item])  # type: ignore[valid-type]
+
+
 def decode(raw: Raw, model: type[Event], max_bytes: int) -> list[Event | Rejection]:
     """Validate one record. A record is one JSON object, a JSON array of objects,
     or newline-delimited JSON objects; each event is validated on its own."""
@@ -89,6 +97,19 @@ def decode(raw: Raw, model: type[Event], max_bytes: int) -> list[Event | Rejecti
         return [Rejection(raw, "not_json", "empty value")]
     if len(value) > max_bytes:
         return [Rejection(raw, "too_large", f"{len(value)} bytes > {max_bytes} (SOCIALPULSE_MAX_EVENT_BYTES)")]
+    # Fast path: pydantic-core parses and validates the whole record in one pass, in
+    # Rust (about half the cost of orjson + model_validate). Only a record that is
+    # entirely valid leaves here; anything else takes the path below, which finds each
+    # bad event and says why.
+    try:
+        if value[0] == 0x5B:  # "[": a batch of events
+            items = _array_of(model).validate_json(value)
+            if items:
+                return [item if type(item) is model else _element(raw, model, item) for item in items]
+        else:
+            return [model.model_validate_json(value)]
+    except (ValueError, ArithmeticError):  # ValidationError is a ValueError
+        pass
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -111,7 +132,23 @@ def decode(raw: Raw, model: type[Event], max_bytes: int) -> list[Event | Rejecti
     return [_validate(raw, model, parsed, None)]
 
 
+def _element(raw: Raw, model: type[Event], obj: Any) -> Event | Rejection:
+    """An array element the fast path could not validate: why (it keeps its own JSON)."""
+    out = _validate(raw, model, obj, None)
+    if isinstance(out, Rejection):
+        try:
+            text = orjson.dumps(obj)
+        except TypeError:  # e.g. an integer beyond 64 bits, which pydantic's parser accepts
+            text = json.dumps(obj).encode()
+        return replace(out, value=text)
+    return out
+
+
 def _one(raw: Raw, model: type[Event], line: bytes) -> Event | Rejection:
+    try:
+        return model.model_validate_json(line)
+    except (ValueError, ArithmeticError):
+        pass  # the path below says why
     try:
         parsed = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -138,11 +175,18 @@ def decode_batch(
     good: list[tuple[Raw, Event]] = []
     bad: list[Rejection] = []
     for raw in raws:
-        for item in decode(raw, models[raw.topic], max_bytes):
-            if isinstance(item, Rejection):
-                bad.append(item)
+        model, value = models[raw.topic], raw.value
+        if value and value[0] == 0x7B and len(value) <= max_bytes:  # one JSON object: decode's fast path, inlined
+            try:
+                good.append((raw, model.model_validate_json(value)))
+                continue
+            except (ValueError, ArithmeticError):
+                pass
+        for item in decode(raw, model, max_bytes):
+            if type(item) is Rejection:
+                bad.append(item)  # type: ignore[arg-type]
             else:
-                good.append((raw, item))
+                good.append((raw, item))  # type: ignore[arg-type]
     return good, bad
 
 

@@ -108,10 +108,6 @@ class KeyedStage:
         self.seen: dict[int, SeenIds] = {}
         self._hot: dict[int, set[str]] = defaultdict(set)
         self._sweep: dict[int, list[str]] = {}
-        self._by_topic: dict[str, list[Family]] = defaultdict(list)
-        for fam in families:
-            for topic in fam.topics:
-                self._by_topic[topic].append(fam)
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> dict[str, Any]:
@@ -252,14 +248,16 @@ class KeyedStage:
         out.accepted.update(accepted)
         if newest:
             wm.observe(newest)
+        at, dirty, results = wm.current(), out.dirty[partition], out.results
         for key, evs in per_key.items():
             state = self.state(partition, key, create=True)
             assert state is not None
             for fam in self.families:
-                mine = [e for t, e in evs if fam in self._by_topic[t]]
+                topics = fam.topics
+                mine = [e for t, e in evs if t in topics]
                 if mine:
-                    out.results.extend(fam.apply(key, state[fam.name], mine, wm.current()))
-            out.dirty[partition].add(key)
+                    results.extend(fam.apply(key, state[fam.name], mine, at))
+            dirty.add(key)
         record = seen.flush()
         if record is not None:
             out.seen[partition] = record

@@ -17,20 +17,17 @@ import asyncio
 import logging
 import os
 import time
-import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import faust
 import orjson
-from faust.streams import _current_event
 from faust.types import TP
 
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Click, Event
 from schemas.results import ReplyBreach
 
+from .changelog import write_many
 from .conversion import Conversion, Shopper
 from .engagement import Engagement
 from .exporter import Metrics
@@ -58,36 +55,6 @@ ROCKSDB_OPTIONS = {
 }
 #: events per forwarded message (a few hundred bytes each)
 FORWARD_CHUNK = 500
-
-
-class _PartitionEvent:
-    """Just enough of a Faust event for a table write outside stream iteration."""
-
-    __slots__ = ("message", "__weakref__")
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self.message = _Msg(topic, partition)
-
-
-class _Msg:
-    __slots__ = ("topic", "partition")
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self.topic = topic
-        self.partition = partition
-
-
-@contextmanager
-def partition_context(topic: str, partition: int) -> Iterator[None]:
-    """Faust tables write to the changelog partition (and RocksDB shard) of the
-    current event. Our batches span partitions and our timer has no event, so we
-    name the partition explicitly."""
-    event = _PartitionEvent(topic, partition)
-    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 _WATERMARK = WATERMARK_KEY.split("{", 1)[0]
@@ -313,30 +280,27 @@ class Pipeline:
 
     # -- keyed stages ------------------------------------------------------
     def emit(self, name: str, out: StageOutput) -> None:
-        """Write changed keys once each, then publish results and dead letters."""
+        """Write changed keys once each (one changelog record per key, one RocksDB write
+        per partition), then publish results and dead letters."""
         stage, table = self.stages[name], self.tables[name]
-        topic = self.keyed_topics[name].get_topic_name()
+        writes: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         for partition, keys in out.dirty.items():
-            with partition_context(topic, partition):
-                for key in keys:
-                    value = stage.encoded(partition, key)
-                    if value is not None:
-                        table[key.encode()] = value
+            changed = writes[partition]
+            for key in keys:
+                value = stage.encoded(partition, key)
+                if value is not None:
+                    changed.append((key.encode(), value))
         stage.cool()
         for partition, keys in out.deleted.items():
-            with partition_context(topic, partition):
-                for key in keys:
-                    table.pop(key.encode(), None)
+            writes[partition].extend((key.encode(), None) for key in keys)
         for partition, watermark in out.watermarks.items():
-            with partition_context(topic, partition):
-                table[WATERMARK_KEY.format(partition=partition).encode()] = str(watermark).encode()
-        for partition, (record, rows) in out.seen.items():
-            with partition_context(topic, partition):
-                table[SEEN_KEY.format(partition=partition, name=record).encode()] = orjson.dumps(rows)
+            writes[partition].append((WATERMARK_KEY.format(partition=partition).encode(), str(watermark).encode()))
+        for partition, (record, ids) in out.seen.items():
+            writes[partition].append((SEEN_KEY.format(partition=partition, name=record).encode(), orjson.dumps(ids)))
         for partition, names in out.seen_expired.items():
-            with partition_context(topic, partition):
-                for record in names:
-                    table.pop(SEEN_KEY.format(partition=partition, name=record).encode(), None)
+            writes[partition].extend((SEEN_KEY.format(partition=partition, name=record).encode(), None) for record in names)
+        for partition, changes in writes.items():
+            write_many(table, partition, changes)
         for source, n in out.accepted.items():
             self.metrics.events.labels(source, "accepted").inc(n)
         self.publish(out.results)

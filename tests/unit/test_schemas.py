@@ -35,6 +35,21 @@ def test_rfc3339_with_offset_and_epoch_millis_are_the_same_instant():
     assert a.kind == "like"
 
 
+def test_rfc3339_milliseconds_are_exact():
+    # float arithmetic (timestamp() * 1000) made this instant 1093077386908
+    assert one("likes", like(ts="2004-08-21T08:36:26.909Z")).ts == 1093077386909
+    assert one("likes", like(ts="2004-08-21T10:36:26.909999+02:00")).ts == 1093077386909  # floor, not rounding
+
+
+def test_a_batch_keeps_good_events_and_dead_letters_each_bad_one_with_its_own_json():
+    items = decode(raw("likes", [like(event_id="a"), like(event_id="b", ts="yesterday"), 7, like(event_id="c")]),
+                   Like, 65_536)
+    assert [type(i).__name__ for i in items] == ["Like", "Rejection", "Rejection", "Like"]
+    assert [i.event_id for i in items] == ["a", "b", None, "c"]
+    assert items[1].reason == "invalid" and items[1].detail.startswith("ts: ")
+    assert orjson.loads(items[1].value)["event_id"] == "b" and items[2].value == b"7"
+
+
 def test_unknown_fields_are_ignored():
     assert isinstance(one("likes", like(colour="blue")), Like)
 
