@@ -1,7 +1,7 @@
 """Attribution models and the conversion arithmetic, by hand."""
 
 import time
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from hypothesis import given
@@ -41,6 +41,23 @@ def test_time_decay_halves_the_weight_every_half_life():
     # touches 7 days and 0 days before the order: weights 1/2 and 1 -> 1/3 and 2/3
     c = time_decay([7 * 86400.0, 0.0], half_life_s=7 * 86400)
     assert c[0] == Decimal("0.333333333333") and sum(c) == 1
+
+
+def _decimal_time_decay(ages, half_life_s):
+    """The reference: 34-digit Decimal powers, normalised and quantized like the model."""
+    with localcontext() as ctx:
+        ctx.prec = 34
+        weights = [Decimal(2) ** (-Decimal(repr(a)) / Decimal(repr(half_life_s))) for a in ages]
+        total = sum(weights, Decimal(0))
+        shares = [(w / total).quantize(Decimal("1e-12")) for w in weights[:-1]]
+        return [*shares, 1 - sum(shares, Decimal(0))]
+
+
+@given(st.lists(st.floats(min_value=0, max_value=30 * 86400, allow_nan=False), min_size=1, max_size=12),
+       st.sampled_from([60.0, 3600.0, 7 * 86400.0]))
+def test_time_decay_in_floats_credits_the_same_as_34_digit_decimals(ages, half_life_s):
+    ages = sorted(ages, reverse=True)
+    assert time_decay(ages, half_life_s) == _decimal_time_decay(ages, half_life_s)
 
 
 @given(st.lists(st.floats(min_value=0, max_value=7 * 86400, allow_nan=False), min_size=1, max_size=40))
