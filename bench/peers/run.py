@@ -14,11 +14,12 @@ bench/.venvs/) until it has read ``expected`` records, and returns:
   stopped; bytewax: window results emitted (all close at the end of input);
 - skipped: None, or why the peer could not run (it never raises for a failing peer).
 
-The job itself is described in common.py; the peers are raw_count.py, quix_count.py, bytewax_count.py.
+The job itself is described in common.py; the peers are raw_count.py, quix_count.py, bytewax_count.py,
+and socialpulse_count.py (socialpulse's own machinery on the same job).
 
 Standalone, with its own broker and data:
 
-    python bench/peers/run.py [--events 100000] [--peers raw-orjson,raw-json,quix,quix-poll0.1,bytewax]
+    python bench/peers/run.py [--events 100000] [--peers raw-orjson,raw-json,quix,quix-poll0.1,bytewax,socialpulse-count]
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ PEERS: dict[str, tuple[str | None, str, list[str], str]] = {
         "Quix Streams as above, consumer_poll_timeout=0.1",
     ),
     "bytewax": ("bytewax", "bytewax_count.py", [], "Bytewax, count_window by account"),
+    "socialpulse-count": (
+        None,
+        "socialpulse_count.py",
+        [],
+        "socialpulse's lane + batched changelog table writes (Faust control plane)",
+    ),
 }
 FIELDS = (
     "name",
