@@ -225,7 +225,7 @@ class KeyedStage:
         accepted: Counter[str] = Counter()
         for item in items:
             ev = item.event  # validated already when it comes straight from this worker's ingest
-            event: Event = models[item.topic].model_validate(ev) if type(ev) is dict else ev  # type: ignore[assignment]
+            event: Event = models[item.topic].__pydantic_validator__.validate_python(ev) if type(ev) is dict else ev  # type: ignore[assignment]
             ts = event.ts
             uid = f"{item.key}\x1f{event.event_id}"  # ids are unique per key (an account, a shopper)
             if not add(uid, ts):
