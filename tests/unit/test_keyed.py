@@ -56,6 +56,17 @@ def test_duplicates_and_late_events_are_rejected_and_counted_once(t0):
     assert view["engagements"] == 2  # l3 and l5 lie in (wm-5m, wm]
 
 
+def test_a_late_event_is_not_remembered_so_its_retry_is_late_again_not_a_duplicate(t0):
+    s, out = stage(), StageOutput()
+    s.process(0, [like(1, t0 + 10 * MIN)], out)  # watermark -> t0 + 10m
+    s.process(0, [like(2, t0), like(2, t0)], out)  # late, and its retry in the same batch
+    s.process(0, [like(2, t0)], out)  # and in a later one
+    assert [(r.reason, r.event_id) for r in out.rejected] == [("late", "l2")] * 3
+    assert "l2" not in {uid.split("\x1f")[1] for uid in s.seen[0].ids}
+    record = s.seen[0].flush()
+    assert record is None  # only l1 was new, and the first batch's flush took it
+
+
 def test_engagement_rate_ctr_and_growth_by_hand(t0):
     s, out = stage(), StageOutput()
     items = [imp(1, t0 + 1_000, 1000), imp(2, t0 + 2_000, 1000)]
