@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import gc
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -34,15 +33,10 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
 from common import GRACE_S, WINDOW_MS, Clock, account_and_ts, progress, report  # noqa: E402
 
+from bench.throughput import free_port  # noqa: E402
 from streams.app import create_app  # noqa: E402
 from streams.changelog import write_many  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
@@ -58,7 +52,7 @@ def main() -> None:
     settings = Settings(
         broker=f"kafka://{args.bootstrap}", app_id=f"peer-socialpulse-{time.time_ns()}", broker_quirks="tansu",
         data_dir=tempfile.mkdtemp(prefix="sp-count-", dir=os.environ.get("PEER_STATE_DIR")),
-        web_host="127.0.0.1", web_port=_free_port(), log_level="warning",
+        web_host="127.0.0.1", web_port=free_port(), log_level="warning",
     )
     app = create_app(settings)
     topics = args.topics.split(",")
