@@ -123,12 +123,7 @@ def decode(raw: Raw, model: type[Event], max_bytes: int) -> list[Event | Rejecti
     if isinstance(parsed, list):
         if not parsed:
             return [Rejection(raw, "invalid", "empty JSON array")]
-        out = [_validate(raw, model, item, None) for item in parsed]
-        # a rejected element keeps its own JSON (not the whole array) for the dead letter
-        return [
-            replace(r, value=orjson.dumps(item)) if isinstance(r, Rejection) else r
-            for r, item in zip(out, parsed, strict=True)
-        ]
+        return [_element(raw, model, item) for item in parsed]
     return [_validate(raw, model, parsed, None)]
 
 
