@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Result", "DeadLetter", "ReplyBreach", "REJECT_REASONS", "result_key"]
 
@@ -31,6 +31,10 @@ class Result(BaseModel):
     window_end: str
     value: float | None
     key: str
+    #: 0 when the window is first published (its end plus GRACE passed); one higher for each
+    #: re-publication with the same ``key`` after late data (within ALLOWED_LATENESS) changed it.
+    #: A consumer upserts by ``key`` and keeps the highest revision.
+    revision: int = Field(0, ge=0)
 
 
 def result_key(metric: str, platform: str, account_id: str, window: str, window_start: str, *extra: str) -> str:

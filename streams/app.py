@@ -47,8 +47,9 @@ def create_app(settings: Settings) -> App:
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else socket.gethostname()
     return App(
         settings.app_id,
-        # Tansu's ListOffsets is low after multi-record batches: recovery reads on to the real end
-        true_ends=settings.broker_quirks == "tansu",
+        # recovery reads each changelog to the end a fetch reports, on every broker: Tansu's
+        # ListOffsets is low after multi-record batches, and exactness must not hang on a setting
+        true_ends=True,
         broker=[url.strip() for url in settings.broker.split(",")],
         broker_credentials=broker_credentials(settings),
         store=settings.store,

@@ -22,7 +22,7 @@ from typing import Any
 from faust.stores import memory, rocksdb
 from faust.types.tuples import FutureMessage, PendingMessage
 
-__all__ = ["write_many"]
+__all__ = ["write_many", "read_one"]
 
 
 def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes | None]]) -> int:
@@ -56,3 +56,10 @@ def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes 
     if batch is not None and n:
         store._db_for_partition(partition).write(batch)
     return n
+
+
+def read_one(table: Any, partition: int, key: bytes) -> bytes | None:
+    """One key's value in one partition of ``table``'s store (None when absent)."""
+    store = table.data
+    value = store.data.get(key) if type(store) is memory.Store else store._db_for_partition(partition).get(key)
+    return None if value is None else bytes(value)

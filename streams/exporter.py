@@ -131,6 +131,18 @@ class Metrics:
         self.results = Counter(
             "socialpulse_results_published", "Closed-window results published, by family.", ["family"], registry=r,
         )
+        self.corrections = Counter(
+            "socialpulse_results_corrected", "Closed windows published again after late data changed them (next revision).",
+            ["stream"], registry=r,
+        )
+        self.closed_windows = Gauge(
+            "socialpulse_closed_windows_kept", "Closed windows kept for corrections (records of one window of a partition).",
+            ["stream"], registry=r,
+        )
+        self.input_behind = Gauge(
+            "socialpulse_inputs_behind", "Assigned input partitions with unread records (they hold the watermark).",
+            registry=r,
+        )
         self.watermark = Gauge(
             "socialpulse_watermark_timestamp_seconds", "Event-time watermark of each owned keyed partition.",
             ["stream", "partition"], registry=r,

@@ -1,9 +1,14 @@
 """What a metric family plugs into the keyed stage.
 
 A family owns one slot of each key's state. The stage hands it the accepted
-events of a key (already de-duplicated, not late, in arrival order), asks it to
-close windows as the watermark moves, and asks it for gauge samples at scrape
-time and for the key's JSON view on the account API.
+events of a key (already de-duplicated, not late, in arrival order), tells it
+when the watermark moves, and asks it for gauge samples at scrape time and for
+the key's JSON view on the account API.
+
+A windowed family keeps its buckets and open windows in ``windowed(state)``
+(``streams.windows``); the stage closes those windows, keeps each closed one for
+the allowed lateness, and asks ``results`` for a window's records when it is
+first published and again, with the next revision, after late data changed it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from typing import Any, Protocol
 
 from schemas.events import Event
 from schemas.results import ReplyBreach, Result
+
+from .windows import ClosedWindow, Merge
 
 __all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue", "Forward", "Tally"]
 
@@ -65,6 +72,12 @@ class Family(Protocol):
     topics: frozenset[str]
     gauges: tuple[Gauge, ...]
 
+    @property
+    def merge(self) -> Merge | None:
+        """How two of its window aggregates combine (a correction merges late data into a
+        closed window); None for a family without windows."""
+        ...
+
     def new_state(self) -> dict[str, Any]: ...
 
     def decode_state(self, raw: dict[str, Any]) -> dict[str, Any]: ...
@@ -74,7 +87,15 @@ class Family(Protocol):
         ...
 
     def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
-        """Outputs due at this watermark, and whether the state changed."""
+        """Outputs due at this watermark (other than closed windows), and whether the state changed."""
+        ...
+
+    def windowed(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The family's windowed aggregates (``streams.windows``), or None for a family without windows."""
+        ...
+
+    def results(self, key: str, cw: ClosedWindow, state: dict[str, Any], revision: int) -> list[Output]:
+        """The records of one closed window; ``revision`` 0 first, +1 per correction."""
         ...
 
     def is_empty(self, state: dict[str, Any]) -> bool: ...

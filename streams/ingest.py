@@ -32,6 +32,7 @@ __all__ = [
     "route_key",
     "partition_for",
     "SeenIds",
+    "SETTLE_S",
     "dead_letter",
 ]
 
@@ -53,6 +54,7 @@ class Raw(NamedTuple):
     partition: int
     offset: int
     value: bytes | None
+    timestamp: int = 0  # the record's Kafka timestamp (ms): its arrival
 
 
 @dataclass(slots=True, frozen=True)
@@ -202,31 +204,49 @@ def partition_for(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+#: seconds a de-duplication record outlives its horizon: input offsets are committed every second
+SETTLE_S = 10.0
+
+
 class SeenIds:
     """The de-duplication ids of one keyed partition, kept as an append-only log.
 
+    Each id is kept with its *arrival* time (the Kafka timestamp of the input
+    record that carried it), never its event time: an upstream re-send is a
+    duplicate within the horizon of the first arrival, whatever the event's age,
+    and Kafka's re-delivery of the same record (after a crash, a rebalance, an
+    outage of any length) carries the same timestamp, so it is always recognised.
+    ``clock`` is the newest arrival seen; ids older than ``clock - horizon``
+    expire, so memory is arrival rate x horizon, not event-time span. A record
+    also stays for ``SETTLE_S`` seconds after it was written or restored, whatever
+    the clock says: long enough for its input offsets to be committed, so a
+    record Kafka can still re-deliver (read but not yet committed when a worker
+    died or lost the partition) never finds its ids gone, even when the backlog
+    it came from spans more than the horizon of arrivals.
+
     Each flush turns the ids first seen since the last one into a small record
-    (name -> [[id, ts], ...]) for the changelog, so a batch writes only its own
-    ids, never the whole set. A record expires as a whole once its newest id is
-    older than the horizon; its ids go with it. ``restore`` rebuilds the set
+    (name -> [[id, arrived], ...]) for the changelog, so a batch writes only its
+    own ids, never the whole set. A record expires as a whole once its newest id
+    is older than the horizon; its ids go with it. ``restore`` rebuilds the set
     from the records a recovering worker reads back.
     """
 
-    __slots__ = ("ids", "records", "fresh", "epoch", "seq")
+    __slots__ = ("ids", "records", "fresh", "epoch", "seq", "clock")
 
     def __init__(self, epoch: int = 0) -> None:
         self.ids: dict[str, int] = {}
-        self.records: dict[str, tuple[int, list[str]]] = {}  # name -> (newest ts, ids)
-        self.fresh: list[list[Any]] = []  # [[id, ts], ...] since the last flush
+        self.records: dict[str, tuple[int, list[str], float]] = {}  # name -> (newest arrival, ids, written at)
+        self.fresh: list[list[Any]] = []  # [[id, arrived], ...] since the last flush
         self.epoch = epoch  # makes record names unique across the workers a partition moves between
         self.seq = 0
+        self.clock = 0  # newest arrival (ms) flushed or restored
 
-    def add(self, uid: str, ts: int) -> bool:
+    def add(self, uid: str, arrived: int) -> bool:
         """Record ``uid``; False if it was already recorded (a duplicate)."""
         if uid in self.ids:
             return False
-        self.ids[uid] = ts
-        self.fresh.append([uid, ts])
+        self.ids[uid] = arrived
+        self.fresh.append([uid, arrived])
         return True
 
     def forget_last(self, uid: str) -> None:
@@ -242,19 +262,26 @@ class SeenIds:
         self.seq += 1
         name = f"{self.epoch:x}-{self.seq}"
         rows, self.fresh = self.fresh, []
-        self.records[name] = (max(row[1] for row in rows), [row[0] for row in rows])
+        newest = max(row[1] for row in rows)
+        self.records[name] = (newest, [row[0] for row in rows], time.monotonic())
+        if newest > self.clock:
+            self.clock = newest
         return name, rows
 
     def restore(self, name: str, rows: list[list[Any]]) -> None:
         for uid, ts in rows:
             self.ids[uid] = ts
         if rows:
-            self.records[name] = (max(ts for _, ts in rows), [uid for uid, _ in rows])
+            newest = max(ts for _, ts in rows)
+            self.records[name] = (newest, [uid for uid, _ in rows], time.monotonic())
+            self.clock = max(self.clock, newest)
 
-    def expire(self, watermark: int, horizon: int) -> list[str]:
-        """Drop records wholly older than the horizon (such an event would be late anyway); their names."""
-        low = watermark - horizon
-        gone = [name for name, (newest, _) in self.records.items() if newest < low]
+    def expire(self, clock: int, horizon: int, settle_s: float = SETTLE_S) -> list[str]:
+        """Drop records wholly older than ``clock - horizon`` (arrival time) and written
+        more than ``settle_s`` ago; return their names."""
+        low = clock - horizon
+        written = time.monotonic() - settle_s
+        gone = [name for name, (newest, _, at) in self.records.items() if newest < low and at <= written]
         for name in gone:
             for uid in self.records.pop(name)[1]:
                 if self.ids.get(uid, low) < low:

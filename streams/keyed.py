@@ -6,14 +6,27 @@ batches and owns, per key, one state dict:
 
     {"<family>": {...}}        # each family's slot
 
-Each partition's watermark is persisted beside the keys (``WATERMARK_KEY``), so a
-restarted worker never judges lateness against a lower watermark than the one
-its windows were closed at: an emitted window never reopens.
+Each partition's watermark (``windows.EventClock``) is held by the slowest input
+that feeds it: the readers of the input partitions send marks (``encode_marks``)
+down the keyed topic after the events they forwarded, so a backlog read in any
+order never makes its own events late. It is persisted beside the keys
+(``WATERMARK_KEY``), so a restarted worker never judges lateness against a lower
+watermark than the one its windows were closed at.
+
+An event up to ``ALLOWED_LATENESS`` behind the watermark is accepted. A window is
+published when the watermark passes its end plus grace (revision 0) and kept, one
+record per partition and window (``CLOSED_KEY``: every key's aggregate of that
+window), until the watermark passes its end plus the allowed lateness; late data
+for it merges into that record and the window is published again with the next
+revision. Kept outside the keys' own records, closed windows cost the hot path
+nothing: a key's record holds only its open windows and trailing buckets.
 
 De-duplication ids are kept per partition (``SeenIds``), not in the key's
 state: a batch then writes only its own new ids to the changelog (one record
 per partition, ``SEEN_KEY``), where a per-key set would rewrite every id of a
-busy account with each batch.
+busy account with each batch. They expire by arrival time (the Kafka timestamp
+of the input record), so a re-delivery of the same record, however old, is
+always recognised, and memory is arrival rate x ``DEDUP_HORIZON``.
 
 Kafka-free on purpose: the lane hands in decoded batches and gets back what to
 publish and which keys changed; the lane writes each changed key to the
@@ -24,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -34,15 +47,23 @@ from schemas.events import STAGE_MODELS, Event
 
 from . import windows
 from .family import Family, Output, Sample
-from .ingest import Raw, Rejection, SeenIds
-from .windows import Watermark, WindowSpec
+from .ingest import SETTLE_S, Raw, Rejection, SeenIds
+from .windows import ClosedWindow, EventClock, Mark, WindowSpec
 
-__all__ = ["Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "WATERMARK_KEY", "SEEN_KEY"]
+__all__ = [
+    "Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "encode_marks",
+    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY",
+]
 
 #: Table key holding a partition's watermark (cannot collide with a platform|account or actor key).
 WATERMARK_KEY = "\x00watermark|{partition}"
 #: Table key of one record of a partition's de-duplication ids.
 SEEN_KEY = "\x00seen|{partition}|{name}"
+#: Table key of one closed window of a partition: {key: {family: [revision, aggregate]}}.
+CLOSED_KEY = "\x00closed|{partition}|{size}|{start}"
+
+#: (partition, window size, window start) of a closed-window record
+Group = tuple[int, int, int]
 
 
 class Forwarded(NamedTuple):
@@ -55,19 +76,29 @@ class Forwarded(NamedTuple):
     key: str
     event: dict[str, Any] | Event  # JSON fields on the wire; the model itself when handed over in-process
     primary: bool  # counts toward socialpulse_events_total (an event may feed two streams)
+    arrived: int = 0  # Kafka timestamp (ms) of the input record: de-duplication is by arrival time
 
 
 def encode_forward(items: Iterable[Forwarded]) -> bytes:
     return orjson.dumps([
         [f.topic, f.source, f.partition, f.offset, f.key,
-         f.event.model_dump(mode="json") if isinstance(f.event, Event) else f.event, f.primary]
+         f.event.model_dump(mode="json") if isinstance(f.event, Event) else f.event, f.primary, f.arrived]
         for f in items
     ])
 
 
-def decode_forward(value: bytes) -> list[Forwarded]:
+def encode_marks(marks: dict[str, Mark]) -> bytes:
+    """Watermark marks of input partitions (``"topic/partition"``) for a keyed partition."""
+    return orjson.dumps({"marks": {source: mark.row() for source, mark in marks.items()}})
+
+
+def decode_forward(value: bytes) -> list[Forwarded] | dict[str, Mark]:
+    """A keyed-topic record: forwarded events (a JSON array) or marks (an object)."""
+    data = orjson.loads(value)
+    if isinstance(data, dict):
+        return {source: Mark(bool(r[0]), int(r[1]), bool(r[2]), int(r[3])) for source, r in data["marks"].items()}
     make = Forwarded._make
-    return [make(row) for row in orjson.loads(value)]
+    return [make(row) if len(row) == 8 else Forwarded(*row) for row in data]
 
 
 @dataclass(slots=True)
@@ -80,6 +111,8 @@ class StageOutput:
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark to persist
     seen: dict[int, tuple[str, list[list[Any]]]] = field(default_factory=dict)  # partition -> new ids record
     seen_expired: dict[int, list[str]] = field(default_factory=dict)  # partition -> expired record names
+    groups: dict[Group, dict[str, Any] | None] = field(default_factory=dict)  # closed windows to write (None: delete)
+    corrected: int = 0  # closed windows published again after late data
 
 
 class KeyedStage:
@@ -104,8 +137,15 @@ class KeyedStage:
         self.compact = compact
         self.sweep_s = sweep_s
         self.parts: dict[int, dict[str, Any]] = defaultdict(dict)
-        self.watermarks: dict[int, Watermark] = {}
+        self.clocks: dict[int, EventClock] = {}
         self.seen: dict[int, SeenIds] = {}
+        self.windowed = [fam for fam in families if fam.merge is not None]
+        #: the closed windows kept per partition: (size, start)
+        self.closed: dict[int, set[tuple[int, int]]] = defaultdict(set)
+        #: reads a closed-window record (the pipeline reads its table); None: kept in ``memory``
+        self.load_closed: Callable[[int, int, int], bytes | None] | None = None
+        self.memory: dict[Group, dict[str, Any]] = {}
+        self.settle_s = SETTLE_S
         self._hot: dict[int, set[str]] = defaultdict(set)
         self._sweep: dict[int, list[str]] = {}
 
@@ -175,9 +215,13 @@ class KeyedStage:
 
     def restore_watermark(self, partition: int, watermark: int) -> None:
         """Never start a partition's watermark below the one its windows closed at."""
-        wm = self.watermark(partition)
-        wm.event_max = max(wm.event_max, watermark)
-        wm.persisted = max(wm.persisted, watermark)
+        clock = self.clock(partition)
+        clock.current = max(clock.current, watermark)
+        clock.persisted = max(clock.persisted, watermark)
+
+    def restore_closed(self, partition: int, size: int, start: int) -> None:
+        """A closed window recovered from the changelog (its record stays in the table)."""
+        self.closed[partition].add((size, start))
 
     def seen_ids(self, partition: int) -> SeenIds:
         ids = self.seen.get(partition)
@@ -188,21 +232,28 @@ class KeyedStage:
     def restore_seen(self, partition: int, name: str, rows: list[list[Any]]) -> None:
         self.seen_ids(partition).restore(name, rows)
 
-    def watermark(self, partition: int) -> Watermark:
-        wm = self.watermarks.get(partition)
-        if wm is None:
-            wm = self.watermarks[partition] = Watermark(self.idle)
-        return wm
+    def clock(self, partition: int) -> EventClock:
+        clock = self.clocks.get(partition)
+        if clock is None:
+            clock = self.clocks[partition] = EventClock()
+        return clock
+
+    def mark(self, partition: int, marks: dict[str, Mark]) -> None:
+        """Marks of input partitions that arrived on (or were handed to) a keyed partition."""
+        clock = self.clock(partition)
+        for source, mark in marks.items():
+            clock.mark(source, mark)
 
     def assign(self, partitions: Iterable[int]) -> None:
         for p in partitions:
-            self.watermark(p)
+            self.clock(p)
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """Forget keys of partitions this worker lost (their series go with them)."""
         for p in partitions:
             self.parts.pop(p, None)
-            self.watermarks.pop(p, None)
+            self.clocks.pop(p, None)
+            self.closed.pop(p, None)
             self.seen.pop(p, None)
             self._hot.pop(p, None)
             self._sweep.pop(p, None)
@@ -217,38 +268,44 @@ class KeyedStage:
     # -- events ------------------------------------------------------------
     def process(self, partition: int, items: list[Forwarded], out: StageOutput) -> None:
         """Apply one partition's forwarded events: dedup, lateness, then families."""
-        wm = self.watermark(partition)
+        clock = self.clock(partition)
         seen = self.seen_ids(partition)
         per_key: dict[str, list[tuple[str, Event]]] = defaultdict(list)
-        current, newest = wm.current(), 0  # the watermark, kept in step locally (per event, cheap)
-        grace, add, models = self.spec.grace, seen.add, STAGE_MODELS
+        # live (every input read to its end): events move the watermark, kept in step per event
+        current, live = clock.current, clock.live
+        allowed, add, models = self.spec.lateness, seen.add, STAGE_MODELS
+        low = current - allowed
         accepted: Counter[str] = Counter()
+        now = 0
         for item in items:
             ev = item.event  # validated already when it comes straight from this worker's ingest
             event: Event = models[item.topic].__pydantic_validator__.validate_python(ev) if type(ev) is dict else ev  # type: ignore[assignment]
             ts = event.ts
             uid = f"{item.key}\x1f{event.event_id}"  # ids are unique per key (an account, a shopper)
-            if not add(uid, ts):
+            arrived = item.arrived
+            if not arrived:
+                arrived = now = now or int(time.time() * 1000)
+            if not add(uid, arrived):
                 if item.primary:
-                    out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon)}"))
+                    out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon)} of arrival"))
                 continue
-            if ts < current - grace:  # windows.is_late, inlined: this runs per event
+            if ts < low:  # older than the allowed lateness: its windows are gone
                 seen.forget_last(uid)  # a late event is not "seen": a retry stays late
                 if item.primary or item.topic == "credits":  # never drop credited revenue silently
                     behind = (current - ts) / 1000
-                    out.rejected.append(self._reject(item, "late", f"{behind:.0f}s behind the watermark, grace {self.spec.label(grace)}"))
+                    out.rejected.append(self._reject(
+                        item, "late", f"{behind:.0f}s behind the watermark, allowed lateness {self.spec.label(allowed)}"))
                 continue
-            if ts > newest:
-                newest = ts
-                if ts > current:
-                    current = ts
+            if live and ts > current:
+                current = ts
+                low = current - allowed
             if item.primary:
                 accepted[item.topic] += 1
             per_key[item.key].append((item.topic, event))
         out.accepted.update(accepted)
-        if newest:
-            wm.observe(newest)
-        at, dirty, results = wm.current(), out.dirty[partition], out.results
+        if current > clock.current:
+            clock.current = current
+        at, dirty, results = clock.current, out.dirty[partition], out.results
         for key, evs in per_key.items():
             state = self.state(partition, key, create=True)
             assert state is not None
@@ -257,6 +314,8 @@ class KeyedStage:
                 mine = [e for t, e in evs if t in topics]
                 if mine:
                     results.extend(fam.apply(key, state[fam.name], mine, at))
+                    if fam.merge is not None:
+                        self._correct(partition, key, fam, state, out)
             dirty.add(key)
         record = seen.flush()
         if record is not None:
@@ -269,21 +328,74 @@ class KeyedStage:
         raw = Raw(item.source, item.partition, item.offset, orjson.dumps(data))
         return Rejection(raw, reason, detail, data.get("event_id"))
 
+    # -- closed windows ------------------------------------------------------
+    def _group(self, out: StageOutput, group: Group) -> dict[str, Any]:
+        """A closed-window record, read once per batch and written back once with it."""
+        found = out.groups.get(group)
+        if found is not None:
+            return found
+        if self.load_closed is None:
+            data = self.memory.get(group)
+        else:
+            raw = self.load_closed(*group)
+            data = orjson.loads(raw) if raw is not None else None
+        data = {} if data is None else data
+        out.groups[group] = data
+        if self.load_closed is None:
+            self.memory[group] = data
+        self.closed[group[0]].add(group[1:])  # type: ignore[arg-type]
+        return data
+
+    def _publish_closed(self, partition: int, key: str, fam: Family, state: dict[str, Any], at: int, out: StageOutput) -> bool:
+        """Publish a family's windows that closed at ``at`` (revision 0) and keep them for corrections."""
+        win = fam.windowed(state[fam.name])
+        assert win is not None
+        closed = windows.close_due(win, at, self.spec)
+        for cw in closed:
+            out.results.extend(fam.results(key, cw, state[fam.name], 0))
+            kept = self._group(out, (partition, cw.size, cw.start)).setdefault(key, {})
+            kept[fam.name] = [0, cw.agg]
+        return bool(closed)
+
+    def _correct(self, partition: int, key: str, fam: Family, state: dict[str, Any], out: StageOutput) -> None:
+        """Merge late parts into their published windows; publish each again, next revision."""
+        win, merge = fam.windowed(state[fam.name]), fam.merge
+        assert win is not None and merge is not None
+        for size, start, part in windows.take_late(win):
+            kept = self._group(out, (partition, size, start)).setdefault(key, {})
+            entry = kept.get(fam.name)
+            if entry is None:  # the window had nothing of this key when it closed: first publication
+                entry = kept[fam.name] = [0, part]
+            else:
+                entry[0] += 1
+                merge(entry[1], part)
+                out.corrected += 1
+            cw = ClosedWindow(size, self.spec.label(size), start, start + size, entry[1])
+            out.results.extend(fam.results(key, cw, state[fam.name], entry[0]))
+
     # -- time --------------------------------------------------------------
-    def tick(self, out: StageOutput, caught_up: dict[int, bool] | None = None) -> None:
+    def tick(self, out: StageOutput, expected: Iterable[str] | None = None) -> None:
         """Advance watermarks, close due windows, expire state. Call about once a second.
 
-        ``caught_up`` says per partition whether the consumer has read to the end;
-        a partition that is not is never moved by the wall clock (a backlog is
-        worked through by event time alone).
+        ``expected`` names every input partition that feeds this stage (``topic/partition``):
+        the watermark waits for a mark from each (``windows.hold``).
         """
-        for partition, wm in list(self.watermarks.items()):
-            at = wm.advance(caught_up is None or caught_up.get(partition, False))
-            if at > wm.persisted:
-                out.watermarks[partition] = wm.persisted = at
-            expired = self.seen_ids(partition).expire(at, self.dedup_horizon)
+        sources = None if expected is None else list(expected)
+        for partition, clock in list(self.clocks.items()):
+            at = clock.advance(sources)
+            if at > clock.persisted:
+                out.watermarks[partition] = clock.persisted = at
+            seen = self.seen_ids(partition)
+            expired = seen.expire(seen.clock, self.dedup_horizon, self.settle_s)
             if expired:
                 out.seen_expired[partition] = expired
+            kept = self.closed.get(partition)
+            if kept:
+                gone = [(size, start) for size, start in kept if start + size <= at - self.spec.lateness]
+                for size, start in gone:
+                    kept.discard((size, start))
+                    out.groups[(partition, size, start)] = None
+                    self.memory.pop((partition, size, start), None)
             for key in self._due_keys(partition):
                 state = self.state(partition, key)
                 if state is None:
@@ -292,6 +404,9 @@ class KeyedStage:
                 for fam in self.families:
                     outputs, fam_changed = fam.close(key, state[fam.name], at)
                     out.results.extend(outputs)
+                    if fam.merge is not None:
+                        fam_changed = self._publish_closed(partition, key, fam, state, at, out) or fam_changed
+                        self._correct(partition, key, fam, state, out)  # e.g. a breach of a spell that came late
                     changed = changed or fam_changed
                 if changed:
                     if all(fam.is_empty(state[fam.name]) for fam in self.families):
@@ -325,8 +440,8 @@ class KeyedStage:
         return None
 
     def current_watermark(self, partition: int) -> int:
-        wm = self.watermarks.get(partition)
-        return wm.current() if wm is not None else 0
+        clock = self.clocks.get(partition)
+        return clock.current if clock is not None else 0
 
     def samples(self) -> Iterator[Sample]:
         for partition, part in list(self.parts.items()):

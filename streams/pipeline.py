@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -27,18 +28,28 @@ from faust.types import TP
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Click, Event
 from schemas.results import ReplyBreach
 
-from .changelog import write_many
+from .changelog import read_one, write_many
 from .conversion import Conversion, Shopper
 from .engagement import Engagement
 from .exporter import Metrics
 from .family import Family, Forward, Output, Tally
 from .health import BrokerLost, BrokerWatch, shortened
 from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
-from .keyed import SEEN_KEY, WATERMARK_KEY, Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
+from .keyed import (
+    CLOSED_KEY,
+    SEEN_KEY,
+    WATERMARK_KEY,
+    Forwarded,
+    KeyedStage,
+    StageOutput,
+    decode_forward,
+    encode_forward,
+    encode_marks,
+)
 from .replies import Replies
 from .replies.hours import parse_hours
 from .settings import Settings
-from .windows import WindowSpec
+from .windows import Mark, WindowSpec
 
 __all__ = ["Pipeline", "build"]
 
@@ -59,6 +70,24 @@ FORWARD_CHUNK = 500
 
 _WATERMARK = WATERMARK_KEY.split("{", 1)[0]
 _SEEN = SEEN_KEY.split("{", 1)[0]
+_CLOSED = CLOSED_KEY.split("{", 1)[0]
+#: the source name under which an actor partition marks the account stage (credits come from it)
+ACTOR_SOURCE = "~actor/{partition}"
+#: the input topics each stage's watermark waits for (the account stage also waits for the actor stage)
+STAGE_INPUTS = {
+    "account": ("likes", "impressions", "audience", "clicks", "messages", "spend"),
+    "actor": ("clicks", "orders"),
+}
+
+
+@dataclass(slots=True)
+class InputPosition:
+    """What this worker's ingest knows of one assigned input partition (for its marks)."""
+
+    newest: int = 0  # newest event time read from it since it was assigned
+    seen: float = field(default_factory=time.monotonic)  # when a record last came
+    behind: bool = True  # unread records remain (until the first read shows otherwise)
+    announced: bool = False  # a mark saying it is behind went out since it fell behind
 
 
 def _hard_exit() -> None:
@@ -98,7 +127,8 @@ class Pipeline:
             name: KeyedStage(name, self.spec, fams, settings.dedup_horizon, settings.idle, compact=(name == "actor"))
             for name, fams in families.items()
         }
-        for stage in self.stages.values():
+        for name, stage in self.stages.items():
+            stage.load_closed = self._closed_loader(name)
             gauges = [g for fam in stage.families for g in fam.gauges]
             if gauges:
                 self.metrics.add_families(gauges, stage.samples)
@@ -138,6 +168,8 @@ class Pipeline:
         self.broker = BrokerWatch.from_urls(settings.broker, settings.broker_timeout / 1000)
         self.lost: str | None = None  # why this worker must stop (the broker lost data)
         self.rebalancing_since: float | None = None
+        #: this worker's assigned input partitions, as its marks describe them
+        self.inputs: dict[TP, InputPosition] = {}
         self._ticks = 0
         self._register()
 
@@ -175,6 +207,8 @@ class Pipeline:
                 mine = {tp.partition for tp in revoked if tp.topic == topic}
                 stage.revoke(mine)
                 self.owned[name] -= mine
+            for tp in revoked:
+                self.inputs.pop(tp, None)
             self.metrics.watermark.clear()
             self.metrics.consumer_lag.clear()
 
@@ -207,6 +241,11 @@ class Pipeline:
             if partition in mine and value is not None:
                 stage.restore_watermark(partition, int(value))
             return 0
+        if text.startswith(_CLOSED):
+            part, size, start = text[len(_CLOSED):].split("|")
+            if int(part) in mine and value is not None:
+                stage.restore_closed(int(part), int(size), int(start))
+            return 0
         if text.startswith(_SEEN):
             part, record = text[len(_SEEN):].split("|", 1)
             if int(part) in mine and value is not None:
@@ -224,16 +263,59 @@ class Pipeline:
     # -- ingest --------------------------------------------------------------
     def ingest_lane(self, records: dict[TP, list[Any]]) -> None:
         started = time.perf_counter()
-        # aiokafka's ConsumerRecord has Raw's fields (topic, partition, offset, value): no copy per record
+        self._announce_behind(records)
+        # aiokafka's ConsumerRecord has Raw's fields (topic, partition, offset, value, timestamp): no copy per record
         self.ingest_batch([r for recs in records.values() for r in recs])
         self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    def _announce_behind(self, records: dict[TP, list[Any]]) -> None:
+        """Before a batch of an input partition with a backlog goes on: say so to every keyed
+        partition, so its watermark waits (marks that hold back may overtake events)."""
+        consumer, ahead, now = self.app.consumer, {}, time.monotonic()
+        for tp, recs in records.items():
+            pos = self.inputs.get(tp)
+            if pos is None:
+                pos = self.inputs[tp] = InputPosition()
+            pos.seen = now
+            try:
+                high = consumer.highwater(tp)
+            except Exception:
+                high = None
+            pos.behind = high is None or recs[-1].offset + 1 < high
+            if pos.behind and not pos.announced:
+                ahead[f"{tp.topic}/{tp.partition}"] = Mark(True, pos.newest, False, int(time.time() * 1000))
+                pos.announced = True
+        if ahead:
+            self._send_marks(ahead, in_process=True)
+
+    def _send_marks(self, marks: dict[str, Mark], in_process: bool = False, stages: tuple[str, ...] = ("account", "actor")) -> None:
+        """Marks to every partition of the keyed stages. Through Kafka they follow the events
+        this worker forwarded before them; ``in_process`` (only for marks that hold back)
+        reaches owned partitions at once."""
+        value = encode_marks(marks)
+        for name in stages:
+            for p in range(self.settings.partitions):
+                if in_process and p in self.owned[name]:
+                    self.stages[name].mark(p, marks)
+                else:
+                    self.keyed_topics[name].send_soon(value=value, partition=p)
 
     def stage_lane(self, name: str, records: dict[TP, list[Any]]) -> None:
         started = time.perf_counter()
         stage, out = self.stages[name], StageOutput()
         for tp, recs in records.items():
-            items = [item for r in recs for item in decode_forward(r.value)]
-            stage.process(tp.partition, items, out)
+            items: list[Forwarded] = []
+            for r in recs:
+                data = decode_forward(r.value)
+                if type(data) is dict:  # marks: the events before them first
+                    if items:
+                        stage.process(tp.partition, items, out)
+                        items = []
+                    stage.mark(tp.partition, data)
+                else:
+                    items.extend(data)  # type: ignore[arg-type]
+            if items:
+                stage.process(tp.partition, items, out)
         self.emit(name, out)
         self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started)
 
@@ -244,14 +326,24 @@ class Pipeline:
         outgoing: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
         local: dict[str, dict[int, list[Forwarded]]] = defaultdict(lambda: defaultdict(list))
         now = time.time()
+        now_ms = int(now * 1000)
         lag_by_topic: dict[str, list[float]] = defaultdict(list)
+        newest: dict[tuple[str, int], int] = {}
         n = self.settings.partitions
         for raw, event in good:
             bare = self.bare[raw.topic]
-            lag_by_topic[bare].append(now - event.ts / 1000)
+            ts = event.ts
+            lag_by_topic[bare].append(now - ts / 1000)
+            source = (raw.topic, raw.partition)
+            if ts > newest.get(source, 0):
+                newest[source] = ts
+            # arrival: the record's Kafka timestamp (the same on every re-delivery), never in the future
+            arrived = raw.timestamp
+            if not 0 < arrived < now_ms:
+                arrived = now_ms
             for stream, key, primary in routes(event):
                 p = partition_for(key, n)
-                item = Forwarded(bare, raw.topic, raw.partition, raw.offset, key, event, primary)
+                item = Forwarded(bare, raw.topic, raw.partition, raw.offset, key, event, primary, arrived)
                 if p in self.owned[stream]:
                     local[stream][p].append(item)
                 else:
@@ -264,6 +356,10 @@ class Pipeline:
             for p, items in parts.items():
                 self.stages[stream].process(p, items, out)
             self.emit(stream, out)
+        for (topic, partition), ts in newest.items():
+            pos = self.inputs.get(TP(topic, partition))
+            if pos is not None and ts > pos.newest:
+                pos.newest = ts
         for topic, lags in lag_by_topic.items():
             self.metrics.event_lag.observe_many(topic, [lag if lag > 0.0 else 0.0 for lag in lags])
         self.reject(bad)
@@ -300,8 +396,13 @@ class Pipeline:
             writes[partition].append((SEEN_KEY.format(partition=partition, name=record).encode(), orjson.dumps(ids)))
         for partition, names in out.seen_expired.items():
             writes[partition].extend((SEEN_KEY.format(partition=partition, name=record).encode(), None) for record in names)
+        for (partition, size, start), group in out.groups.items():
+            value = None if group is None else orjson.dumps(group)
+            writes[partition].append((CLOSED_KEY.format(partition=partition, size=size, start=start).encode(), value))
         for partition, changes in writes.items():
             write_many(table, partition, changes)
+        if out.corrected:
+            self.metrics.corrections.labels(name).inc(out.corrected)
         for source, n in out.accepted.items():
             self.metrics.events.labels(source, "accepted").inc(n)
         self.publish(out.results)
@@ -351,55 +452,86 @@ class Pipeline:
 
         return callback
 
-    def caught_up(self, name: str) -> dict[int, bool]:
-        """Per owned partition of the stage's topic: has everything before it been read?
+    def _positions(self) -> dict[TP, bool]:
+        """Per assigned partition (input and keyed): are there records not read yet?
 
-        True only when this worker's ingest has read its input partitions to their end
-        too: a keyed partition looks idle while the ingest feeding it works through a
-        backlog, and the wall clock must not move its watermark then (it would make the
-        rest of the backlog late)."""
+        Also exports consumer lag and notices a broker that lost what it held."""
         consumer = self.app.consumer
-        topic = self.keyed_topics[name].get_topic_name()
-        ingest_done = True
-        out: dict[int, bool] = {}
+        keyed = {t.get_topic_name() for t in self.keyed_topics.values()}
+        out: dict[TP, bool] = {}
         for tp in consumer.assignment():
-            if tp.topic != topic and tp.topic not in self.bare:
+            if tp.topic not in keyed and tp.topic not in self.bare:
                 continue
             try:
                 high = consumer.highwater(tp)
             except Exception:
                 high = None
             read = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
-            pos = max(
-                (read + 1) if read is not None else 0,
-                consumer._committed_offset.get(tp) or 0,  # type: ignore[attr-defined]
-            )
-            done = high is not None and pos >= high
-            if tp.topic in self.bare:
-                lost = shortened(tp.topic, tp.partition, high, consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
-                if lost:
-                    self.lost = lost
-                ingest_done = ingest_done and done
-                continue
-            out[tp.partition] = done
-            lost = shortened(tp.topic, tp.partition, high, consumer._committed_offset.get(tp))  # type: ignore[attr-defined]
+            committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+            pos = max((read + 1) if read is not None else 0, committed or 0)
+            out[tp] = high is None or pos < high
+            lost = shortened(tp.topic, tp.partition, high, committed)
             if lost:
                 self.lost = lost
             if high is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(high - pos, 0))
-        return {p: done and ingest_done for p, done in out.items()}
+        return out
+
+    def expected_sources(self, name: str) -> list[str] | None:
+        """Every input partition that feeds a stage (``topic/partition``); None while unknown."""
+        consumer = self.app.consumer
+        out: list[str] = []
+        for bare in STAGE_INPUTS[name]:
+            topic = self.settings.topic(bare)
+            n = consumer.topic_partitions(topic)
+            if not n:
+                return None
+            out.extend(f"{topic}/{p}" for p in range(n))
+        if name == "account":
+            out.extend(ACTOR_SOURCE.format(partition=q) for q in range(self.settings.partitions))
+        return out
+
+    def send_marks(self) -> None:
+        """Each second: marks of every assigned input partition to every keyed partition,
+        and of every owned actor partition to the account stage (its credits)."""
+        behind = self._positions()
+        now, now_ms, idle = time.monotonic(), int(time.time() * 1000), self.settings.idle / 1000
+        marks: dict[str, Mark] = {}
+        n_behind = 0
+        for tp, is_behind in behind.items():
+            if tp.topic not in self.bare:
+                continue
+            pos = self.inputs.get(tp)
+            if pos is None:
+                pos = self.inputs[tp] = InputPosition()
+            pos.behind = is_behind
+            pos.announced = is_behind
+            n_behind += is_behind
+            marks[f"{tp.topic}/{tp.partition}"] = Mark(is_behind, pos.newest, not is_behind and now - pos.seen >= idle, now_ms)
+        self.metrics.input_behind.set(n_behind)
+        if marks:
+            self._send_marks(marks)
+        actor = self.stages["actor"]
+        credits = {
+            ACTOR_SOURCE.format(partition=q): Mark(not clock.live, clock.current, clock.idle, now_ms)
+            for q, clock in actor.clocks.items() if q in self.owned["actor"]
+        }
+        if credits:
+            self._send_marks(credits, stages=("account",))
 
     def tick(self) -> None:
         if not self.app.consumer or self.app.rebalancing:
             return
+        self.send_marks()
         for name, stage in self.stages.items():
             out = StageOutput()
-            stage.tick(out, self.caught_up(name))
+            stage.tick(out, self.expected_sources(name))
             self.emit(name, out)
-            for partition, wm in stage.watermarks.items():
-                self.metrics.watermark.labels(name, str(partition)).set(wm.current() / 1000)
+            for partition, clock in stage.clocks.items():
+                self.metrics.watermark.labels(name, str(partition)).set(clock.current / 1000)
             self.metrics.state_keys.labels(name).set(len(stage))
             self.metrics.dedup_ids.labels(name).set(sum(len(ids) for ids in stage.seen.values()))
+            self.metrics.closed_windows.labels(name).set(sum(len(kept) for kept in stage.closed.values()))
             if self._ticks % 10 == 0:  # a full encode: every 10 s is plenty
                 self.metrics.state_bytes.labels(name).set(stage.size_bytes())
         self._ticks += 1
@@ -408,6 +540,13 @@ class Pipeline:
             and not self.app.rebalancing and self.broker.down_since is None and not self.lost
         )
         self.metrics.ready.set(1 if self.ready else 0)
+
+    def _closed_loader(self, name: str) -> Any:
+        def load(partition: int, size: int, start: int) -> bytes | None:
+            key = CLOSED_KEY.format(partition=partition, size=size, start=start).encode()
+            return read_one(self.tables[name], partition, key)
+
+        return load
 
     async def check_broker(self) -> None:
         """Every few seconds: is a broker reachable, and does it still hold our offsets?"""

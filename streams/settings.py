@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     trailing_windows: DurationList = "5m,1h"  # type: ignore[assignment]
     closed_windows: DurationList = "1m,1h,1d"  # type: ignore[assignment]
     grace: Duration = "5m"  # type: ignore[assignment]
+    #: how far behind the watermark an event is still accepted (it corrects published windows)
+    allowed_lateness: Duration = "1d"  # type: ignore[assignment]
     idle: Duration = "5s"  # type: ignore[assignment]
     broker_timeout: Duration = "2m"  # type: ignore[assignment]  # stop when no broker answers for this long
     rebalance_timeout: Duration = "5m"  # type: ignore[assignment]  # stop when a rebalance hangs this long
@@ -132,8 +134,8 @@ class Settings(BaseSettings):
     #: per-account business hours: ``platform|account=mon-fri 09:00-17:00;...``
     business_hours: Annotated[dict[str, str], NoDecode, BeforeValidator(_business_hours)] = ""  # type: ignore[assignment]
     app_id: str = "socialpulse"
-    #: ``tansu``: the embedded broker under-reports a topic's end (ListOffsets), which trips
-    #: Faust's recovery consistency check on a restart that keeps its data dir: skip the check.
+    #: accepted for compatibility and ignored: changelog ends are read from a fetch on every
+    #: broker (streams/transport.py), so no broker needs a switch for correct results
     broker_quirks: Literal["", "tansu"] = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Kafka security for a real cluster.
@@ -167,7 +169,7 @@ class Settings(BaseSettings):
             raise ValueError("only letters, digits, '.', '_' and '-'")
         return value
 
-    @field_validator("bucket", "idle", "grace", "reply_slo", "attribution_lookback", "attribution_half_life", "broker_timeout",
+    @field_validator("bucket", "idle", "grace", "reply_slo", "dedup_horizon", "attribution_lookback", "attribution_half_life", "broker_timeout",
                      "rebalance_timeout")
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -180,9 +182,22 @@ class Settings(BaseSettings):
         for name in ("trailing_windows", "closed_windows"):
             for w in getattr(self, name):
                 if w % self.bucket:
-                    raise _named(name, f"{format_duration(w)} is not a multiple of BUCKET")
-        if self.dedup_horizon < self.grace + self.bucket:
-            raise _named("dedup_horizon", "must be at least GRACE + BUCKET (older events are late anyway)")
+                    if name not in self.model_fields_set:  # the default window: the bucket was changed
+                        raise _named("bucket", f"{format_duration(self.bucket)} does not divide {format_duration(w)} of the "
+                                     f"default SOCIALPULSE_{name.upper()}: choose a bucket that does, or set both")
+                    raise _named(name, f"{format_duration(w)} is not a multiple of SOCIALPULSE_BUCKET")
+        if self.allowed_lateness < self.grace:
+            if "allowed_lateness" in self.model_fields_set and "grace" in self.model_fields_set:
+                raise _named(
+                    "allowed_lateness",
+                    f"{format_duration(self.allowed_lateness)} is less than SOCIALPULSE_GRACE "
+                    f"{format_duration(self.grace)}: an event within the grace would be late",
+                )
+            # only one of the two was chosen: the other follows it (a user changes one setting)
+            if "allowed_lateness" in self.model_fields_set:
+                object.__setattr__(self, "grace", self.allowed_lateness)
+            else:
+                object.__setattr__(self, "allowed_lateness", self.grace)
         if self.security_protocol.startswith("SASL") and not self.sasl_username:
             raise _named("sasl_username", f"required with SECURITY_PROTOCOL={self.security_protocol}")
         return self

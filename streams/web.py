@@ -54,7 +54,7 @@ def register_views(app: faust.App, pipeline: Pipeline) -> None:
         key = f"{platform}|{account_id}"
         stage = pipeline.stages["account"]
         partition = partition_for(key, pipeline.settings.partitions)
-        if partition not in stage.watermarks:
+        if partition not in stage.clocks:
             # Another worker owns the key: ask it (Faust's router knows who).
             try:
                 return await app.router.route_req(

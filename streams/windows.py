@@ -20,7 +20,7 @@ All times are epoch milliseconds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,10 @@ __all__ = [
     "Agg",
     "Merge",
     "WindowSpec",
-    "Watermark",
+    "Mark",
+    "EventClock",
+    "hold",
+    "take_late",
     "ClosedWindow",
     "bucket_start",
     "new_windowed",
@@ -61,16 +64,22 @@ def iso(ms: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
-    """The window settings every family shares."""
+    """The window settings every family shares (milliseconds)."""
 
     bucket: int
     trailing: tuple[int, ...]
     closed: tuple[int, ...]
     grace: int
+    allowed: int = 0  # allowed lateness: how long a closed window can still be corrected (at least grace)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WindowSpec:
-        return cls(settings.bucket, tuple(settings.trailing_windows), tuple(settings.closed_windows), settings.grace)
+        return cls(settings.bucket, tuple(settings.trailing_windows), tuple(settings.closed_windows), settings.grace,
+                   settings.allowed_lateness)
+
+    @property
+    def lateness(self) -> int:
+        return max(self.allowed, self.grace)
 
     @property
     def keep_buckets(self) -> int:
@@ -81,40 +90,82 @@ class WindowSpec:
         return format_duration(size)
 
 
-@dataclass(slots=True)
-class Watermark:
-    """Highest event time seen on one partition; follows the wall clock when quiet.
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What the reader of one input partition says about it (a watermark report).
 
-    While records keep arriving (live traffic or a backlog being worked through),
-    only event time moves it, so catching up loses nothing to lateness. Once the
-    consumer has read to the end of the partition and no record has come for
-    ``idle`` ms, the wall clock drives it (``advance``), so windows of quiet keys
-    still close and SLOs still breach on time.
+    ``behind``: it has records not read yet (a backlog); ``newest``: the newest event
+    time read from it so far (0: none since it was assigned); ``idle``: read to its
+    end and nothing arrived for ``IDLE``; ``at``: wall-clock ms of the report.
     """
 
-    idle: int
-    event_max: int = 0
-    last_arrival: float = field(default_factory=time.monotonic)
-    wall_floor: int = 0
+    behind: bool
+    newest: int
+    idle: bool
+    at: int
+
+    def row(self) -> list[Any]:
+        return [self.behind, self.newest, self.idle, self.at]
+
+
+def hold(marks: dict[str, Mark], expected: Iterable[str] | None) -> tuple[int | None, bool, bool]:
+    """The watermark the inputs allow, whether they are all read to their end, and
+    whether they are also all quiet.
+
+    Flink's rule, with idle inputs: while any input has unread records, the slowest
+    of those holds event time (so a backlog read in any order loses nothing). When
+    every input is read to its end, event time is the newest seen; when they are
+    also all quiet, the wall clock (so windows of quiet keys close and SLOs breach
+    on time). An input not heard from yet holds everything: its backlog is unknown.
+    """
+    if expected is None:
+        return None, False, False
+    reports = []
+    for source in expected:
+        mark = marks.get(source)
+        if mark is None:
+            return None, False, False
+        reports.append(mark)
+    if not reports:
+        return None, False, False
+    behind = [m.newest for m in reports if m.behind]
+    if behind:
+        return min(behind), False, False
+    if all(m.idle for m in reports):
+        return min(m.at for m in reports), True, True
+    return max(m.newest for m in reports), True, False
+
+
+@dataclass(slots=True)
+class EventClock:
+    """The watermark of one keyed partition: how far event time has progressed on it.
+
+    It moves only forward: by the inputs' marks (``hold``) on each tick and, while
+    every input is read to its end (``live``), by the events themselves, so live
+    traffic is visible at once. During a backlog events never move it; the marks of
+    the slowest input do.
+    """
+
+    current: int = 0
     persisted: int = 0  # the value last written to the changelog
+    live: bool = False
+    idle: bool = False
+    marks: dict[str, Mark] = field(default_factory=dict)
 
-    def observe(self, ts: int) -> None:
-        if ts > self.event_max:
-            self.event_max = ts
-        self.last_arrival = time.monotonic()
+    def mark(self, source: str, mark: Mark) -> None:
+        """Take an input's mark (the newest report wins: marks of one input can reach
+        a partition by two paths); an input that fell behind ends live mode at once."""
+        old = self.marks.get(source)
+        if old is None or mark.at >= old.at:
+            self.marks[source] = mark
+            if mark.behind:
+                self.live = self.idle = False
 
-    def advance(self, caught_up: bool, now_ms: int | None = None) -> int:
-        """Let the wall clock move a quiet, caught-up partition; return the watermark."""
-        if not caught_up:
-            self.last_arrival = time.monotonic()  # a partition with a backlog is not idle
-        elif (time.monotonic() - self.last_arrival) * 1000 >= self.idle:
-            wall = int(time.time() * 1000) if now_ms is None else now_ms
-            if wall > self.wall_floor:
-                self.wall_floor = wall
-        return self.current()
-
-    def current(self) -> int:
-        return max(self.event_max, self.wall_floor)
+    def advance(self, expected: Iterable[str] | None) -> int:
+        allowed, self.live, self.idle = hold(self.marks, expected)
+        if allowed is not None and allowed > self.current:
+            self.current = allowed
+        return self.current
 
 
 def new_windowed() -> dict[str, Any]:
@@ -131,9 +182,11 @@ def add(
 ) -> None:
     """Fold a pre-aggregated ``part`` at event time ``ts`` into buckets and windows.
 
-    With ``watermark``, windows already emitted at that watermark are left alone
-    (used for updates that belong to an old time, such as a reply credited to the
-    bucket its conversation started in).
+    With ``watermark``: a window already published at that watermark (its end plus
+    grace passed) is not reopened; the part is kept under ``"late"`` for the stage to
+    correct the published window (``take_late``). A part for a window older than the
+    allowed lateness is dropped (only derived updates get there: events that old
+    are rejected as late before they reach a family).
     """
     b = bucket_start(ts, spec.bucket)
     buckets = state["b"]
@@ -145,13 +198,24 @@ def add(
     windows = state["w"]
     for size in spec.closed:
         start = bucket_start(ts, size)
+        target = windows
         if watermark is not None and start + size + spec.grace <= watermark:
-            continue
-        per_size = windows.setdefault(size, {})
+            if start + size <= watermark - spec.lateness:
+                continue
+            target = state.setdefault("late", {})
+        per_size = target.setdefault(size, {})
         if start in per_size:
             merge(per_size[start], part)
         else:
             per_size[start] = _copy(part)
+
+
+def take_late(state: dict[str, Any]) -> list[tuple[int, int, Agg]]:
+    """Remove and return the parts that correct published windows: (size, start, part)."""
+    late = state.pop("late", None)
+    if not late:
+        return []
+    return [(size, start, part) for size, per_size in late.items() for start, part in sorted(per_size.items())]
 
 
 def containing(state: dict[str, Any], ts: int, spec: WindowSpec, watermark: int) -> list[Agg]:
@@ -213,7 +277,7 @@ def prune(state: dict[str, Any], watermark: int, spec: WindowSpec) -> bool:
 
 
 def is_empty(state: dict[str, Any]) -> bool:
-    return not state["b"] and not any(state["w"].values())
+    return not state["b"] and not any(state["w"].values()) and not state.get("late")
 
 
 def decode_windowed(raw: dict[str, Any]) -> dict[str, Any]:

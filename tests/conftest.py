@@ -105,7 +105,6 @@ def worker_env(broker: str, prefix: str, data_dir: Path, **extra: str) -> dict[s
         "SOCIALPULSE_DATA_DIR": str(data_dir),
         "SOCIALPULSE_PARTITIONS": "2",
         "SOCIALPULSE_LOG_LEVEL": "info",
-        "SOCIALPULSE_BROKER_QUIRKS": "tansu",  # the embedded broker's limits (docs/operations.md)
     }
     return env | extra
 

@@ -130,6 +130,8 @@ class Conversion:
               ("platform", "account"), "counter"),
     )
 
+    merge = staticmethod(merge)
+
     def __init__(self, spec: WindowSpec, max_campaigns: int = 50) -> None:
         self.spec = spec
         self.max_campaigns = max_campaigns
@@ -143,28 +145,33 @@ class Conversion:
     def is_empty(self, state: dict[str, Any]) -> bool:
         return windows.is_empty(state["win"]) and not state["mismatch"]
 
+    def windowed(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state["win"]  # type: ignore[no-any-return]
+
     def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
         parts: dict[int, Agg] = {}
         for event in events:
             b = windows.bucket_start(event.ts, self.spec.bucket)
             fold(parts.setdefault(b, empty()), event)
         for b, agg in parts.items():
-            windows.add(state["win"], b, agg, self.spec, merge)
+            windows.add(state["win"], b, agg, self.spec, merge, watermark)
         return []
 
     def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
-        platform, account = key.split("|", 1)
-        out: list[Output] = []
-        for cw in windows.close_due(state["win"], watermark, self.spec):
-            results, mismatched = self._results(platform, account, cw)
-            out.extend(results)
-            state["mismatch"] += mismatched
-        return out, bool(out) or windows.prune(state["win"], watermark, self.spec)
+        return [], windows.prune(state["win"], watermark, self.spec)
 
-    def _results(self, platform: str, account: str, cw: windows.ClosedWindow) -> tuple[list[Result], int]:
+    def results(self, key: str, cw: windows.ClosedWindow, state: dict[str, Any], revision: int) -> list[Output]:
+        """The results of one closed window (``revision`` 0 first, +1 per correction)."""
+        platform, account = key.split("|", 1)
+        results, mismatched = self._results(platform, account, cw, revision)
+        if revision == 0:
+            state["mismatch"] += mismatched  # a window is counted once, when first published
+        return list(results)
+
+    def _results(self, platform: str, account: str, cw: windows.ClosedWindow, revision: int = 0) -> tuple[list[Result], int]:
         agg, start = cw.agg, iso(cw.start)
         common = {"family": "conversion", "platform": platform, "account_id": account, "window": cw.label,
-                  "window_start": start, "window_end": iso(cw.end)}
+                  "window_start": start, "window_end": iso(cw.end), "revision": revision}
         out: list[Result] = []
 
         def add(metric: str, value: Any, *key_extra: str, **fields: Any) -> None:

@@ -46,6 +46,7 @@ class Shopper:
     name = "attribution"
     topics = frozenset({"clicks", "orders"})
     gauges: tuple[Gauge, ...] = ()
+    merge = None
 
     def __init__(self, lookback_ms: int, half_life_ms: int = 7 * 86_400_000, grace_ms: int = 300_000) -> None:
         self.lookback = lookback_ms
@@ -157,6 +158,12 @@ class Shopper:
         if len(keep) != len(clicks):
             state["clicks"], changed = keep, True
         return out, changed
+
+    def windowed(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        return None  # no windows: orders settle on the watermark (``close``)
+
+    def results(self, key: str, cw: Any, state: dict[str, Any], revision: int) -> list[Output]:
+        return []
 
     def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
         return ()

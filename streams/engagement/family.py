@@ -44,6 +44,8 @@ class Engagement:
         ),
     )
 
+    merge = staticmethod(m.merge)
+
     def __init__(self, spec: WindowSpec, top_n: int = 10) -> None:
         self.spec = spec
         self.top_n = top_n
@@ -57,6 +59,9 @@ class Engagement:
 
     def is_empty(self, state: dict[str, Any]) -> bool:
         return windows.is_empty(state["win"])
+
+    def windowed(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state["win"]  # type: ignore[no-any-return]
 
     # -- events ------------------------------------------------------------
     def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
@@ -74,18 +79,15 @@ class Engagement:
                 if latest is None or event.ts >= latest[0]:
                     state["followers"] = [event.ts, event.followers]
         for b, agg in parts.items():
-            windows.add(state["win"], b, agg, spec, m.merge)
+            windows.add(state["win"], b, agg, spec, m.merge, watermark)
         return []
 
     def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
-        platform, account = key.split("|", 1)
-        out: list[Output] = []
-        for cw in windows.close_due(state["win"], watermark, self.spec):
-            out.extend(self._results(platform, account, cw, state))
-        pruned = windows.prune(state["win"], watermark, self.spec)
-        return out, bool(out) or pruned
+        return [], windows.prune(state["win"], watermark, self.spec)
 
-    def _results(self, platform: str, account: str, cw: windows.ClosedWindow, state: dict[str, Any]) -> list[Result]:
+    def results(self, key: str, cw: windows.ClosedWindow, state: dict[str, Any], revision: int) -> list[Output]:
+        """The results of one closed window (``revision`` 0 first, +1 per correction)."""
+        platform, account = key.split("|", 1)
         agg = cw.agg
         start, end = iso(cw.start), iso(cw.end)
         followers = agg["f1"][1] if agg["f1"] else (state["followers"][1] if state["followers"] else None)
@@ -114,6 +116,7 @@ class Engagement:
                 window_end=end,
                 value=value,
                 key=result_key(metric, platform, account, cw.label, start),
+                revision=revision,
                 **extra,
             )
             for metric, value, extra in values

@@ -69,6 +69,8 @@ class Replies:
         Gauge("socialpulse_reply_clamped_total", "Negative reply latencies (clock skew) clamped to 0.", _A, "counter"),
     )
 
+    merge = staticmethod(m.merge)
+
     def __init__(
         self,
         spec: WindowSpec,
@@ -96,6 +98,9 @@ class Replies:
 
     def decode_state(self, raw: dict[str, Any]) -> dict[str, Any]:
         return raw | {"win": windows.decode_windowed(raw["win"])}
+
+    def windowed(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state["win"]  # type: ignore[no-any-return]
 
     def is_empty(self, state: dict[str, Any]) -> bool:
         # cumulative histograms and counters must survive: keep a key that ever replied
@@ -139,9 +144,14 @@ class Replies:
             return
         if conv["since"] is None:
             conv["since"], conv["breached"] = ts, False
+            conv.pop("judge", None)
         elif ts < conv["since"]:
             conv["since"] = ts  # a late, older inbound moves the start of the spell back
         conv["deadline"] = self._deadline(key, conv["since"])
+        if conv["deadline"] <= wm and "judge" not in conv:
+            # a spell that arrives already past its deadline (a late source) is judged only
+            # after a grace of its own, so the reply that comes with it can still count as met
+            conv["judge"] = wm + self.spec.grace
 
     def _deadline(self, key: str, since: int) -> int:
         hours = self.hours.get(key)
@@ -181,6 +191,7 @@ class Replies:
         conv["closed"] = {"since": since, "reply": reply_ts, "latency": latency, "agent": agent,
                           "prev": conv["last_reply"], "first": bool(part["first"]), "slot": f"{wd}-{hr:02d}"}
         conv["since"], conv["deadline"], conv["breached"] = None, None, False
+        conv.pop("judge", None)
         conv["last_reply"] = max(conv["last_reply"], reply_ts)
 
     def _extend(self, state: dict[str, Any], closed: dict[str, Any], ts: int, wm: int) -> None:
@@ -234,7 +245,8 @@ class Replies:
         changed = False
         convs = state["convs"]
         for cid, conv in list(convs.items()):
-            if conv["since"] is not None and not conv["breached"] and conv["deadline"] <= watermark:
+            if (conv["since"] is not None and not conv["breached"] and conv["deadline"] <= watermark
+                    and conv.get("judge", 0) <= watermark):
                 self._breach(key, state, conv, cid, conv["deadline"], watermark, out)
                 changed = True
             if conv["pending"]:
@@ -247,17 +259,18 @@ class Replies:
             ):
                 del convs[cid]
                 changed = True
-        platform, account = key.split("|", 1)
-        for cw in windows.close_due(state["win"], watermark, self.spec):
-            out.extend(self._results(platform, account, cw))
-            changed = True
         changed = windows.prune(state["win"], watermark, self.spec) or changed
         return out, changed
 
-    def _results(self, platform: str, account: str, cw: windows.ClosedWindow) -> list[Result]:
+    def results(self, key: str, cw: windows.ClosedWindow, state: dict[str, Any], revision: int) -> list[Output]:
+        """The results of one closed window (``revision`` 0 first, +1 per correction)."""
+        platform, account = key.split("|", 1)
+        return list(self._results(platform, account, cw, revision))
+
+    def _results(self, platform: str, account: str, cw: windows.ClosedWindow, revision: int = 0) -> list[Result]:
         agg, start = cw.agg, iso(cw.start)
         common = {"family": "replies", "platform": platform, "account_id": account, "window": cw.label,
-                  "window_start": start, "window_end": iso(cw.end)}
+                  "window_start": start, "window_end": iso(cw.end), "revision": revision}
         out: list[Result] = []
 
         def add(metric: str, value: float | None, *extra_key: str, **fields: Any) -> None:

@@ -25,11 +25,8 @@ def test_plaintext_by_default_and_fast_group_joins(tmp_path, monkeypatch):
     app = create_app(load_settings())
     assert app.conf.broker_credentials is None
     assert (app.conf.broker_session_timeout, app.conf.broker_heartbeat_interval) == (6.0, 1.0)
-    assert app.conf.recovery_consistency_check is True and app.true_ends is False
-    monkeypatch.setenv("SOCIALPULSE_BROKER_QUIRKS", "tansu")
-    tansu = create_app(load_settings())
-    # the check stays on: recovery reads changelogs to their true end (fetch high watermark)
-    assert tansu.conf.recovery_consistency_check is True and tansu.true_ends is True
+    # recovery reads changelogs to their true end (fetch high watermark) on every broker, with no setting
+    assert app.conf.recovery_consistency_check is True and app.true_ends is True
 
 
 def test_web_port_can_bind_to_loopback_only(tmp_path, monkeypatch):

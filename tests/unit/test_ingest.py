@@ -56,7 +56,9 @@ def test_a_repeated_event_id_is_seen_once_within_the_horizon():
     assert seen.add("b", 50_000)
     second = seen.flush()
     assert second is not None and second[1] == [["b", 50_000]]  # a flush writes only its own ids
-    assert seen.expire(watermark=70_000, horizon=60_000) == [first[0]]  # "a" (ts 1000) is older than 10 000
+    assert seen.clock == 50_000  # the newest arrival
+    assert seen.expire(70_000, horizon=60_000) == []  # just written: kept while its offsets may be uncommitted
+    assert seen.expire(70_000, horizon=60_000, settle_s=0) == [first[0]]  # "a" (arrived 1000) is older than 10 000
     assert seen.ids == {"b": 50_000}
     assert seen.add("a", 1_000)  # forgotten with its record
 

@@ -6,7 +6,8 @@ import pytest
 
 from streams.engagement import Engagement
 from streams.keyed import Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
-from streams.windows import WindowSpec
+from streams import windows
+from streams.windows import Mark, WindowSpec
 
 MIN = 60_000
 SPEC = WindowSpec(bucket=MIN, trailing=(5 * MIN,), closed=(MIN,), grace=2 * MIN)
@@ -20,9 +21,26 @@ def t0():
     return now - now % MIN - 30 * MIN
 
 
-def stage(idle=60_000):
-    # idle applies only when the tick is told the partition is caught up
-    return KeyedStage("account", SPEC, [Engagement(SPEC, top_n=2)], dedup_horizon=10 * MIN, idle=idle)
+EXPECT = ["likes/0"]
+
+
+def stage(allowed=5 * MIN):
+    spec = WindowSpec(SPEC.bucket, SPEC.trailing, SPEC.closed, SPEC.grace, allowed)
+    return KeyedStage("account", spec, [Engagement(spec, top_n=2)], dedup_horizon=10 * MIN, idle=0)
+
+
+def live(s, partition=0):
+    """Every input read to its end and busy: events move the watermark."""
+    s.mark(partition, {"likes/0": Mark(False, 0, False, int(time.time() * 1000))})
+    s.tick(StageOutput(), EXPECT)
+    return s
+
+
+def quiet(s, out, partition=0):
+    """Every input read to its end and quiet: a tick moves the watermark to the wall clock."""
+    s.mark(partition, {"likes/0": Mark(False, 0, True, int(time.time() * 1000))})
+    s.tick(out, EXPECT)
+    return out
 
 
 def fwd(topic, offset, ev, key=KEY):
@@ -44,20 +62,24 @@ def test_forwarded_batches_round_trip():
     assert decode_forward(encode_forward(items)) == items
 
 
-def test_duplicates_and_late_events_are_rejected_and_counted_once(t0):
-    s, out = stage(), StageOutput()
+def test_duplicates_and_events_beyond_the_allowed_lateness_are_rejected_and_counted_once(t0):
+    s, out = live(stage()), StageOutput()
     s.process(0, [like(1, t0 + 10), like(1, t0 + 10), imp(2, t0 + 20, 400)], out)
-    s.process(0, [like(3, t0 + 10 * MIN)], out)  # watermark -> t0 + 10m
-    s.process(0, [like(4, t0 + 8 * MIN - 1), like(5, t0 + 8 * MIN)], out)  # grace 2m: 1 ms beyond it is late; exactly 2m behind is in
+    s.process(0, [like(3, t0 + 10 * MIN)], out)  # live: watermark -> t0 + 10m
+    # allowed lateness 5m: 1 ms beyond it is late; exactly 5m behind is in
+    s.process(0, [like(4, t0 + 5 * MIN - 1), like(5, t0 + 5 * MIN)], out)
     assert out.accepted == {"likes": 3, "impressions": 1}
     assert [(r.reason, r.event_id) for r in out.rejected] == [("duplicate", "l1"), ("late", "l4")]
     assert out.rejected[1].raw.offset == 4 and b'"l4"' in out.rejected[1].raw.value
     view = s.view(KEY)["engagement"]["windows"]["5m"]
-    assert view["engagements"] == 2  # l3 and l5 lie in (wm-5m, wm]
+    assert view["engagements"] == 1  # l3; l5's bucket starts at wm - 5m, outside (wm-5m, wm]
+    # its minute was published already (end + grace passed), without it: published now, revision 0
+    fifth = [r for r in out.results if r.metric == "engagements" and r.window_start == windows.iso(t0 + 5 * MIN)]
+    assert [(r.value, r.revision) for r in fifth] == [(1.0, 0)]
 
 
 def test_a_late_event_is_not_remembered_so_its_retry_is_late_again_not_a_duplicate(t0):
-    s, out = stage(), StageOutput()
+    s, out = live(stage()), StageOutput()
     s.process(0, [like(1, t0 + 10 * MIN)], out)  # watermark -> t0 + 10m
     s.process(0, [like(2, t0), like(2, t0)], out)  # late, and its retry in the same batch
     s.process(0, [like(2, t0)], out)  # and in a later one
@@ -67,8 +89,73 @@ def test_a_late_event_is_not_remembered_so_its_retry_is_late_again_not_a_duplica
     assert record is None  # only l1 was new, and the first batch's flush took it
 
 
-def test_engagement_rate_ctr_and_growth_by_hand(t0):
+def test_a_backlog_read_out_of_order_loses_nothing(t0):
+    """Two inputs with 20 minutes of history, the second read only after the first: nothing is late."""
     s, out = stage(), StageOutput()
+    sources = ["likes/0", "likes/1"]
+    s.mark(0, {src: Mark(True, 0, False, 1) for src in sources})
+    s.tick(StageOutput(), sources)
+    s.process(0, [like(i, t0 + i * MIN) for i in range(20)], out)  # likes/0 read to t0 + 19m
+    s.mark(0, {"likes/0": Mark(False, t0 + 19 * MIN, False, 2)})
+    s.tick(StageOutput(), sources)
+    assert s.current_watermark(0) == 0  # likes/1 is still behind and has read nothing
+    s.process(0, [like(100 + i, t0 + i * MIN + 30_000) for i in range(20)], out)  # likes/1, read later
+    assert out.rejected == [] and out.accepted == {"likes": 40}
+    s.mark(0, {"likes/1": Mark(False, t0 + 19 * MIN + 30_000, False, 3)})
+    tick = StageOutput()
+    s.tick(tick, sources)
+    assert s.current_watermark(0) == t0 + 19 * MIN + 30_000
+    per_minute = [r for r in tick.results if r.metric == "engagements" and r.window == "1m"]
+    # grace 2m: the 17 minutes ending by wm - 2m are published, each with both inputs' likes
+    assert [r.value for r in per_minute] == [2.0] * 17 and {r.revision for r in per_minute} == {0}
+
+
+def test_a_late_event_within_the_allowed_lateness_corrects_the_published_window(t0):
+    s, out = live(stage(allowed=60 * MIN)), StageOutput()
+    s.process(0, [like(1, t0 + 5), like(2, t0 + 6)], out)
+    s.process(0, [like(3, t0 + 10 * MIN)], out)
+    first = quiet(s, StageOutput())  # the wall clock: 30 min ahead, t0's minute is published
+    eng = [r for r in first.results if r.metric == "engagements" and r.window_start == windows.iso(t0)]
+    assert [(r.value, r.revision) for r in eng] == [(2.0, 0)]
+    late = StageOutput()
+    s.process(0, [like(4, t0 + 7)], late)  # 30 minutes late, allowed 60
+    assert late.rejected == [] and late.accepted == {"likes": 1} and late.corrected == 1
+    again = [r for r in late.results if r.metric == "engagements"]
+    assert [(r.key, r.value, r.revision) for r in again] == [(eng[0].key, 3.0, 1)]
+    s.process(0, [like(5, t0 + 8)], late)
+    assert [r.revision for r in late.results if r.metric == "engagements"] == [1, 2]
+    fresh_window = StageOutput()
+    s.process(0, [like(6, t0 + 3 * MIN)], fresh_window)  # a minute that had nothing: first publication
+    assert [(r.value, r.revision) for r in fresh_window.results if r.metric == "engagements"] == [(1.0, 0)]
+
+
+def test_closed_windows_are_kept_for_the_allowed_lateness_then_let_go(t0):
+    s, out = live(stage(allowed=20 * MIN)), StageOutput()
+    s.process(0, [like(1, t0 + 5)], out)
+    tick = quiet(s, StageOutput())  # wall clock: t0 + 30m, so the window ending t0 + 1m is past 20 min already
+    assert (0, MIN, t0) in tick.groups and tick.groups[(0, MIN, t0)] is not None
+    later = StageOutput()
+    s.tick(later, EXPECT)
+    assert later.groups == {(0, MIN, t0): None} and not s.closed[0]
+
+
+def test_a_resent_event_id_is_a_duplicate_within_the_horizon_of_its_first_arrival_whatever_its_age(t0):
+    s, out = live(stage(allowed=60 * MIN)), StageOutput()
+    s.settle_s = 0
+    now = int(time.time() * 1000)
+    old = like(1, t0)._replace(arrived=now - 11 * MIN)
+    s.process(0, [old, like(2, t0 + 20 * MIN)._replace(arrived=now - 11 * MIN)], out)
+    s.process(0, [old._replace(offset=9, arrived=now - 2 * MIN)], out)  # a re-send, 9 minutes later
+    assert [(r.reason, r.event_id) for r in out.rejected] == [("duplicate", "l1")]
+    s.process(0, [like(3, t0 + 21 * MIN)._replace(arrived=now)], out)  # arrivals move on 11 minutes
+    s.tick(StageOutput(), EXPECT)
+    assert s.seen[0].clock == now and len(s.seen[0]) == 1  # l1 and l2 expired (horizon 10m)
+    s.process(0, [old._replace(offset=10, arrived=now)], out)  # past the 10 min horizon of its first arrival
+    assert [r.reason for r in out.rejected] == ["duplicate"] and out.accepted["likes"] == 4
+
+
+def test_engagement_rate_ctr_and_growth_by_hand(t0):
+    s, out = live(stage()), StageOutput()
     items = [imp(1, t0 + 1_000, 1000), imp(2, t0 + 2_000, 1000)]
     items += [like(10 + i, t0 + 3_000 + i, post="p2" if i < 3 else "p1") for i in range(5)]
     items += [fwd("clicks", 30 + i, {"event_id": f"c{i}", "ts": t0 + 4_000, "actor_id": "u"}) for i in range(40)]
@@ -100,37 +187,36 @@ def test_ratio_with_zero_impressions_is_not_exported(t0):
 
 
 def test_quiet_key_window_closes_by_wall_clock_and_publishes_exactly_once(t0):
-    s, out = stage(idle=0), StageOutput()
+    s, out = stage(), StageOutput()
     s.process(0, [like(1, t0 + 5), imp(2, t0 + 6, 50)], out)
-    tick = StageOutput()
-    s.tick(tick, caught_up={0: True})  # idle=0: watermark is the wall clock, 30 min ahead
+    tick = quiet(s, StageOutput())  # every input quiet: watermark is the wall clock, 30 min ahead
     er = [r for r in tick.results if r.metric == "engagement_rate"]
     assert len(er) == 1 and er[0].value == 1 / 50 and er[0].window == "1m"
     assert er[0].key == f"engagement_rate|instagram|brand|1m|{er[0].window_start}"
     again = StageOutput()
-    s.tick(again, caught_up={0: True})
+    s.tick(again, EXPECT)
     assert again.results == []
     # its buckets are behind every trailing window and its ids past the horizon: the key is gone
     assert KEY not in s.states and KEY in tick.deleted[0]
 
 
 def test_a_partition_that_is_behind_is_not_moved_by_the_wall_clock(t0):
-    s, out = stage(idle=0), StageOutput()
+    s, out = stage(), StageOutput()
     s.process(0, [like(1, t0 + 5)], out)
+    s.mark(0, {"likes/0": Mark(True, t0 + 5, False, int(time.time() * 1000))})
     tick = StageOutput()
-    s.tick(tick, caught_up={0: False})
-    assert tick.results == [] and KEY in s.states
+    s.tick(tick, EXPECT)
+    assert tick.results == [] and KEY in s.states and s.current_watermark(0) == t0 + 5
 
 
 def test_restored_state_keeps_closed_windows_closed(t0):
-    s, out = stage(idle=0), StageOutput()
+    s, out = stage(), StageOutput()
     s.process(0, [like(1, t0 + 5)], out)
-    tick = StageOutput()
-    s.tick(tick, caught_up={0: True})
+    tick = quiet(s, StageOutput())
     assert {r.metric: r.value for r in tick.results}["engagements"] == 1 and KEY in tick.deleted[0]
     s.process(0, [like(2, int(time.time() * 1000) - 1000)], out)
     raw = s.dumps(s.states[KEY])
-    fresh, out2 = stage(idle=60_000), StageOutput()  # a restarted worker recovers key, ids and watermark
+    fresh, out2 = stage(), StageOutput()  # a restarted worker recovers key, ids and watermark
     fresh.restore(0, KEY, raw)
     fresh.restore_seen(0, *out.seen[0])
     fresh.restore_watermark(0, tick.watermarks[0])
@@ -158,7 +244,6 @@ def test_result_keys_are_unique_across_families(t0):
     out = StageOutput()
     s.process(0, [like(1, t0), imp(2, t0, 10), fwd("clicks", 3, {"event_id": "c", "ts": t0, "actor_id": "u", "campaign_id": "k"}),
                   fwd("spend", 4, {"event_id": "s", "ts": t0, "campaign_id": "k", "amount": "5", "currency": "USD"})], out)
-    tick = StageOutput()
-    s.tick(tick, caught_up={0: True})
+    tick = quiet(s, StageOutput())
     keys = [r.key for r in tick.results]
     assert len(keys) > 10 and len(keys) == len(set(keys))

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas.events import Message
+from streams import windows
 from streams.replies import Replies
 from streams.replies import metrics as m
 from streams.replies.hours import business_deadline, business_seconds, parse_hours, weekday_hour, zone
@@ -86,7 +87,9 @@ def test_hand_made_conversations_give_hand_computed_metrics(t0):
 
 def test_closed_window_results_carry_the_same_numbers(t0):
     fam, state, _ = run_scenario(t0)
-    results, _ = fam.close(KEY, state, t0 + 60 * MIN + SPEC.grace)
+    at = t0 + 60 * MIN + SPEC.grace
+    fam.close(KEY, state, at)
+    results = [r for cw in windows.close_due(state["win"], at, SPEC) for r in fam.results(KEY, cw, state, 0)]
     by = {(r.metric, getattr(r, "agent_id", None), getattr(r, "hour", None)): r for r in results}
     assert by[("reply_latency_seconds", None, None)].value == 316.0
     assert by[("response_rate", None, None)].value == pytest.approx(5 / 6)

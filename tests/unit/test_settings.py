@@ -43,7 +43,9 @@ def test_settings_come_from_the_environment(monkeypatch):
         ("SOCIALPULSE_STORE", "redis://", "SOCIALPULSE_STORE"),
         ("SOCIALPULSE_BROKER", "localhost:9092", "SOCIALPULSE_BROKER"),
         ("SOCIALPULSE_TRAILING_WINDOWS", "90s", "SOCIALPULSE_TRAILING_WINDOWS"),
-        ("SOCIALPULSE_DEDUP_HORIZON", "1m", "SOCIALPULSE_DEDUP_HORIZON"),
+        ("SOCIALPULSE_DEDUP_HORIZON", "0s", "SOCIALPULSE_DEDUP_HORIZON"),
+            ("SOCIALPULSE_ALLOWED_LATENESS", "soon", "SOCIALPULSE_ALLOWED_LATENESS"),
+            ("SOCIALPULSE_BUCKET", "2m", "SOCIALPULSE_BUCKET"),
         ("SOCIALPULSE_SECURITY_PROTOCOL", "SASL_SSL", "SOCIALPULSE_SASL_USERNAME"),
     ],
 )
@@ -52,3 +54,28 @@ def test_a_bad_value_stops_start_up_naming_the_setting(monkeypatch, var, value, 
     with pytest.raises(SettingsError) as exc:
         load_settings()
     assert named in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "grace", "allowed"),
+    [
+        ({}, 300_000, 86_400_000),
+        ({"SOCIALPULSE_GRACE": "10m"}, 600_000, 86_400_000),  # alone: nothing else to change
+        ({"SOCIALPULSE_GRACE": "2d"}, 172_800_000, 172_800_000),  # the allowed lateness follows it
+        ({"SOCIALPULSE_ALLOWED_LATENESS": "1m"}, 60_000, 60_000),  # and the grace follows that
+        ({"SOCIALPULSE_DEDUP_HORIZON": "1m"}, 300_000, 86_400_000),  # of arrival time: no tie to the grace
+    ],
+)
+def test_changing_one_setting_never_forces_another(monkeypatch, env, grace, allowed):
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    settings = load_settings()
+    assert (settings.grace, settings.allowed_lateness) == (grace, allowed)
+
+
+def test_a_truly_contradictory_pair_stops_start_up_naming_both(monkeypatch):
+    monkeypatch.setenv("SOCIALPULSE_GRACE", "10m")
+    monkeypatch.setenv("SOCIALPULSE_ALLOWED_LATENESS", "5m")
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    assert "SOCIALPULSE_ALLOWED_LATENESS" in str(exc.value) and "SOCIALPULSE_GRACE" in str(exc.value)

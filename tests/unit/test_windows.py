@@ -2,7 +2,7 @@ import time
 
 from streams import windows as w
 from streams.engagement import metrics as m
-from streams.windows import Watermark, WindowSpec
+from streams.windows import Mark, WindowSpec
 
 MIN = 60_000
 T0 = 1767603600000  # 2026-01-05T09:00:00Z, aligned to the hour
@@ -60,29 +60,45 @@ def test_a_window_closes_once_and_its_state_is_dropped():
     assert w.is_empty(state)
 
 
-def test_quiet_partition_watermark_follows_the_wall_clock_after_idle():
-    wm = Watermark(idle=50)
-    wm.observe(T0)
-    assert wm.advance(caught_up=True) == T0  # records just arrived: event time rules
-    time.sleep(0.06)
-    now = int(time.time() * 1000)
-    assert wm.advance(caught_up=True) >= now - 5  # quiet: wall clock
-    wm.observe(T0 + 1)  # an old event arriving does not pull it back
-    assert wm.current() >= now - 5
+SOURCES = ["likes/0", "likes/1", "messages/0"]
 
 
-def test_a_partition_with_a_backlog_never_follows_the_wall_clock():
-    wm = Watermark(idle=0)
-    wm.observe(T0)
-    time.sleep(0.01)
-    assert wm.advance(caught_up=False) == T0
+def marks(**rows):
+    """source name (likes_0 -> likes/0) -> Mark(behind, newest, idle, at)."""
+    return {name.replace("_", "/"): Mark(*row) for name, row in rows.items()}
 
 
-def test_a_busy_partition_is_driven_by_event_time_alone():
-    wm = Watermark(idle=10_000)
-    for i in range(5):
-        wm.observe(T0 + i * 1000)
-    assert wm.current() == T0 + 4000
+def test_a_backlog_holds_the_watermark_at_its_slowest_input():
+    m = marks(likes_0=(True, T0 + 20 * MIN, False, 1), likes_1=(False, T0 + 30 * MIN, False, 1),
+              messages_0=(True, T0 + 5 * MIN, False, 1))
+    assert w.hold(m, SOURCES) == (T0 + 5 * MIN, False, False)
+
+
+def test_an_input_not_heard_from_holds_everything():
+    m = marks(likes_0=(False, T0, True, 1), likes_1=(False, T0, True, 1))
+    assert w.hold(m, SOURCES) == (None, False, False)
+    assert w.hold(m, None) == (None, False, False)  # inputs unknown (no metadata yet)
+
+
+def test_inputs_read_to_their_end_give_the_newest_event_time_then_the_wall_clock_when_quiet():
+    busy = marks(likes_0=(False, T0 + 3, False, T0 + 50), likes_1=(False, T0 + 9, True, T0 + 60),
+                 messages_0=(False, 0, True, T0 + 70))
+    assert w.hold(busy, SOURCES) == (T0 + 9, True, False)
+    quiet = marks(likes_0=(False, T0 + 3, True, T0 + 50), likes_1=(False, T0 + 9, True, T0 + 60),
+                  messages_0=(False, 0, True, T0 + 70))
+    assert w.hold(quiet, SOURCES) == (T0 + 50, True, True)  # the oldest report: a stale one holds
+
+
+def test_the_clock_never_goes_back_and_a_falling_behind_input_ends_live_mode_at_once():
+    clock = w.EventClock(current=T0 + 10 * MIN)
+    for source in SOURCES:
+        clock.mark(source, Mark(False, T0, True, T0 + 11 * MIN))
+    assert clock.advance(SOURCES) == T0 + 11 * MIN and clock.live and clock.idle
+    clock.mark("likes/1", Mark(True, T0, False, T0 + 12 * MIN))
+    assert not clock.live  # before the next tick: events of the backlog must not move it
+    assert clock.advance(SOURCES) == T0 + 11 * MIN  # held, not moved back
+    clock.mark("likes/1", Mark(False, T0, True, T0 + 11 * MIN))  # an older report (another path): ignored
+    assert clock.marks["likes/1"].behind
 
 
 def test_windowed_state_survives_a_json_round_trip():
