@@ -1,7 +1,7 @@
 """Fuzz: hostile input into every input topic of one live worker; nothing may crash or vanish.
 
 Starts its own embedded broker (Tansu) and one ``socialpulse worker`` (own data dir in
-a temp dir, own web port, ``SOCIALPULSE_BROKER_QUIRKS=tansu``), warms it up with valid
+a temp dir, own web port), warms it up with valid
 generator traffic until every keyed partition has a current watermark, then for
 ``--minutes`` sends, next to a trickle of valid generator traffic, ``--rate`` hostile
 values per second (seeded, ``--seed``) into every input topic (with the topic prefix):

@@ -1,7 +1,7 @@
 """Soak: one worker under steady generator traffic for a long time; is its memory and state bounded?
 
 Starts its own embedded broker (Tansu), one ``socialpulse worker`` (own data dir in a
-temp dir, own web port, ``SOCIALPULSE_BROKER_QUIRKS=tansu``) and the generator
+temp dir, own web port) and the generator
 (``socialpulse generate --rate R``, its realistic mix including duplicates, late and
 malformed records) for ``--minutes``. Every ``--interval`` seconds it samples the
 worker's resident memory (``VmRSS`` of /proc/<pid>/status) and its /metrics:

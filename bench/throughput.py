@@ -145,7 +145,7 @@ def worker_env(bootstrap: str, prefix: str, data_dir: str, store: str = "rocksdb
         "SOCIALPULSE_BROKER": f"kafka://{bootstrap}", "SOCIALPULSE_TOPIC_PREFIX": prefix,
         "SOCIALPULSE_APP_ID": f"bench-{time.time_ns()}", "SOCIALPULSE_DATA_DIR": data_dir,
         "SOCIALPULSE_LOG_LEVEL": "warning", "SOCIALPULSE_WEB_HOST": "127.0.0.1",
-        "SOCIALPULSE_BROKER_QUIRKS": "tansu", "SOCIALPULSE_STORE": store,
+        "SOCIALPULSE_STORE": store,
     }
 
 

@@ -81,7 +81,6 @@ def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
         "SOCIALPULSE_BROKER": f"kafka://127.0.0.1:{port}",
         "SOCIALPULSE_DATA_DIR": data_dir,
         "SOCIALPULSE_LOG_LEVEL": "warning",
-        "SOCIALPULSE_BROKER_QUIRKS": "tansu",  # work around the embedded broker's limits
     }
     procs: list[subprocess.Popen[Any]] = []
     started = time.monotonic()

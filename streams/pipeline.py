@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -85,7 +85,7 @@ class InputPosition:
     """What this worker's ingest knows of one assigned input partition (for its marks)."""
 
     newest: int = 0  # newest event time read from it since it was assigned
-    seen: float = field(default_factory=time.monotonic)  # when a record last came
+    seen: float = 0.0  # when a record last came (monotonic; never: quiet from the start)
     behind: bool = True  # unread records remain (until the first read shows otherwise)
     announced: bool = False  # a mark saying it is behind went out since it fell behind
 
@@ -514,7 +514,7 @@ class Pipeline:
         actor = self.stages["actor"]
         credits = {
             ACTOR_SOURCE.format(partition=q): Mark(not clock.live, clock.current, clock.idle, now_ms)
-            for q, clock in actor.clocks.items() if q in self.owned["actor"]
+            for q, clock in actor.clocks.items() if q in self.owned["actor"] and clock.known
         }
         if credits:
             self._send_marks(credits, stages=("account",))
@@ -538,6 +538,8 @@ class Pipeline:
         self.ready = (
             self.app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
             and not self.app.rebalancing and self.broker.down_since is None and not self.lost
+            # and event time is known: every input has marked every owned keyed partition
+            and all(stage.clocks[p].known for name, stage in self.stages.items() for p in self.owned[name] if p in stage.clocks)
         )
         self.metrics.ready.set(1 if self.ready else 0)
 

@@ -150,6 +150,7 @@ class EventClock:
     persisted: int = 0  # the value last written to the changelog
     live: bool = False
     idle: bool = False
+    known: bool = False  # every input has marked it at least once (what it may not run ahead of is known)
     marks: dict[str, Mark] = field(default_factory=dict)
 
     def mark(self, source: str, mark: Mark) -> None:
@@ -163,8 +164,10 @@ class EventClock:
 
     def advance(self, expected: Iterable[str] | None) -> int:
         allowed, self.live, self.idle = hold(self.marks, expected)
-        if allowed is not None and allowed > self.current:
-            self.current = allowed
+        if allowed is not None:
+            self.known = True
+            if allowed > self.current:
+                self.current = allowed
         return self.current
 
 

@@ -50,7 +50,7 @@ def main() -> None:
     loop = asyncio.new_event_loop()  # before the app: Faust's services bind to the current loop
     asyncio.set_event_loop(loop)
     settings = Settings(
-        broker=f"kafka://{args.bootstrap}", app_id=f"peer-socialpulse-{time.time_ns()}", broker_quirks="tansu",
+        broker=f"kafka://{args.bootstrap}", app_id=f"peer-socialpulse-{time.time_ns()}",
         data_dir=tempfile.mkdtemp(prefix="sp-count-", dir=os.environ.get("PEER_STATE_DIR")),
         web_host="127.0.0.1", web_port=free_port(), log_level="warning",
     )

@@ -52,7 +52,7 @@ def scenario(broker, tmp_path_factory):
     aiokafka_records = [("likes", orjson.dumps(x)) for x in likes]
     aiokafka_records += [
         ("likes", orjson.dumps(likes[1])),  # an upstream retry: duplicate
-        ("likes", orjson.dumps({"event_id": "late1", "ts": iso(now - 600_000), **ig, "post_id": "p1", "actor_id": "u9"})),
+        ("likes", orjson.dumps({"event_id": "late1", "ts": iso(now - 3 * 86_400_000), **ig, "post_id": "p1", "actor_id": "u9"})),
         ("likes", b'{"event_id": "broken"'),
         ("likes", b"\xff\xfe\xfa"),
         ("likes", orjson.dumps(ev("big", 1000, **ig, post_id="p1", actor_id="u1", note="x" * 3000))),
