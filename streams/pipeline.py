@@ -479,14 +479,17 @@ class Pipeline:
 
     def expected_sources(self, name: str) -> list[str] | None:
         """Every input partition that feeds a stage (``topic/partition``); None while unknown."""
-        consumer = self.app.consumer
+        try:  # the cluster metadata every member has (the group's snapshot is the leader's alone)
+            cluster = self.app.consumer._thread._ensure_consumer()._client.cluster  # type: ignore[attr-defined]
+        except Exception:
+            return None
         out: list[str] = []
         for bare in STAGE_INPUTS[name]:
             topic = self.settings.topic(bare)
-            n = consumer.topic_partitions(topic)
-            if not n:
+            partitions = cluster.partitions_for_topic(topic)
+            if not partitions:
                 return None
-            out.extend(f"{topic}/{p}" for p in range(n))
+            out.extend(f"{topic}/{p}" for p in sorted(partitions))
         if name == "account":
             out.extend(ACTOR_SOURCE.format(partition=q) for q in range(self.settings.partitions))
         return out
@@ -538,10 +541,13 @@ class Pipeline:
         self.ready = (
             self.app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
             and not self.app.rebalancing and self.broker.down_since is None and not self.lost
-            # and event time is known: every input has marked every owned keyed partition
-            and all(stage.clocks[p].known for name, stage in self.stages.items() for p in self.owned[name] if p in stage.clocks)
+            and self.event_time_known()
         )
         self.metrics.ready.set(1 if self.ready else 0)
+
+    def event_time_known(self) -> bool:
+        """Every input has marked every owned keyed partition at least once."""
+        return all(stage.clocks[p].known for name, stage in self.stages.items() for p in self.owned[name] if p in stage.clocks)
 
     def _closed_loader(self, name: str) -> Any:
         def load(partition: int, size: int, start: int) -> bytes | None:

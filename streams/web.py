@@ -40,6 +40,8 @@ def register_views(app: faust.App, pipeline: Pipeline) -> None:
             "recovered": app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]
             "rebalancing": bool(app.rebalancing),
             "broker": pipeline.broker.status(),
+            # every input has marked each owned keyed partition: what event time may not run ahead of is known
+            "event_time_known": pipeline.event_time_known(),
         }
         if pipeline.lost:
             body["problem"] = pipeline.lost

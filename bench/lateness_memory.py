@@ -1,0 +1,203 @@
+"""Worker memory with a day of traffic for many accounts, at default settings.
+
+Issue 12's target: 10,000 accounts with a day of traffic within 1 GiB of worker RSS,
+with every closed window of the day kept for corrections (ALLOWED_LATENESS 1d).
+
+Starts its own embedded broker, produces a day of events (event times spread over
+the last 24 hours, every input topic, packed 100 per message) for ``--accounts``
+accounts, then starts one ``socialpulse worker`` with default settings on that
+history (a first start: the whole day is a backlog), waits until every event is
+counted and the watermark has reached the wall clock, and prints the worker's RSS
+(now and peak), the keys held, the de-duplication ids held (arrival rate x
+DEDUP_HORIZON: here the whole day arrived within minutes) and the closed windows
+kept. Then it waits ``--after`` seconds more and prints them again.
+
+    python bench/lateness_memory.py [--accounts 10000] [--per-account 100] [--budget-mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.throughput import free_port, worker_env  # noqa: E402
+from streams.broker import start_broker, stop_process  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+from streams.windows import iso  # noqa: E402
+
+PREFIX = "mem."
+PLATFORMS = ("instagram", "tiktok", "facebook", "linkedin", "x")
+
+
+def day_of_traffic(accounts: int, per_account: int, seed: int = 1) -> dict[str, list[bytes]]:
+    """Events of every topic over the last 24 hours; each account about ``per_account``."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000) - 120_000
+    start = now - 86_400_000
+    out: dict[str, list[bytes]] = {t: [] for t in ("likes", "impressions", "audience", "clicks", "messages", "orders", "spend")}
+    n = 0
+
+    def add(topic: str, ts: int, **fields: object) -> None:
+        nonlocal n
+        n += 1
+        out[topic].append(orjson.dumps({"event_id": f"m{n}", "ts": iso(ts)} | fields))
+
+    for a in range(accounts):
+        base = {"platform": PLATFORMS[a % len(PLATFORMS)], "account_id": f"acct-{a:05d}"}
+        budget = per_account
+        add("audience", start + rng.randint(0, 3_600_000), **base, followers=rng.randint(100, 100_000))
+        add("spend", start + rng.randint(0, 86_000_000), **base, campaign_id=f"c{a % 7}", amount="25.00", currency="USD")
+        budget -= 2
+        while budget > 0:
+            ts = rng.randint(start, now)
+            r = rng.random()
+            if r < 0.45:
+                add("likes", ts, **base, post_id=f"p{rng.randint(0, 20)}", actor_id=f"f{rng.randint(0, 10**6)}")
+                budget -= 1
+            elif r < 0.65:
+                add("impressions", ts, **base, post_id=f"p{rng.randint(0, 20)}", count=rng.randint(1, 500))
+                budget -= 1
+            elif r < 0.85:
+                conv = f"cv{n}"
+                add("messages", ts, **base, conversation_id=conv, direction="inbound", author_id="cust")
+                if rng.random() < 0.9:  # one in ten is never answered (it stays waiting)
+                    add("messages", min(ts + rng.randint(5_000, 3_600_000), now), **base, conversation_id=conv,
+                        direction="outbound", author_id="ana", agent_id=f"agent{rng.randint(0, 5)}")
+                budget -= 2
+            else:
+                shopper = f"s{n}"
+                add("clicks", ts, **base, actor_id=shopper, click_id=f"k{n}", campaign_id=f"c{a % 7}")
+                if rng.random() < 0.2:
+                    add("orders", min(ts + rng.randint(1_000, 7_200_000), now), order_id=f"o{n}", actor_id=shopper,
+                        amount=f"{rng.randint(5, 200)}.00", currency="USD", click_id=f"k{n}")
+                budget -= 2
+    # a day as it arrives live: each topic in event-time order (a late source is a test's matter)
+    for topic, values in out.items():
+        values.sort(key=lambda v: orjson.loads(v)["ts"])
+    return out
+
+
+async def produce(bootstrap: str, traffic: dict[str, list[bytes]], pack: int = 100) -> int:
+    await ensure_topics(Settings(broker=f"kafka://{bootstrap}", topic_prefix=PREFIX))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_048_576)
+    await producer.start()
+    sent, pending = 0, []
+    try:
+        for topic, values in traffic.items():
+            for i in range(0, len(values), pack):
+                chunk = values[i:i + pack]
+                pending.append(await producer.send(PREFIX + topic, b"[" + b",".join(chunk) + b"]"))
+                sent += len(chunk)
+                if len(pending) > 2000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            print(f"\rproduced {sent:,}", end="", file=sys.stderr, flush=True)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    print(file=sys.stderr)
+    return sent
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            name = s.name
+            if name == "socialpulse_events_total":
+                out[f"events_{s.labels['outcome']}"] = out.get(f"events_{s.labels['outcome']}", 0) + s.value
+            elif name in ("socialpulse_state_keys", "socialpulse_dedup_ids", "socialpulse_closed_windows_kept",
+                          "socialpulse_state_bytes"):
+                out[f"{name}_{s.labels['stage' if 'stage' in s.labels else 'stream']}"] = s.value
+            elif name == "socialpulse_watermark_timestamp_seconds":
+                out["watermark_min"] = min(out.get("watermark_min", s.value), s.value)
+    return out
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--accounts", type=int, default=10_000)
+    ap.add_argument("--per-account", type=int, default=100)
+    ap.add_argument("--budget-mib", type=float, default=1024)
+    ap.add_argument("--after", type=float, default=30, help="seconds to watch after catching up")
+    args = ap.parse_args()
+    traffic = day_of_traffic(args.accounts, args.per_account)
+    total = sum(len(v) for v in traffic.values())
+    port = free_port()
+    broker = start_broker(port)
+    bootstrap = f"127.0.0.1:{port}"
+    tmp = tempfile.mkdtemp(prefix="sp-mem-")
+    worker = None
+    try:
+        asyncio.run(produce(bootstrap, traffic))
+        del traffic
+        web = free_port()
+        env = worker_env(bootstrap, PREFIX, tmp) | {"SOCIALPULSE_STORE": "rocksdb://"}
+        env.pop("SOCIALPULSE_LOG_LEVEL", None)
+        log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web)], env=env,
+                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{web}/metrics"
+        began = time.monotonic()
+        m: dict[str, float] = {}
+        while True:
+            time.sleep(2)
+            if worker.poll() is not None:
+                raise SystemExit(f"worker exited {worker.returncode}; log in {tmp}/worker.log")
+            try:
+                m = scrape(url)
+            except Exception:
+                continue
+            counted = sum(v for k, v in m.items() if k.startswith("events_"))
+            rss, peak = rss_mib(worker.pid)
+            print(f"\r{time.monotonic() - began:5.0f} s  counted {counted:,.0f}/{total:,}  RSS {rss:,.0f} MiB",
+                  end="", file=sys.stderr, flush=True)
+            if counted >= total and m.get("watermark_min", 0) > time.time() - 60:
+                break
+        print(file=sys.stderr)
+        caught_up = time.monotonic() - began
+        rows = [("caught up", *rss_mib(worker.pid), m)]
+        time.sleep(args.after)
+        rows.append((f"+{args.after:.0f} s", *rss_mib(worker.pid), scrape(url)))
+        print(f"\n{args.accounts:,} accounts, {total:,} events over 24 h (every topic), default settings; "
+              f"read in {caught_up:.0f} s")
+        print("| when | RSS MiB | peak RSS MiB | account keys | shopper keys | dedup ids | closed windows kept | late |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for when, rss, peak, mm in rows:
+            print(f"| {when} | {rss:,.0f} | {peak:,.0f} | {mm.get('socialpulse_state_keys_account', 0):,.0f} | "
+                  f"{mm.get('socialpulse_state_keys_actor', 0):,.0f} | "
+                  f"{mm.get('socialpulse_dedup_ids_account', 0) + mm.get('socialpulse_dedup_ids_actor', 0):,.0f} | "
+                  f"{mm.get('socialpulse_closed_windows_kept_account', 0):,.0f} | {mm.get('events_late', 0):,.0f} |")
+        peak = max(r[2] for r in rows)
+        verdict = "met" if peak <= args.budget_mib else "NOT met"
+        print(f"peak RSS {peak:,.0f} MiB vs budget {args.budget_mib:,.0f} MiB: {verdict}")
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        stop_process(broker)
+
+
+if __name__ == "__main__":
+    main()
