@@ -87,7 +87,7 @@ def day_of_traffic(accounts: int, per_account: int, seed: int = 1) -> dict[str, 
                         amount=f"{rng.randint(5, 200)}.00", currency="USD", click_id=f"k{n}")
                 budget -= 2
     # a day as it arrives live: each topic in event-time order (a late source is a test's matter)
-    for topic, values in out.items():
+    for values in out.values():
         values.sort(key=lambda v: orjson.loads(v)["ts"])
     return out
 
@@ -126,6 +126,8 @@ def scrape(url: str) -> dict[str, float]:
             elif name in ("socialpulse_state_keys", "socialpulse_dedup_ids", "socialpulse_closed_windows_kept",
                           "socialpulse_state_bytes"):
                 out[f"{name}_{s.labels['stage' if 'stage' in s.labels else 'stream']}"] = s.value
+            elif name in ("socialpulse_results_corrected_total", "socialpulse_results_published_total"):
+                out[name] = out.get(name, 0) + s.value
             elif name == "socialpulse_watermark_timestamp_seconds":
                 out["watermark_min"] = min(out.get("watermark_min", s.value), s.value)
     return out
@@ -172,7 +174,10 @@ def main() -> None:
                 continue
             counted = sum(v for k, v in m.items() if k.startswith("events_"))
             rss, peak = rss_mib(worker.pid)
-            print(f"\r{time.monotonic() - began:5.0f} s  counted {counted:,.0f}/{total:,}  RSS {rss:,.0f} MiB",
+            print(f"\r{time.monotonic() - began:5.0f} s  counted {counted:,.0f}/{total:,}  RSS {rss:,.0f} MiB  "
+                  f"watermark {time.time() - m.get('watermark_min', 0):,.0f} s behind  "
+                  f"results {m.get('socialpulse_results_published_total', 0):,.0f} "
+                  f"(corrections {m.get('socialpulse_results_corrected_total', 0):,.0f})   ",
                   end="", file=sys.stderr, flush=True)
             if counted >= total and m.get("watermark_min", 0) > time.time() - 60:
                 break

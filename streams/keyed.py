@@ -374,11 +374,13 @@ class KeyedStage:
             out.results.extend(fam.results(key, cw, state[fam.name], entry[0]))
 
     # -- time --------------------------------------------------------------
-    def tick(self, out: StageOutput, expected: Iterable[str] | None = None) -> None:
+    def tick(self, out: StageOutput, expected: Iterable[str] | None = None, budget: int | None = None) -> None:
         """Advance watermarks, close due windows, expire state. Call about once a second.
 
         ``expected`` names every input partition that feeds this stage (``topic/partition``):
-        the watermark waits for a mark from each (``windows.hold``).
+        the watermark waits for a mark from each (``windows.hold``). With ``budget``, keys
+        are closed only until that many results are out; the rest wait for the next tick
+        (a watermark that jumps a day ahead must not publish a day of windows at once).
         """
         sources = None if expected is None else list(expected)
         for partition, clock in list(self.clocks.items()):
@@ -397,6 +399,8 @@ class KeyedStage:
                     out.groups[(partition, size, start)] = None
                     self.memory.pop((partition, size, start), None)
             for key in self._due_keys(partition):
+                if budget is not None and len(out.results) >= budget:
+                    break
                 state = self.state(partition, key)
                 if state is None:
                     continue

@@ -49,6 +49,7 @@ from .keyed import (
 from .replies import Replies
 from .replies.hours import parse_hours
 from .settings import Settings
+from .transport import ebb
 from .windows import Mark, WindowSpec
 
 __all__ = ["Pipeline", "build"]
@@ -64,6 +65,8 @@ ROCKSDB_OPTIONS = {
     "block_cache_size": 8 * 1024 * 1024,
     "block_cache_compressed_size": 0,
 }
+#: results a tick publishes at most (a watermark that jumps ahead closes the rest on the next ticks)
+RESULTS_PER_TICK = 20_000
 #: events per forwarded message (a few hundred bytes each)
 FORWARD_CHUNK = 500
 
@@ -188,6 +191,7 @@ class Pipeline:
         @app.timer(1.0, name="tick")
         async def tick() -> None:
             self.tick()
+            await ebb(self.app.producer.buffer)  # a burst of results goes out before the next tick
             try:
                 await self.check_broker()
             except BrokerLost as exc:
@@ -528,7 +532,7 @@ class Pipeline:
         self.send_marks()
         for name, stage in self.stages.items():
             out = StageOutput()
-            stage.tick(out, self.expected_sources(name))
+            stage.tick(out, self.expected_sources(name), budget=RESULTS_PER_TICK)
             self.emit(name, out)
             for partition, clock in stage.clocks.items():
                 self.metrics.watermark.labels(name, str(partition)).set(clock.current / 1000)

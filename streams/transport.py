@@ -44,9 +44,22 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
-__all__ = ["App", "Lane"]
+__all__ = ["App", "Lane", "ebb"]
 
 log = logging.getLogger("socialpulse")
+
+#: records waiting in the producer beyond which the consumer reads no more until they went out
+BACKLOG_MESSAGES = 20_000
+
+async def ebb(buffer: Any, above: int = BACKLOG_MESSAGES, below: int = BACKLOG_MESSAGES // 4) -> None:
+    """With more than ``above`` records waiting in Faust's producer buffer, wait until fewer
+    than ``below`` are (its own ``wait_until_ebb`` sends 100 and returns)."""
+    if buffer.size <= above:
+        return
+    deadline = time.monotonic() + 60
+    while buffer.size > below and not buffer.should_stop and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
 
 #: A lane: gets one fetched batch, records by partition, and processes it synchronously.
 Lane = Callable[[dict[TP, list[Any]]], None]
@@ -100,6 +113,7 @@ class Consumer(driver.Consumer):
                         break
                     lanes[topic](by_tp)
                     self._ack_batch(by_tp)
+                await ebb(self.app.producer.buffer)  # back-pressure: read on once what the lanes sent went out
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return

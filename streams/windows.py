@@ -202,7 +202,8 @@ def add(
     for size in spec.closed:
         start = bucket_start(ts, size)
         target = windows
-        if watermark is not None and start + size + spec.grace <= watermark:
+        # a window the watermark has passed but no tick has published yet is still open
+        if watermark is not None and start + size + spec.grace <= watermark and start not in windows.get(size, ()):
             if start + size <= watermark - spec.lateness:
                 continue
             target = state.setdefault("late", {})

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
+from streams import windows
 from streams.engagement import Engagement
 from streams.keyed import Forwarded, KeyedStage, StageOutput, decode_forward, encode_forward
-from streams import windows
 from streams.windows import Mark, WindowSpec
 
 MIN = 60_000

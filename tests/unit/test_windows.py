@@ -1,4 +1,3 @@
-import time
 
 from streams import windows as w
 from streams.engagement import metrics as m
