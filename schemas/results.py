@@ -34,7 +34,10 @@ class Result(BaseModel):
     #: 0 when the window is first published (its end plus GRACE passed); one higher for each
     #: re-publication with the same ``key`` after late data (within ALLOWED_LATENESS) changed it.
     #: A consumer upserts by ``key`` and keeps the highest revision.
-    revision: int = Field(0, ge=0)
+    revision: int = Field(0, ge=0, description=(
+        "0 when the window is first published (the watermark passed its end plus GRACE); one higher each time "
+        "late data (within ALLOWED_LATENESS) changed it and it was published again under the same key. "
+        "Upsert by key and keep the highest revision."))
 
 
 def result_key(metric: str, platform: str, account_id: str, window: str, window_start: str, *extra: str) -> str:

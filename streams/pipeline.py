@@ -173,6 +173,8 @@ class Pipeline:
         self.rebalancing_since: float | None = None
         #: this worker's assigned input partitions, as its marks describe them
         self.inputs: dict[TP, InputPosition] = {}
+        #: per stage, the input partitions its watermark waits for (refreshed each tick)
+        self.expected: dict[str, list[str] | None] = {}
         self._ticks = 0
         self._register()
 
@@ -316,6 +318,8 @@ class Pipeline:
                         stage.process(tp.partition, items, out)
                         items = []
                     stage.mark(tp.partition, data)
+                    # the watermark moves as marks come (a backlog's windows close on the next tick)
+                    stage.clock(tp.partition).advance(self.expected.get(name))
                 else:
                     items.extend(data)  # type: ignore[arg-type]
             if items:
@@ -532,7 +536,8 @@ class Pipeline:
         self.send_marks()
         for name, stage in self.stages.items():
             out = StageOutput()
-            stage.tick(out, self.expected_sources(name), budget=RESULTS_PER_TICK)
+            self.expected[name] = self.expected_sources(name)
+            stage.tick(out, self.expected[name], budget=RESULTS_PER_TICK)
             self.emit(name, out)
             for partition, clock in stage.clocks.items():
                 self.metrics.watermark.labels(name, str(partition)).set(clock.current / 1000)

@@ -124,8 +124,9 @@ class Results:
             if old is None or rec["revision"] >= old["revision"]:
                 self.latest[msg.key()] = rec
 
-    def find(self, metric: str, platform: str, account: str, window: str, start: int) -> dict | None:
-        self.poll(0.5)
+    def find(self, metric: str, platform: str, account: str, window: str, start: int, poll: bool = True) -> dict | None:
+        if poll:
+            self.poll(0.5)
         for rec in self.latest.values():
             if (rec["metric"], rec["platform"], rec["account_id"], rec["window"], rec["window_start"]) == (
                     metric, platform, account, window, iso(start)):
@@ -206,11 +207,12 @@ def test_first_start_on_history_publishes_each_closed_minute_once_and_exactly(hi
     assert len(due) >= 4 * 15
 
     def all_published() -> bool:
-        return all(results.find("engagements", p, a, "1m", t) is not None for p, a, t in due)
+        results.poll(1.0)
+        return all(results.find("engagements", p, a, "1m", t, poll=False) is not None for p, a, t in due)
 
     wait_until(all_published, 60, interval=1, what="every closed minute published")
     for p, a, t in due:
-        rec = results.find("engagements", p, a, "1m", t)
+        rec = results.find("engagements", p, a, "1m", t, poll=False)
         assert rec is not None and (rec["value"], rec["revision"]) == (hist.likes_per_minute[(p, a, t)], 0)
     assert total(scrape_all([worker]), "socialpulse_results_corrected_total") == 0  # nothing had to be corrected
 
@@ -380,8 +382,9 @@ def test_random_delays_within_the_allowed_lateness_sum_to_the_truth_on_the_resul
         producer.flush(10)
 
         def exact() -> bool:
-            return all((r := results.find("engagements", "x", "shuffled", "1h", h)) is not None and r["value"] == n
-                       for h, n in truth.items())
+            results.poll(1.0)
+            return all((r := results.find("engagements", "x", "shuffled", "1h", h, poll=False)) is not None
+                       and r["value"] == n for h, n in truth.items())
 
         wait_until(exact, 60, interval=1, what="upserted hourly results equal the truth")
         assert total(scrape_all([worker]), "socialpulse_events_total", outcome="late") == 0
