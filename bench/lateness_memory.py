@@ -4,7 +4,7 @@ Issue 12's target: 10,000 accounts with a day of traffic within 1 GiB of worker 
 with every closed window of the day kept for corrections (ALLOWED_LATENESS 1d).
 
 Starts its own embedded broker, produces a day of events (event times spread over
-the last 24 hours, every input topic, packed 100 per message) for ``--accounts``
+the last 24 hours, every input topic, in event-time order, packed 10 per message) for ``--accounts``
 accounts, then starts one ``socialpulse worker`` with default settings on that
 history (a first start: the whole day is a backlog), waits until every event is
 counted and the watermark has reached the wall clock, and prints the worker's RSS
@@ -92,7 +92,7 @@ def day_of_traffic(accounts: int, per_account: int, seed: int = 1) -> dict[str, 
     return out
 
 
-async def produce(bootstrap: str, traffic: dict[str, list[bytes]], pack: int = 100) -> int:
+async def produce(bootstrap: str, traffic: dict[str, list[bytes]], pack: int = 10) -> int:
     await ensure_topics(Settings(broker=f"kafka://{bootstrap}", topic_prefix=PREFIX))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_048_576)
     await producer.start()

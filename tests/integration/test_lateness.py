@@ -314,8 +314,16 @@ def test_a_source_two_hours_late_corrects_published_windows_and_three_days_is_la
             rec = results.find("engagements", "instagram", "late-brand", "1h", hour)
             return rec if rec and rec["revision"] >= 1 else None
 
-        second = wait_until(corrected, 30, what="the hour re-published")
-        assert (second["value"], second["revision"], second["key"]) == (2, 1, first["key"])
+        def both() -> dict | None:  # the like and the click (engagement counts clicks too) are in
+            rec = corrected()
+            clicks = results.find("clicks", "instagram", "late-brand", "1h", hour, poll=False)
+            return rec if rec and rec["value"] == 2 and clicks and clicks["value"] == 1 else None
+
+        second = wait_until(both, 30, what="the hour re-published")
+        # the same key, a higher revision (one per batch that changed it: the like's and the click's)
+        assert second["key"] == first["key"] and second["revision"] >= 1
+        revisions = [r["revision"] for r in results.all if r["key"] == first["key"]]
+        assert revisions == sorted(revisions) and revisions[0] == 0
         latency = wait_until(lambda: results.find("reply_latency_seconds", "instagram", "late-brand", "1h", hour), 30,
                              what="the late reply published")
         assert latency["value"] == 90.0 and latency["count"] == 1
