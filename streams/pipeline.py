@@ -91,6 +91,7 @@ class InputPosition:
     seen: float = 0.0  # when a record last came (monotonic; never: quiet from the start)
     behind: bool = True  # unread records remain (until the first read shows otherwise)
     announced: bool = False  # a mark saying it is behind went out since it fell behind
+    lagging: bool = False  # the last periodic look saw unread records
 
 
 def _hard_exit() -> None:
@@ -515,6 +516,10 @@ class Pipeline:
             pos = self.inputs.get(tp)
             if pos is None:
                 pos = self.inputs[tp] = InputPosition()
+            # a batch that left records unread announced itself already (``_announce_behind``);
+            # here a lag counts only when it is seen twice in a row, so the records of a fetch
+            # being handed over right now do not flap a live partition out of live mode
+            is_behind, pos.lagging = is_behind and (pos.lagging or pos.behind), is_behind
             pos.behind = is_behind
             pos.announced = is_behind
             n_behind += is_behind
