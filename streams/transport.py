@@ -49,9 +49,9 @@ __all__ = ["App", "Lane", "ebb"]
 log = logging.getLogger("socialpulse")
 
 #: records waiting in the producer beyond which the consumer reads no more until they went out
-BACKLOG_MESSAGES = 20_000
+BACKLOG_MESSAGES = 100_000
 
-async def ebb(buffer: Any, above: int = BACKLOG_MESSAGES, below: int = BACKLOG_MESSAGES // 4) -> None:
+async def ebb(buffer: Any, above: int = BACKLOG_MESSAGES, below: int = BACKLOG_MESSAGES // 2) -> None:
     """With more than ``above`` records waiting in Faust's producer buffer, wait until fewer
     than ``below`` are (its own ``wait_until_ebb`` sends 100 and returns)."""
     if buffer.size <= above:
