@@ -71,6 +71,9 @@ def create_app(settings: Settings) -> App:
         autodiscover=False,
         stream_buffer_maxsize=16_384,
         broker_max_poll_records=settings.batch_size,  # records per fetched batch a lane gets
+        # at most 256 KiB per partition per fetch (Faust: 1 MiB): a backlog's batches then hold
+        # records of every input partition, so each input's marks, and the watermark, move together
+        consumer_max_fetch_size=256 * 1024,
         web_enabled=True,
         table_standby_replicas=0,
         # on: with true changelog ends (streams/transport.py) it holds on Tansu too, and it is

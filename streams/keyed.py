@@ -316,6 +316,12 @@ class KeyedStage:
                     results.extend(fam.apply(key, state[fam.name], mine, at))
                     if fam.merge is not None:
                         self._correct(partition, key, fam, state, out)
+                        # windows the watermark has passed close now, not only on the next tick:
+                        # during a backlog the key's record stays small (it is rewritten each batch)
+                        win = fam.windowed(state[fam.name])
+                        if win is not None and win["w"]:
+                            self._publish_closed(partition, key, fam, state, at, out)
+                            windows.prune(win, at, self.spec)
             dirty.add(key)
         record = seen.flush()
         if record is not None:

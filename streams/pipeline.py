@@ -168,6 +168,9 @@ class Pipeline:
         }
         #: keyed partitions this worker owns and has recovered: its ingest hands their events over in-process
         self.owned: dict[str, set[int]] = {name: set() for name in self.stages}
+        #: owned keyed partitions read to their end since they were assigned: nothing this worker
+        #: forwarded to them through Kafka is still unread, so marks and credits go in-process
+        self.settled: dict[str, set[int]] = {name: set() for name in self.stages}
         self.ready = False
         self.broker = BrokerWatch.from_urls(settings.broker, settings.broker_timeout / 1000)
         self.lost: str | None = None  # why this worker must stop (the broker lost data)
@@ -214,6 +217,7 @@ class Pipeline:
                 mine = {tp.partition for tp in revoked if tp.topic == topic}
                 stage.revoke(mine)
                 self.owned[name] -= mine
+                self.settled[name] -= mine
             for tp in revoked:
                 self.inputs.pop(tp, None)
             self.metrics.watermark.clear()
@@ -234,6 +238,7 @@ class Pipeline:
             mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
             stage.assign(mine)
             self.owned[name] = set(mine)
+            self.settled[name] &= mine
             restored = sum(self._adopt(name, key, value, mine) for key, value in list(table.data.items()))
             log.info("%s stage: %d keys restored from the changelog", name, restored)
 
@@ -273,6 +278,12 @@ class Pipeline:
         self._announce_behind(records)
         # aiokafka's ConsumerRecord has Raw's fields (topic, partition, offset, value, timestamp): no copy per record
         self.ingest_batch([r for recs in records.values() for r in recs])
+        # the batch's events are handed over: its inputs' marks follow them to the settled
+        # partitions at once, so a backlog's watermark moves batch by batch
+        now_ms = int(time.time() * 1000)
+        after = {f"{tp.topic}/{tp.partition}": Mark(pos.behind, pos.newest, False, now_ms)
+                 for tp in records if (pos := self.inputs.get(tp)) is not None}
+        self._mark_settled(after)
         self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
 
     def _announce_behind(self, records: dict[TP, list[Any]]) -> None:
@@ -296,16 +307,27 @@ class Pipeline:
             self._send_marks(ahead, in_process=True)
 
     def _send_marks(self, marks: dict[str, Mark], in_process: bool = False, stages: tuple[str, ...] = ("account", "actor")) -> None:
-        """Marks to every partition of the keyed stages. Through Kafka they follow the events
-        this worker forwarded before them; ``in_process`` (only for marks that hold back)
-        reaches owned partitions at once."""
+        """Marks to every partition of the keyed stages: in-process to the settled ones (every
+        event they cover was handed over in-process or read already), through Kafka to the
+        rest, where they follow the events this worker forwarded before them.
+        ``in_process`` (only for marks that hold back) reaches every owned partition at once."""
         value = encode_marks(marks)
         for name in stages:
+            stage, local = self.stages[name], self.owned[name] if in_process else self.settled[name]
             for p in range(self.settings.partitions):
-                if in_process and p in self.owned[name]:
-                    self.stages[name].mark(p, marks)
+                if p in local:
+                    stage.mark(p, marks)
+                    stage.clock(p).advance(self.expected.get(name))
                 else:
                     self.keyed_topics[name].send_soon(value=value, partition=p)
+
+    def _mark_settled(self, marks: dict[str, Mark], stages: tuple[str, ...] = ("account", "actor")) -> None:
+        """Marks to the settled partitions only (the periodic marks reach the others)."""
+        for name in stages:
+            stage = self.stages[name]
+            for p in self.settled[name]:
+                stage.mark(p, marks)
+                stage.clock(p).advance(self.expected.get(name))
 
     def stage_lane(self, name: str, records: dict[TP, list[Any]]) -> None:
         started = time.perf_counter()
@@ -416,17 +438,22 @@ class Pipeline:
             self.metrics.events.labels(source, "accepted").inc(n)
         self.publish(out.results)
         self.reject(out.rejected)
+        if name == "actor" and self.settled["account"]:
+            self._mark_settled(self._actor_marks(), stages=("account",))
 
     def publish(self, outputs: list[Output]) -> None:
         families: Counter[str] = Counter()
         forwards: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
+        local: dict[str, dict[int, list[Forwarded]]] = defaultdict(lambda: defaultdict(list))
         for r in outputs:
             if isinstance(r, Forward):
                 p = partition_for(r.key, self.settings.partitions)
                 # partition/offset -1: a derived record (dead letters name its source topic)
-                forwards[(r.stream, p)].append(
-                    Forwarded(r.topic, self.settings.topic(r.source), -1, -1, r.key, r.event, False)
-                )
+                item = Forwarded(r.topic, self.settings.topic(r.source), -1, -1, r.key, r.event, False)
+                if p in self.settled[r.stream]:
+                    local[r.stream][p].append(item)  # e.g. a credit for an account this worker owns
+                else:
+                    forwards[(r.stream, p)].append(item)
                 continue
             if isinstance(r, Tally):
                 self.metrics.tallies[r.metric].labels(*r.labels).inc(r.n)
@@ -445,6 +472,11 @@ class Pipeline:
         for fam, n in families.items():
             self.metrics.results.labels(fam).inc(n)
         self._forward(forwards)
+        for stream, parts in local.items():
+            out = StageOutput()
+            for p, items in parts.items():
+                self.stages[stream].process(p, items, out)
+            self.emit(stream, out)
 
     def _forward(self, outgoing: dict[tuple[str, int], list[Forwarded]]) -> None:
         """One message per keyed partition and chunk: few messages, each well under
@@ -466,7 +498,7 @@ class Pipeline:
 
         Also exports consumer lag and notices a broker that lost what it held."""
         consumer = self.app.consumer
-        keyed = {t.get_topic_name() for t in self.keyed_topics.values()}
+        keyed = {t.get_topic_name(): name for name, t in self.keyed_topics.items()}
         out: dict[TP, bool] = {}
         for tp in consumer.assignment():
             if tp.topic not in keyed and tp.topic not in self.bare:
@@ -479,6 +511,9 @@ class Pipeline:
             committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
             pos = max((read + 1) if read is not None else 0, committed or 0)
             out[tp] = high is None or pos < high
+            stream = keyed.get(tp.topic)
+            if stream is not None and not out[tp] and tp.partition in self.owned[stream]:
+                self.settled[stream].add(tp.partition)
             lost = shortened(tp.topic, tp.partition, high, committed)
             if lost:
                 self.lost = lost
@@ -527,18 +562,29 @@ class Pipeline:
         self.metrics.input_behind.set(n_behind)
         if marks:
             self._send_marks(marks)
-        actor = self.stages["actor"]
-        credits = {
-            ACTOR_SOURCE.format(partition=q): Mark(not clock.live, clock.current, clock.idle, now_ms)
-            for q, clock in actor.clocks.items() if q in self.owned["actor"] and clock.known
-        }
+        credits = self._actor_marks(now_ms)
         if credits:
             self._send_marks(credits, stages=("account",))
+
+    def _actor_marks(self, now_ms: int | None = None) -> dict[str, Mark]:
+        """Marks of the owned actor partitions for the account stage (credits come from them)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        return {
+            ACTOR_SOURCE.format(partition=q): Mark(not clock.live, clock.current, clock.idle, now_ms)
+            for q, clock in self.stages["actor"].clocks.items() if q in self.owned["actor"] and clock.known
+        }
 
     def tick(self) -> None:
         if not self.app.consumer or self.app.rebalancing:
             return
         self.send_marks()
+        for name, stage in self.stages.items():
+                exp = self.expected.get(name) or []
+                for p, clock in stage.clocks.items():
+                    missing = [x for x in exp if x not in clock.marks]
+                    behind0 = [x for x in exp if x in clock.marks and clock.marks[x].behind and clock.marks[x].newest == 0]
+                    log.warning("DBG %s[%d] wm=%s known=%s live=%s settled=%s missing=%d %s behind0=%s", name, p, clock.current,
+                                clock.known, clock.live, p in self.settled[name], len(missing), missing[:3], behind0[:4])
         for name, stage in self.stages.items():
             out = StageOutput()
             self.expected[name] = self.expected_sources(name)
