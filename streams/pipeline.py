@@ -579,13 +579,6 @@ class Pipeline:
             return
         self.send_marks()
         for name, stage in self.stages.items():
-                exp = self.expected.get(name) or []
-                for p, clock in stage.clocks.items():
-                    missing = [x for x in exp if x not in clock.marks]
-                    behind0 = [x for x in exp if x in clock.marks and clock.marks[x].behind and clock.marks[x].newest == 0]
-                    log.warning("DBG %s[%d] wm=%s known=%s live=%s settled=%s missing=%d %s behind0=%s", name, p, clock.current,
-                                clock.known, clock.live, p in self.settled[name], len(missing), missing[:3], behind0[:4])
-        for name, stage in self.stages.items():
             out = StageOutput()
             self.expected[name] = self.expected_sources(name)
             stage.tick(out, self.expected[name], budget=RESULTS_PER_TICK)
