@@ -13,6 +13,14 @@ DEDUP_HORIZON: here the whole day arrived within minutes) and the closed windows
 kept. Then it waits ``--after`` seconds more and prints them again.
 
     python bench/lateness_memory.py [--accounts 10000] [--per-account 100] [--budget-mib 1024]
+
+With ``--live`` it measures the state a worker holds after a day of *live* traffic instead,
+in one process without Kafka: the same day, fed in event-time order through the keyed
+stages with every family (as the worker's lanes do, marks saying every input is read to its
+end, ticks each simulated second), every closed window of the day kept for corrections in
+memory (with the default RocksDB store they would be on disk), de-duplication ids expiring
+by arrival (the event's own time here, as it would arrive live). It prints the process RSS
+and what the state holds.
 """
 
 from __future__ import annotations
@@ -147,13 +155,111 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def live_day(accounts: int, per_account: int, budget_mib: float) -> None:
+    import gc
+    import os
+
+    from streams.conversion import Conversion, Shopper
+    from streams.engagement import Engagement
+    from streams.family import Forward
+    from streams.ingest import partition_for
+    from streams.keyed import Forwarded, KeyedStage, StageOutput
+    from streams.replies import Replies
+    from streams.windows import Mark, WindowSpec
+
+    def rss() -> float:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    s = Settings()
+    spec = WindowSpec.from_settings(s)
+    account = KeyedStage("account", spec, [Engagement(spec, s.top_posts), Replies(spec, s.reply_slo),
+                                           Conversion(spec, s.max_campaigns)], s.dedup_horizon, s.idle)
+    actor = KeyedStage("actor", spec, [Shopper(s.attribution_lookback, s.attribution_half_life, s.grace)],
+                       s.dedup_horizon, s.idle, compact=True)
+    for stage in (account, actor):
+        stage.settle_s = 0
+    traffic = day_of_traffic(accounts, per_account)
+    events = sorted(((orjson.loads(v), topic) for topic, vs in traffic.items() for v in vs), key=lambda e: e[0]["ts"])
+    del traffic
+    total = len(events)
+    gc.collect()
+    before = rss()
+    n, parts = s.partitions, range(s.partitions)
+    expected = ["in/0"]
+    for stage in (account, actor):
+        for p in parts:
+            stage.mark(p, {"in/0": Mark(False, 0, False, 0)})
+            stage.tick(StageOutput(), expected)
+    began = time.perf_counter()
+    results = corrected = 0
+    last_tick = 0
+    for i in range(0, total, 5000):
+        chunk = events[i:i + 5000]
+        routed: dict[tuple[str, int], list[Forwarded]] = {}
+        for doc, topic in chunk:
+            ts = int(__import__("datetime").datetime.fromisoformat(doc["ts"].replace("Z", "+00:00")).timestamp() * 1000)
+            doc["ts"] = ts
+            keys = [("actor", doc["actor_id"])] if topic == "orders" else [("account", f"{doc['platform']}|{doc['account_id']}")]
+            if topic == "clicks":
+                keys.append(("actor", doc["actor_id"]))
+            for j, (stream, key) in enumerate(keys):
+                routed.setdefault((stream, partition_for(key, n)), []).append(
+                    Forwarded(topic, topic, 0, i, key, doc, j == 0, ts))
+        newest = chunk[-1][0]["ts"]
+        out_actor, out_account = StageOutput(), StageOutput()
+        for (stream, p), items in routed.items():
+            (actor if stream == "actor" else account).process(p, items, out_actor if stream == "actor" else out_account)
+        credits: dict[int, list[Forwarded]] = {}
+        for r in out_actor.results:
+            if isinstance(r, Forward):
+                credits.setdefault(partition_for(r.key, n), []).append(
+                    Forwarded(r.topic, r.source, -1, -1, r.key, r.event, False, newest))
+        for p, items in credits.items():
+            account.process(p, items, out_account)
+        actor.cool()
+        for stage in (account, actor):
+            for p in parts:
+                stage.mark(p, {"in/0": Mark(False, newest, False, newest)})
+        if newest - last_tick >= 1000:
+            for stage in (account, actor):
+                tick = StageOutput()
+                stage.tick(tick, expected)
+                results += len(tick.results)
+                stage.cool()
+            last_tick = newest
+        results += len(out_account.results)
+        corrected += out_account.corrected
+        print(f"\rfed {min(i + 5000, total):,}/{total:,}  RSS {rss():,.0f} MiB", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    del events
+    gc.collect()
+    after = rss()
+    kept = sum(len(orjson.dumps(g)) for g in account.memory.values())
+    print(f"\n{accounts:,} accounts, {total:,} events over 24 h, live in event-time order, default settings "
+          f"(ALLOWED_LATENESS {s.allowed_lateness // 3_600_000} h, DEDUP_HORIZON {s.dedup_horizon // 60_000} min); "
+          f"fed in {time.perf_counter() - began:.0f} s")
+    print("| RSS MiB (process) | of it state after the day | account keys | shopper keys | closed-window records kept | "
+          "their bytes | dedup ids | results |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {after:,.0f} | {after - before:,.0f} | {len(account):,} | {len(actor):,} | {len(account.memory):,} | "
+          f"{kept / 2**20:,.0f} MiB | {sum(len(x) for x in account.seen.values()) + sum(len(x) for x in actor.seen.values()):,} | "
+          f"{results:,} |")
+    verdict = "met" if after <= budget_mib else "NOT met"
+    print(f"RSS {after:,.0f} MiB vs budget {budget_mib:,.0f} MiB: {verdict}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--live", action="store_true", help="the state after a day of live traffic, in one process")
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--per-account", type=int, default=100)
     ap.add_argument("--budget-mib", type=float, default=1024)
     ap.add_argument("--after", type=float, default=30, help="seconds to watch after catching up")
     args = ap.parse_args()
+    if args.live:
+        live_day(args.accounts, args.per_account, args.budget_mib)
+        return
     traffic = day_of_traffic(args.accounts, args.per_account)
     total = sum(len(v) for v in traffic.values())
     port = free_port()
