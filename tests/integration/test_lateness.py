@@ -141,6 +141,14 @@ def by_account(texts: list[str], name: str, **match: str) -> dict[tuple[str, str
     return {a: v for a, v in summed(texts, name, **match).items() if v}
 
 
+def start(broker: str, tmp_path, prefix: str) -> tuple:
+    """Topics, a worker started as the README does (default settings), and a results reader."""
+    create_topics(broker, prefix)
+    worker = spawn_worker(worker_env(broker, prefix, tmp_path / "data"), tmp_path)
+    worker.wait_ready(90)
+    return worker, Results(broker, prefix + "socialpulse.results")
+
+
 # -- first start on history ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -279,10 +287,7 @@ def test_an_outage_longer_than_the_grace_loses_nothing(broker, tmp_path):
 
 def test_a_source_two_hours_late_corrects_published_windows_and_three_days_is_late(broker, tmp_path):
     prefix = "latesrc."
-    create_topics(broker, prefix)
-    worker = spawn_worker(worker_env(broker, prefix, tmp_path / "data"), tmp_path)
-    worker.wait_ready(90)
-    results = Results(broker, prefix + "socialpulse.results")
+    worker, results = start(broker, tmp_path, prefix)
     producer = Producer({"bootstrap.servers": broker})
     n = iter(range(10**6))
 
@@ -368,10 +373,7 @@ def test_a_source_two_hours_late_corrects_published_windows_and_three_days_is_la
 def test_random_delays_within_the_allowed_lateness_sum_to_the_truth_on_the_results_topic(broker, tmp_path):
     """Likes stamped up to 3 hours back, in random order: the upserted hourly results hold every one."""
     prefix = "shuffle."
-    create_topics(broker, prefix)
-    worker = spawn_worker(worker_env(broker, prefix, tmp_path / "data"), tmp_path)
-    worker.wait_ready(90)
-    results = Results(broker, prefix + "socialpulse.results")
+    worker, results = start(broker, tmp_path, prefix)
     rng = random.Random(7)
     producer = Producer({"bootstrap.servers": broker, "linger.ms": 5})
     now = int(time.time() * 1000)
