@@ -16,21 +16,44 @@ and one RocksDB write batch. Keys and values are bytes (the tables are
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from faust.stores import memory, rocksdb
 from faust.types.tuples import FutureMessage, PendingMessage
 
-__all__ = ["write_many", "read_one"]
+__all__ = ["write_many", "read_one", "unacknowledged", "distrust_unclean", "mark_clean", "CLEAN_STOP"]
+
+#: changelog records sent and not yet acknowledged by the broker (all tables of this process)
+_pending = 0
+
+
+def unacknowledged() -> int:
+    """How many changelog records this process sent that the broker has not acknowledged:
+    while any are, the local store holds state Kafka may never get (``streams/cli.py``)."""
+    return _pending
+
+
+def _acknowledged(table: Any) -> Any:
+    on_sent = table._on_changelog_sent
+
+    def callback(fut: Any) -> None:
+        global _pending
+        _pending -= 1
+        on_sent(fut)
+
+    return callback
 
 
 def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes | None]]) -> int:
     """Set (value bytes) or delete (value None) keys of one partition of ``table``;
     each key is written once, as Faust's own ``table[key] = value`` would. Returns
     how many keys were written."""
+    global _pending
     app, store, channel = table.app, table.data, table.changelog_topic
-    send, callback, generation = app.producer.send_soon, table._on_changelog_sent, app.consumer_generation_id
+    send, callback, generation = app.producer.send_soon, _acknowledged(table), app.consumer_generation_id
     if type(store) is rocksdb.Store and store.rocksdb_options.use_rocksdict:
         batch = rocksdb.rocksdict.WriteBatch(raw_mode=True)
     elif type(store) is memory.Store:
@@ -53,6 +76,7 @@ def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes 
         else:
             store.data[key] = value
         n += 1
+    _pending += n
     if batch is not None and n:
         store._db_for_partition(partition).write(batch)
     return n
@@ -63,3 +87,34 @@ def read_one(table: Any, partition: int, key: bytes) -> bytes | None:
     store = table.data
     value = store.data.get(key) if type(store) is memory.Store else store._db_for_partition(partition).get(key)
     return None if value is None else bytes(value)
+
+
+#: written into the table directory when a worker stops with every changelog record acknowledged
+CLEAN_STOP = ".clean-stop"
+
+
+def distrust_unclean(tabledir: Path) -> bool:
+    """At start-up: keep the local table stores only if the last run stopped cleanly.
+
+    The stores are written as a batch is processed, before the broker has acknowledged its
+    changelog records. A worker killed in between leaves local state Kafka never got, while
+    the input offsets of that batch were not committed: the batch comes again and would be
+    counted on top of it, and Faust's recovery (from the offset the store last saw
+    acknowledged) can mix it with older records. The changelog is the truth, so after an
+    unclean stop the stores are removed and rebuilt from it. Returns True if they were."""
+    mark = tabledir / CLEAN_STOP
+    if mark.exists():
+        mark.unlink()
+        return False
+    if tabledir.is_dir() and any(tabledir.iterdir()):
+        shutil.rmtree(tabledir)
+        return True
+    return False
+
+
+def mark_clean(tabledir: Path) -> bool:
+    """At the end of a run: mark the stores trustworthy if the broker acknowledged everything."""
+    if _pending or not tabledir.is_dir():
+        return False
+    (tabledir / CLEAN_STOP).touch()
+    return True

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -47,6 +48,7 @@ def worker(web_port: int | None) -> None:
     """Run one Faust worker; any number of them form one consumer group."""
     import faust
 
+    from .changelog import distrust_unclean, mark_clean
     from .pipeline import build
     from .topics import ensure_topics
 
@@ -61,6 +63,10 @@ def worker(web_port: int | None) -> None:
             f"cannot reach the broker at {settings.broker} (SOCIALPULSE_BROKER): {type(exc).__name__}: {exc}"
         ) from None
     app, _pipeline = build(settings)
+    tabledir = Path(app.conf.tabledir)
+    if distrust_unclean(tabledir):
+        click.echo(f"socialpulse worker: the last run did not stop cleanly; local state in {tabledir} "
+                   "is rebuilt from the changelog", err=True)
     # The per-event path makes many short-lived objects; at CPython's default GC thresholds
     # the collector keeps walking the whole heap (about a third of the worker's CPU,
     # bench/RESULTS.md). Start-up objects move out of its sight and the young generation is
@@ -72,7 +78,10 @@ def worker(web_port: int | None) -> None:
     # no terminal spinner: at WARNING it would set the root logger to DEBUG, so every debug
     # call in Faust and aiokafka builds a log record (message values included) for nothing
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        mark_clean(tabledir)
 
 
 @main.command()

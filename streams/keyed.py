@@ -26,7 +26,11 @@ state: a batch then writes only its own new ids to the changelog (one record
 per partition, ``SEEN_KEY``), where a per-key set would rewrite every id of a
 busy account with each batch. They expire by arrival time (the Kafka timestamp
 of the input record), so a re-delivery of the same record, however old, is
-always recognised, and memory is arrival rate x ``DEDUP_HORIZON``.
+always recognised, and memory is arrival rate x ``DEDUP_HORIZON``. A key's
+changelog record also carries the ids its batch applied to it (``with_ids``):
+Kafka keeps a prefix of what a killed worker sent, and a key's state can be in
+that prefix while the batch's ids record is not; the ids travel with the state,
+so a re-delivered event is never applied twice.
 
 Kafka-free on purpose: the lane hands in decoded batches and gets back what to
 publish and which keys changed; the lane writes each changed key to the
@@ -52,7 +56,7 @@ from .windows import ClosedWindow, EventClock, Mark, WindowSpec
 
 __all__ = [
     "Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "encode_marks",
-    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY",
+    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "KEY_IDS", "ids_by_key", "with_ids", "split_ids",
 ]
 
 #: Table key holding a partition's watermark (cannot collide with a platform|account or actor key).
@@ -64,6 +68,33 @@ CLOSED_KEY = "\x00closed|{partition}|{size}|{start}"
 
 #: (partition, window size, window start) of a closed-window record
 Group = tuple[int, int, int]
+
+#: Name prefix of the ids restored from a key's own record (never written as a ``SEEN_KEY``)
+KEY_IDS = "~key|"
+_IDS_FIELD = b'{"~ids":'
+
+
+def ids_by_key(rows: list[list[Any]]) -> dict[str, list[list[Any]]]:
+    """A batch's new ids (``[[key\x1fevent_id, arrived], ...]``) grouped by key."""
+    by_key: dict[str, list[list[Any]]] = defaultdict(list)
+    for row in rows:
+        by_key[row[0].split("\x1f", 1)[0]].append(row)
+    return by_key
+
+
+def with_ids(value: bytes, rows: list[list[Any]]) -> bytes:
+    """A key's encoded state (a JSON object) with the ids its batch applied, as field ``~ids``."""
+    rest = value[1:]
+    return _IDS_FIELD + orjson.dumps(rows) + (rest if rest[:1] == b"}" else b"," + rest)
+
+
+def split_ids(value: bytes) -> tuple[bytes, list[list[Any]] | None]:
+    """(the key's state, the ids carried with it) of a changelog record."""
+    if not value.startswith(_IDS_FIELD):
+        return value, None
+    data = orjson.loads(value)
+    rows = data.pop("~ids")
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), rows
 
 
 class Forwarded(NamedTuple):
@@ -210,7 +241,10 @@ class KeyedStage:
         self._hot.clear()
 
     def restore(self, partition: int, key: str, raw: bytes) -> None:
-        """Adopt a key recovered from the changelog."""
+        """Adopt a key recovered from the changelog (with the ids its last batch applied)."""
+        raw, ids = split_ids(raw)
+        if ids:
+            self.restore_seen(partition, KEY_IDS + key, ids)
         self.parts[partition][key] = bytes(memoryview(raw)) if self.compact else self.loads(raw)
 
     def restore_watermark(self, partition: int, watermark: int) -> None:
@@ -394,7 +428,8 @@ class KeyedStage:
             if at > clock.persisted:
                 out.watermarks[partition] = clock.persisted = at
             seen = self.seen_ids(partition)
-            expired = seen.expire(seen.clock, self.dedup_horizon, self.settle_s)
+            expired = [name for name in seen.expire(seen.clock, self.dedup_horizon, self.settle_s)
+                       if not name.startswith(KEY_IDS)]  # those live in the key's record
             if expired:
                 out.seen_expired[partition] = expired
             kept = self.closed.get(partition)

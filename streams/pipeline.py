@@ -45,6 +45,8 @@ from .keyed import (
     decode_forward,
     encode_forward,
     encode_marks,
+    ids_by_key,
+    with_ids,
 )
 from .replies import Replies
 from .replies.hours import parse_hours
@@ -76,6 +78,9 @@ _SEEN = SEEN_KEY.split("{", 1)[0]
 _CLOSED = CLOSED_KEY.split("{", 1)[0]
 #: the source name under which an actor partition marks the account stage (credits come from it)
 ACTOR_SOURCE = "~actor/{partition}"
+#: how far (event time, ms) an input partition may read ahead of the slowest one still behind
+ALIGN_MS = 10 * 60_000
+ALIGN_STALL_S = 30.0
 #: the input topics each stage's watermark waits for (the account stage also waits for the actor stage)
 STAGE_INPUTS = {
     "account": ("likes", "impressions", "audience", "clicks", "messages", "spend"),
@@ -179,6 +184,8 @@ class Pipeline:
         self.inputs: dict[TP, InputPosition] = {}
         #: per stage, the input partitions its watermark waits for (refreshed each tick)
         self.expected: dict[str, list[str] | None] = {}
+        #: input partitions paused because they read too far ahead of the slowest (``align``)
+        self.paused: set[TP] = set()
         self._ticks = 0
         self._register()
 
@@ -220,6 +227,7 @@ class Pipeline:
                 self.settled[name] -= mine
             for tp in revoked:
                 self.inputs.pop(tp, None)
+            self.paused -= set(revoked)
             self.metrics.watermark.clear()
             self.metrics.consumer_lag.clear()
 
@@ -284,7 +292,31 @@ class Pipeline:
         after = {f"{tp.topic}/{tp.partition}": Mark(pos.behind, pos.newest, False, now_ms)
                  for tp in records if (pos := self.inputs.get(tp)) is not None}
         self._mark_settled(after)
+        self.align()
         self.metrics.batch_seconds.labels("ingest").observe(time.perf_counter() - started)
+
+    def align(self) -> None:
+        """Watermark alignment (as Flink's): while a backlog is read, an input partition whose
+        newest event is more than ``ALIGN_MS`` ahead of the slowest input that is still behind
+        is paused until that one catches up. The watermark waits for the slowest anyway; what
+        the others read meanwhile would only pile up as open windows and buckets of every key
+        between the two (hours of them when Kafka hands one topic over long before another).
+        The slowest input is never paused, so reading always goes on; one that has delivered
+        nothing for ``ALIGN_STALL_S`` (not yet, or stuck) holds nobody back."""
+        consumer, now = self.app.consumer, time.monotonic()
+        behind = [pos.newest for pos in self.inputs.values() if pos.behind and now - pos.seen < ALIGN_STALL_S]
+        ahead: set[TP] = set()
+        if behind and not self.app.in_recovery:  # type: ignore[attr-defined]
+            limit = min(behind) + ALIGN_MS
+            ahead = {tp for tp, pos in self.inputs.items() if pos.behind and pos.newest > limit}
+        resume, pause = self.paused - ahead, ahead - self.paused
+        if resume:
+            consumer.resume_partitions(resume)
+        if ahead:
+            consumer.pause_partitions(ahead)  # again: a rebalance may have resumed them
+        if pause or resume:
+            log.debug("alignment: %d input partitions paused", len(ahead))
+        self.paused = ahead
 
     def _announce_behind(self, records: dict[TP, list[Any]]) -> None:
         """Before a batch of an input partition with a backlog goes on: say so to every keyed
@@ -414,17 +446,23 @@ class Pipeline:
         writes: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         for partition, keys in out.dirty.items():
             changed = writes[partition]
+            # each key's record carries the ids the batch applied to it: the key's state and
+            # its ids reach the changelog as one record, so a worker killed between the key
+            # records and the batch's ids record never counts a re-delivered event twice
+            fresh = out.seen.get(partition)
+            ids = ids_by_key(fresh[1]) if fresh is not None else {}
             for key in keys:
                 value = stage.encoded(partition, key)
                 if value is not None:
-                    changed.append((key.encode(), value))
+                    mine = ids.get(key)
+                    changed.append((key.encode(), with_ids(value, mine) if mine else value))
         stage.cool()
         for partition, keys in out.deleted.items():
             writes[partition].extend((key.encode(), None) for key in keys)
         for partition, watermark in out.watermarks.items():
             writes[partition].append((WATERMARK_KEY.format(partition=partition).encode(), str(watermark).encode()))
-        for partition, (record, ids) in out.seen.items():
-            writes[partition].append((SEEN_KEY.format(partition=partition, name=record).encode(), orjson.dumps(ids)))
+        for partition, (record, rows) in out.seen.items():
+            writes[partition].append((SEEN_KEY.format(partition=partition, name=record).encode(), orjson.dumps(rows)))
         for partition, names in out.seen_expired.items():
             writes[partition].extend((SEEN_KEY.format(partition=partition, name=record).encode(), None) for record in names)
         for (partition, size, start), group in out.groups.items():

@@ -14,7 +14,7 @@ Two things of its per-message data path do not fit a metrics service:
   unchanged. Topics without a lane (the table changelogs) take Faust's path.
 
 * **Commits after sends.** A commit waits until every record the processed
-  batches sent is in the Kafka client (which Faust then flushes).
+  batches sent is in the Kafka client and acknowledged by the broker.
 
 * **Short fetch waits.** A fetch waits at most ``fetch_max_wait_ms`` (100 ms)
   for data, not Faust's fixed 1.5 s: an event crosses two topics.
@@ -157,6 +157,13 @@ class Consumer(driver.Consumer):
         while buffer.size and not buffer.should_stop and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         await asyncio.sleep(0)  # the message being handed over right now
+        # and until the broker has them: a commit that reached the coordinator before the
+        # changelog records of its batches would lose their updates if the worker died
+        try:
+            await asyncio.wait_for(self.app.producer.flush(), timeout=max(deadline - time.monotonic(), 1.0))
+        except asyncio.TimeoutError:
+            log.warning("commit skipped: sent records not acknowledged by the broker within 30 s")
+            return False
         return bool(await super()._commit_tps(tps, start_new_transaction))
 
     async def highwaters(self, *partitions: TP) -> Any:

@@ -248,3 +248,32 @@ def test_result_keys_are_unique_across_families(t0):
     tick = quiet(s, StageOutput())
     keys = [r.key for r in tick.results]
     assert len(keys) > 10 and len(keys) == len(set(keys))
+
+
+def test_a_key_record_carries_its_batch_ids_so_a_lost_ids_record_never_double_counts():
+    """Kafka keeps a prefix of what a killed worker sent: the key's record can be there
+    while the batch's ids record is not. The ids travel in the key's record."""
+    from streams.keyed import ids_by_key, split_ids, with_ids
+
+    now = int(time.time() * 1000)
+    s, out = live(stage()), StageOutput()
+    other = fwd("likes", 3, {"event_id": "o", "ts": now - 700, "post_id": "p", "actor_id": "u"}, key="x|other")
+    s.process(0, [like(1, now - 1000), like(2, now - 900), other], out)
+    name, rows = out.seen[0]
+    ids = ids_by_key(rows)
+    assert sorted(r[0].split("\x1f")[1] for r in ids[KEY]) == ["l1", "l2"] and len(ids["x|other"]) == 1
+    record = with_ids(s.encoded(0, KEY), ids[KEY])
+    state, carried = split_ids(record)
+    assert carried == ids[KEY] and s.loads(state) == s.states[KEY]
+    fresh, again = live(stage()), StageOutput()  # restarted: the key record is back, the ids record lost
+    fresh.restore(0, KEY, record)
+    fresh.process(0, [like(1, now - 1000), like(2, now - 900), like(4, now - 800)], again)  # re-delivered
+    assert [r.reason for r in again.rejected] == ["duplicate", "duplicate"]
+    counts = {(m, lv[1]): v for m, lv, v in fresh.samples() if m == "socialpulse_engagements"}
+    assert counts == {("socialpulse_engagements", "brand"): 3.0}
+    # the ids restored from a key's record are never deleted as if they were an ids record
+    tick = StageOutput()
+    fresh.seen[0].clock += 10**12
+    fresh.settle_s = 0
+    fresh.tick(tick, EXPECT)
+    assert "l1" not in str(fresh.seen[0].ids) and not any(n.startswith("~") for n in tick.seen_expired.get(0, []))
