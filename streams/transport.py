@@ -161,7 +161,7 @@ class Consumer(driver.Consumer):
         # changelog records of its batches would lose their updates if the worker died
         try:
             await asyncio.wait_for(self.app.producer.flush(), timeout=max(deadline - time.monotonic(), 1.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("commit skipped: sent records not acknowledged by the broker within 30 s")
             return False
         return bool(await super()._commit_tps(tps, start_new_transaction))
