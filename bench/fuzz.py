@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,10 +87,12 @@ from bench.soak import pick_ports  # noqa: E402
 from bench.throughput import worker_env  # noqa: E402
 from schemas.events import INPUT_TOPICS  # noqa: E402
 from schemas.results import DeadLetter  # noqa: E402
+from streams import clients  # noqa: E402
 from streams.broker import start_broker  # noqa: E402
 from streams.broker import stop_process as stop  # noqa: E402
 from streams.demo import scrape  # noqa: E402
 from streams.generator import Traffic  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 PREFIX = "fuzz."
 DLQ = "socialpulse.dlq"
@@ -710,8 +712,8 @@ class Run:
             await asyncio.sleep(1.0)
 
     async def fuzz(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024,
+        producer = clients.producer(
+            Settings(broker=f"kafka://{self.bootstrap}"), linger_ms=5, max_request_size=8 * 1024 * 1024,
             max_batch_size=1_048_576, request_timeout_ms=60_000,
         )
         await producer.start()
@@ -755,7 +757,7 @@ class Run:
         return m
 
     async def read_dlq(self, expect: int, timeout: float) -> list[tuple[int, bytes | None]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+        consumer = clients.consumer(Settings(broker=f"kafka://{self.bootstrap}"), enable_auto_commit=False,
                                     max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
         await consumer.start()
         out: list[tuple[int, bytes | None]] = []

@@ -36,13 +36,13 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.throughput import free_port, worker_env  # noqa: E402
+from streams import clients  # noqa: E402
 from streams.broker import start_broker, stop_process  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
@@ -101,7 +101,7 @@ async def produce(bootstrap: str, traffic: dict[str, list[bytes]], pack: int = 1
     """Produce the day as it arrived: all topics interleaved in event-time order (each topic's
     events packed ``pack`` per message as they come)."""
     await ensure_topics(Settings(broker=f"kafka://{bootstrap}", topic_prefix=PREFIX))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_048_576)
+    producer = clients.producer(Settings(broker=f"kafka://{bootstrap}"), linger_ms=20, max_batch_size=1_048_576)
     await producer.start()
     merged = sorted(((orjson.loads(v)["ts"], topic, v) for topic, values in traffic.items() for v in values))
     sent, pending = 0, []

@@ -58,7 +58,9 @@ def log(msg: str) -> None:
 async def freshness(bootstrap: str, rate: float, seconds: float, data_dir: str) -> dict[str, float]:
     """p50/p99/max seconds from an event's produce to its effect on the worker's API, under live load."""
     import aiohttp
-    from aiokafka import AIOKafkaProducer
+
+    from streams import clients
+    from streams.settings import Settings
 
     port = free_port()
     env = worker_env(bootstrap, LIVE, data_dir)
@@ -66,7 +68,7 @@ async def freshness(bootstrap: str, rate: float, seconds: float, data_dir: str) 
         [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(port)], cwd=ROOT, env=env,
         stdout=open(Path(data_dir) / "worker.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer = clients.producer(Settings(broker=f"kafka://{bootstrap}"), linger_ms=0)
     await producer.start()
     url = f"http://127.0.0.1:{port}/api/v1/accounts/x/freshness-probe"
     lags: list[float] = []

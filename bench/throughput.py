@@ -26,13 +26,13 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas.events import INPUT_TOPICS  # noqa: E402
+from streams import clients  # noqa: E402
 from streams.broker import start_broker  # noqa: E402
 from streams.broker import stop_process as stop  # noqa: E402
 from streams.generator import Traffic  # noqa: E402
@@ -55,7 +55,7 @@ async def produce(bootstrap: str, n: int, batch: int, prefix: str = PREFIX) -> t
     array). Returns (events, messages)."""
     await ensure_topics(Settings(broker=f"kafka://{bootstrap}", topic_prefix=prefix, partitions=4))
     traffic = Traffic(rate=5000, seed=42, start_ms=int(time.time() * 1000) - 3_600_000)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_048_576)
+    producer = clients.producer(Settings(broker=f"kafka://{bootstrap}"), linger_ms=20, max_batch_size=1_048_576)
     await producer.start()
     sent, messages, pending = 0, 0, []
     packs: dict[str, list[bytes]] = {}
@@ -86,8 +86,8 @@ async def produce(bootstrap: str, n: int, batch: int, prefix: str = PREFIX) -> t
 
 
 async def raw_baseline(bootstrap: str, n_messages: int, prefix: str = PREFIX) -> tuple[float, int]:
-    consumer = AIOKafkaConsumer(
-        *[prefix + t for t in INPUT_TOPICS], bootstrap_servers=bootstrap, group_id=f"raw-{time.time_ns()}",
+    consumer = clients.consumer(
+        Settings(broker=f"kafka://{bootstrap}"), *[prefix + t for t in INPUT_TOPICS], group_id=f"raw-{time.time_ns()}",
         auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4_194_304,
     )
     await consumer.start()

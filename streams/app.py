@@ -7,51 +7,24 @@ tables and views onto the app this returns.
 from __future__ import annotations
 
 import socket
-import ssl
 
-import faust
-
+from .clients import faust_credentials, servers
 from .settings import Settings
 from .transport import App
 
-__all__ = ["create_app", "broker_credentials"]
-
-
-def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
-    """SASL/SSL credentials for a real cluster, from the ``SOCIALPULSE_*`` settings."""
-    proto = settings.security_protocol
-    if proto == "PLAINTEXT":
-        return None
-    context: ssl.SSLContext | None = None
-    if proto in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
-        if settings.ssl_certfile:
-            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None)
-    if proto == "SSL":
-        return faust.SSLCredentials(context)
-    if settings.sasl_mechanism == "PLAIN":
-        mechanism = faust.types.auth.SASLMechanism.PLAIN
-    elif settings.sasl_mechanism == "SCRAM-SHA-256":
-        mechanism = faust.types.auth.SASLMechanism.SCRAM_SHA_256
-    else:
-        mechanism = faust.types.auth.SASLMechanism.SCRAM_SHA_512
-    return faust.SASLCredentials(
-        username=settings.sasl_username,
-        password=settings.sasl_password,
-        ssl_context=context,
-        mechanism=mechanism,
-    )
+__all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> App:
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else socket.gethostname()
     return App(
         settings.app_id,
+        settings=settings,
         # recovery reads each changelog to the end a fetch reports, on every broker: Tansu's
         # ListOffsets is low after multi-record batches, and exactness must not hang on a setting
         true_ends=True,
-        broker=[url.strip() for url in settings.broker.split(",")],
-        broker_credentials=broker_credentials(settings),
+        broker=[f"kafka://{server}" for server in servers(settings)],
+        broker_credentials=faust_credentials(settings),  # every Kafka client: streams/clients.py
         store=settings.store,
         datadir=settings.data_dir,
         web_host=host,

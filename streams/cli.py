@@ -10,9 +10,18 @@ from pathlib import Path
 
 import click
 
-from .settings import load_settings
+from .settings import Settings, load_settings
 
 __all__ = ["main"]
+
+
+async def connect(settings: Settings) -> None:
+    """First contact: one TLS-aware connection, then the topics (which proves the credentials)."""
+    from .clients import preflight
+    from .topics import ensure_topics
+
+    await preflight(settings)
+    await asyncio.wait_for(ensure_topics(settings), 30)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,19 +58,17 @@ def worker(web_port: int | None) -> None:
     import faust
 
     from .changelog import distrust_unclean, mark_clean
+    from .clients import explain
     from .pipeline import build
-    from .topics import ensure_topics
 
     overrides = {"web_port": web_port} if web_port else {}
     settings = load_settings(**overrides)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(asyncio.wait_for(ensure_topics(settings), 30))
+        loop.run_until_complete(connect(settings))
     except Exception as exc:
-        raise click.ClickException(
-            f"cannot reach the broker at {settings.broker} (SOCIALPULSE_BROKER): {type(exc).__name__}: {exc}"
-        ) from None
+        raise click.ClickException(explain(exc, settings)) from None
     app, _pipeline = build(settings)
     tabledir = Path(app.conf.tabledir)
     if distrust_unclean(tabledir):
@@ -102,9 +109,15 @@ def demo(rate: float, port: int) -> None:
 @click.option("--fast", is_flag=True, help="Produce as fast as possible instead of in real time.")
 def generate(rate: float, duration: float, seed: int, start_ms: int | None, fast: bool) -> None:
     """Write realistic synthetic traffic into the input topics."""
+    from .clients import explain
     from .generator import run
 
-    counts = asyncio.run(run(load_settings(), rate, duration, seed, start_ms=start_ms, fast=fast))
+    settings = load_settings()
+    try:
+        asyncio.run(connect(settings))
+    except Exception as exc:
+        raise click.ClickException(explain(exc, settings)) from None
+    counts = asyncio.run(run(settings, rate, duration, seed, start_ms=start_ms, fast=fast))
     click.echo(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 

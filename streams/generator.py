@@ -253,13 +253,12 @@ async def run(
     fast: bool = False, progress: bool = True, reply_median_s: float = 240.0,
 ) -> Counter[str]:
     """Produce ``duration`` simulated seconds of traffic at ``rate`` events/s."""
-    from aiokafka import AIOKafkaProducer
-
-    from .topics import bootstrap, ensure_topics
+    from . import clients
+    from .topics import ensure_topics
 
     await ensure_topics(settings)
     traffic = Traffic(rate, seed, start_ms, reply_median_s=reply_median_s)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=5, max_batch_size=262_144)
+    producer = clients.producer(settings, linger_ms=5, max_batch_size=262_144)
     await producer.start()
     sent = 0
     began = time.monotonic()

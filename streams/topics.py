@@ -8,28 +8,25 @@ from __future__ import annotations
 
 import contextlib
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.events import INPUT_TOPICS
 
+from . import clients
 from .settings import Settings
 
-__all__ = ["bootstrap", "ensure_topics", "all_topics"]
+__all__ = ["ensure_topics", "all_topics"]
 
 OUTPUT_TOPICS = ("socialpulse.results", "socialpulse.reply-breaches", "socialpulse.dlq")
-
-
-def bootstrap(settings: Settings) -> list[str]:
-    return [url.split("://", 1)[1] for url in settings.broker.split(",")]
 
 
 def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS)]
 
 
-async def ensure_topics(settings: Settings, client_kwargs: dict[str, object] | None = None) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings), **(client_kwargs or {}))
+async def ensure_topics(settings: Settings) -> None:
+    admin = clients.admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

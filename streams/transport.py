@@ -44,6 +44,8 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from . import clients
+
 __all__ = ["App", "Lane", "ebb"]
 
 log = logging.getLogger("socialpulse")
@@ -174,12 +176,10 @@ class Consumer(driver.Consumer):
 
     async def _true_ends(self, reported: Mapping[TP, int]) -> dict[TP, int]:
         """Fetch each partition's newest batch once; the response's high watermark is the end."""
-        conf = self.app.conf
-        probe = AIOKafkaConsumer(
-            bootstrap_servers=driver.server_list(self.transport.url, self.transport.default_port),  # type: ignore[attr-defined]
+        probe = clients.consumer(
+            self.app.settings,  # type: ignore[attr-defined]
             enable_auto_commit=False,
-            client_id=f"{conf.broker_client_id}-end-probe",
-            **driver.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+            client_id=f"{self.app.conf.broker_client_id}-end-probe",
         )
         await probe.start()
         try:
@@ -214,8 +214,9 @@ class Transport(driver.Transport):
 class App(faust.App):
     """A ``faust.App`` whose consumer knows lanes (``app.lanes[topic] = fn``)."""
 
-    def __init__(self, *args: Any, true_ends: bool = False, fetch_max_wait_ms: int = 100, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: Any = None, true_ends: bool = False, fetch_max_wait_ms: int = 100, **kwargs: Any) -> None:
         self.lanes: dict[str, Lane] = {}
+        self.settings = settings  # the clients it builds itself come from them (streams/clients.py)
         self.true_ends = true_ends
         self.fetch_max_wait_ms = fetch_max_wait_ms
         super().__init__(*args, **kwargs)
