@@ -55,7 +55,7 @@ class DeadLetter(BaseModel):
     offset: int
     raw: str
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
-    reason: Literal["invalid", "not_json", "not_utf8", "too_large", "duplicate", "late"]
+    reason: Literal["invalid", "not_json", "not_utf8", "too_large", "duplicate", "late", "bad_internal", "unknown_format"]
     detail: str
     event_id: str | None = None
     rejected_at: str

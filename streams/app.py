@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 
+from .changelog import CheckedTable
 from .clients import faust_credentials, servers
 from .settings import Settings
 from .transport import App
@@ -24,7 +25,8 @@ def create_app(settings: Settings) -> App:
         # ListOffsets is low after multi-record batches, and exactness must not hang on a setting
         true_ends=True,
         broker=[f"kafka://{server}" for server in servers(settings)],
-        broker_credentials=faust_credentials(settings),  # every Kafka client: streams/clients.py
+        broker_credentials=faust_credentials(settings),
+        Table=CheckedTable,  # recovery reads every changelog record through the stage's check first  # every Kafka client: streams/clients.py
         store=settings.store,
         datadir=settings.data_dir,
         web_host=host,

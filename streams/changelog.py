@@ -16,15 +16,22 @@ and one RocksDB write batch. Keys and values are bytes (the tables are
 
 from __future__ import annotations
 
+import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import faust
 from faust.stores import memory, rocksdb
 from faust.types.tuples import FutureMessage, PendingMessage
 
-__all__ = ["write_many", "read_one", "unacknowledged", "distrust_unclean", "mark_clean", "CLEAN_STOP"]
+__all__ = [
+    "write_many", "read_one", "unacknowledged", "distrust_unclean", "mark_clean", "CLEAN_STOP",
+    "CheckedTable", "ChangelogRecordError",
+]
+
+log = logging.getLogger("socialpulse")
 
 #: changelog records sent and not yet acknowledged by the broker (all tables of this process)
 _pending = 0
@@ -118,3 +125,37 @@ def mark_clean(tabledir: Path) -> bool:
         return False
     (tabledir / CLEAN_STOP).touch()
     return True
+
+
+class ChangelogRecordError(RuntimeError):
+    """A changelog record recovery cannot read: recovery stops (state is never dropped silently)."""
+
+
+class CheckedTable(faust.Table):
+    """A table whose recovery reads every changelog record through ``check`` first.
+
+    ``check(key, value)`` raises for a record the stage could not adopt (corrupt, or written
+    in a format version this worker does not know); recovery then stops with the topic,
+    partition and offset of that record and the way out, instead of dropping the state."""
+
+    check: Callable[[str, bytes | None], None] | None = None
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        batch = list(batch)
+        check = self.check
+        if check is not None:
+            for event in batch:
+                msg = event.message
+                key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else str(msg.key)
+                try:
+                    check(key, msg.value)
+                except Exception as exc:
+                    text = (
+                        f"changelog record {msg.topic}[{msg.partition}] offset {msg.offset} (key {key!r}) cannot be "
+                        f"read: {type(exc).__name__}: {exc}. Recovery stops so that no state is dropped. Way out: run "
+                        "the socialpulse version that wrote it, or rebuild the state from the input topics "
+                        "(docs/operations.md, 'A state record cannot be read')"
+                    )
+                    log.critical("%s", text)
+                    raise ChangelogRecordError(text) from exc
+        super().apply_changelog_batch(batch)

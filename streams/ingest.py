@@ -44,6 +44,8 @@ OUTCOME_OF = {
     "too_large": "invalid",
     "duplicate": "duplicate",
     "late": "late",
+    "bad_internal": "invalid",  # a record of an internal topic that does not decode or validate
+    "unknown_format": "invalid",  # an internal record in a format version this worker does not know
 }
 
 

@@ -51,12 +51,13 @@ from schemas.events import STAGE_MODELS, Event
 
 from . import windows
 from .family import Family, Output, Sample
-from .ingest import SETTLE_S, Raw, Rejection, SeenIds
+from .ingest import SETTLE_S, Raw, Rejection, SeenIds, partition_for
 from .windows import ClosedWindow, EventClock, Mark, WindowSpec
 
 __all__ = [
     "Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "encode_marks",
-    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "KEY_IDS", "ids_by_key", "with_ids", "split_ids",
+    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "KEY_IDS", "FORMAT", "FormatError", "encode_group", "encode_seen",
+    "decode_seen", "versioned", "unversioned", "check_format", "ids_by_key", "with_ids", "split_ids",
 ]
 
 #: Table key holding a partition's watermark (cannot collide with a platform|account or actor key).
@@ -66,12 +67,59 @@ SEEN_KEY = "\x00seen|{partition}|{name}"
 #: Table key of one closed window of a partition: {key: {family: [revision, aggregate]}}.
 CLOSED_KEY = "\x00closed|{partition}|{size}|{start}"
 
+_WATERMARK = WATERMARK_KEY.split("{", 1)[0]
+_SEEN = SEEN_KEY.split("{", 1)[0]
+_CLOSED = CLOSED_KEY.split("{", 1)[0]
+
 #: (partition, window size, window start) of a closed-window record
 Group = tuple[int, int, int]
+
+#: Format version of forwarded records and state records (bump it with a migration: docs/operations.md)
+FORMAT = 1
 
 #: Name prefix of the ids restored from a key's own record (never written as a ``SEEN_KEY``)
 KEY_IDS = "~key|"
 _IDS_FIELD = b'{"~ids":'
+
+
+_VERSIONED = b'{"~v":%d' % FORMAT
+
+
+def versioned(value: bytes) -> bytes:
+    """A JSON object with the format version as its first field ``~v``."""
+    return _VERSIONED + (value[1:] if value[1:2] == b"}" else b"," + value[1:])
+
+
+def unversioned(raw: bytes, what: str) -> dict[str, Any]:
+    """A versioned JSON object without its ``~v`` (a version it does not know: ``FormatError``)."""
+    data = orjson.loads(raw)
+    if type(data) is not dict:
+        raise TypeError(f"{what} is not a JSON object")
+    check_format(data.pop("~v", 0), what)
+    return data
+
+
+def encode_group(group: dict[str, Any]) -> bytes:
+    """A closed-window record: every key's aggregates of one window of one partition."""
+    return versioned(orjson.dumps(group))
+
+
+def encode_seen(rows: list[list[Any]]) -> bytes:
+    """A de-duplication ids record: ``{"~v": FORMAT, "ids": [[id, arrived], ...]}``."""
+    return versioned(orjson.dumps({"ids": rows}))
+
+
+def decode_seen(raw: bytes) -> list[list[Any]]:
+    data = orjson.loads(raw)
+    if type(data) is list:  # version 0: the bare rows
+        return data
+    if type(data) is not dict:
+        raise TypeError("an ids record is not a JSON object")
+    check_format(data.get("~v", 0), "an ids record")
+    rows = data["ids"]
+    if type(rows) is not list or any(type(r) is not list or len(r) != 2 for r in rows):
+        raise TypeError("an ids record's ids are not [[id, arrived], ...]")
+    return rows
 
 
 def ids_by_key(rows: list[list[Any]]) -> dict[str, list[list[Any]]]:
@@ -110,8 +158,21 @@ class Forwarded(NamedTuple):
     arrived: int = 0  # Kafka timestamp (ms) of the input record: de-duplication is by arrival time
 
 
+class FormatError(ValueError):
+    """A record written in a format version this socialpulse does not know (a newer one)."""
+
+
+def check_format(version: Any, what: str) -> None:
+    if type(version) is not int or not 0 <= version <= FORMAT:
+        raise FormatError(
+            f"{what} has format version {version!r}; this socialpulse reads versions 0 to {FORMAT}. "
+            "It was written by a newer socialpulse (or by something else): run that version, or see "
+            "docs/operations.md, 'Upgrades and state formats'")
+
+
 def encode_forward(items: Iterable[Forwarded]) -> bytes:
-    return orjson.dumps([
+    """Forwarded events: ``[FORMAT, row, row, ...]`` (version 0 had no leading version)."""
+    return orjson.dumps([FORMAT] + [
         [f.topic, f.source, f.partition, f.offset, f.key,
          f.event.model_dump(mode="json") if isinstance(f.event, Event) else f.event, f.primary, f.arrived]
         for f in items
@@ -120,14 +181,21 @@ def encode_forward(items: Iterable[Forwarded]) -> bytes:
 
 def encode_marks(marks: dict[str, Mark]) -> bytes:
     """Watermark marks of input partitions (``"topic/partition"``) for a keyed partition."""
-    return orjson.dumps({"marks": {source: mark.row() for source, mark in marks.items()}})
+    return orjson.dumps({"v": FORMAT, "marks": {source: mark.row() for source, mark in marks.items()}})
 
 
 def decode_forward(value: bytes) -> list[Forwarded] | dict[str, Mark]:
-    """A keyed-topic record: forwarded events (a JSON array) or marks (an object)."""
+    """A keyed-topic record: forwarded events (a JSON array) or marks (an object). Raises
+    ``FormatError`` for a version it does not know, ValueError/TypeError for anything malformed."""
     data = orjson.loads(value)
     if isinstance(data, dict):
-        return {source: Mark(bool(r[0]), int(r[1]), bool(r[2]), int(r[3])) for source, r in data["marks"].items()}
+        check_format(data.get("v", 0), "a marks record")
+        return {str(source): Mark(bool(r[0]), int(r[1]), bool(r[2]), int(r[3])) for source, r in data["marks"].items()}
+    if not isinstance(data, list):
+        raise TypeError(f"a keyed-topic record is a JSON array or object, not {type(data).__name__}")
+    if data and not isinstance(data[0], list):
+        check_format(data[0], "a forwarded-events record")
+        data = data[1:]
     make = Forwarded._make
     return [make(row) if len(row) == 8 else Forwarded(*row) for row in data]
 
@@ -188,7 +256,7 @@ class KeyedStage:
         return state
 
     def dumps(self, state: dict[str, Any]) -> bytes:
-        return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS)
+        return versioned(orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS))
 
     def _at_rest(self, state: dict[str, Any]) -> bytes:
         # orjson's output buffer is over-allocated (about 4 KiB); a state kept for
@@ -196,7 +264,7 @@ class KeyedStage:
         return bytes(memoryview(self.dumps(state)))
 
     def loads(self, raw: bytes) -> dict[str, Any]:
-        data = orjson.loads(raw)
+        data = unversioned(raw, "a key's state record")
         state: dict[str, Any] = {}
         for fam in self.families:
             state[fam.name] = fam.decode_state(data[fam.name]) if fam.name in data else fam.new_state()
@@ -240,12 +308,90 @@ class KeyedStage:
                     part[key] = self._at_rest(st)
         self._hot.clear()
 
+    # -- the changelog ---------------------------------------------------------
+    def changelog_records(self, out: StageOutput) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """What a processed batch (or tick) writes to the changelog, per partition: each changed
+        key once, with the ids its batch applied (``with_ids``), then deletions, watermarks, ids
+        records and closed windows. Puts decoded states of compact stages back to rest."""
+        writes: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        for partition, keys in out.dirty.items():
+            changed = writes[partition]
+            # each key's record carries the ids the batch applied to it: the key's state and
+            # its ids reach the changelog as one record, so a worker killed between the key
+            # records and the batch's ids record never counts a re-delivered event twice
+            fresh = out.seen.get(partition)
+            ids = ids_by_key(fresh[1]) if fresh is not None else {}
+            for key in keys:
+                value = self.encoded(partition, key)
+                if value is not None:
+                    mine = ids.get(key)
+                    changed.append((key.encode(), with_ids(value, mine) if mine else value))
+        self.cool()
+        for partition, keys in out.deleted.items():
+            writes[partition].extend((key.encode(), None) for key in keys)
+        for partition, watermark in out.watermarks.items():
+            writes[partition].append((WATERMARK_KEY.format(partition=partition).encode(), str(watermark).encode()))
+        for partition, (record, rows) in out.seen.items():
+            writes[partition].append((SEEN_KEY.format(partition=partition, name=record).encode(), encode_seen(rows)))
+        for partition, names in out.seen_expired.items():
+            writes[partition].extend((SEEN_KEY.format(partition=partition, name=record).encode(), None) for record in names)
+        for (partition, size, start), group in out.groups.items():
+            value = None if group is None else encode_group(group)
+            writes[partition].append((CLOSED_KEY.format(partition=partition, size=size, start=start).encode(), value))
+        return writes
+
+    def adopt(self, key: str, value: bytes | None, mine: set[int], partitions: int) -> int:
+        """Take one recovered changelog record (a key, a watermark, an ids record or a closed
+        window) if its partition is one of ``mine``; 1 if it was a key's state. Raises on a
+        record it cannot read (``FormatError`` for a version it does not know)."""
+        if key.startswith(_WATERMARK):
+            partition = int(key[len(_WATERMARK):])
+            if partition in mine and value is not None:
+                self.restore_watermark(partition, int(value))
+            return 0
+        if key.startswith(_CLOSED):
+            part, size, start = key[len(_CLOSED):].split("|")
+            if int(part) in mine and value is not None:
+                if self.load_closed is None:  # kept in memory: the record itself
+                    self.memory[(int(part), int(size), int(start))] = unversioned(value, "a closed-window record")
+                else:
+                    unversioned(value, "a closed-window record")  # readable, or recovery stops here
+                self.restore_closed(int(part), int(size), int(start))
+            return 0
+        if key.startswith(_SEEN):
+            part, record = key[len(_SEEN):].split("|", 1)
+            if int(part) in mine and value is not None:
+                self.restore_seen(int(part), record, decode_seen(value))
+            return 0
+        partition = partition_for(key, partitions)
+        if partition not in mine:
+            return 0
+        if value is None:
+            self.parts[partition].pop(key, None)
+            return 0
+        self.restore(partition, key, value)
+        return 1
+
+    def check_record(self, key: str, value: bytes | None) -> None:
+        """Raise if a changelog record could not be adopted (read during recovery, with its offset)."""
+        if value is None:
+            return
+        if key.startswith(_WATERMARK):
+            int(value)
+        elif key.startswith(_CLOSED):
+            unversioned(value, "a closed-window record")
+        elif key.startswith(_SEEN):
+            decode_seen(value)
+        else:
+            self.loads(split_ids(value)[0])
+
     def restore(self, partition: int, key: str, raw: bytes) -> None:
         """Adopt a key recovered from the changelog (with the ids its last batch applied)."""
         raw, ids = split_ids(raw)
         if ids:
             self.restore_seen(partition, KEY_IDS + key, ids)
-        self.parts[partition][key] = bytes(memoryview(raw)) if self.compact else self.loads(raw)
+        state = self.loads(raw)  # readable, or recovery stops here
+        self.parts[partition][key] = bytes(memoryview(raw)) if self.compact else state
 
     def restore_watermark(self, partition: int, watermark: int) -> None:
         """Never start a partition's watermark below the one its windows closed at."""
@@ -313,7 +459,18 @@ class KeyedStage:
         now = 0
         for item in items:
             ev = item.event  # validated already when it comes straight from this worker's ingest
-            event: Event = models[item.topic].__pydantic_validator__.validate_python(ev) if type(ev) is dict else ev  # type: ignore[assignment]
+            try:
+                if type(ev) is dict:  # from Kafka: written by another worker (or another version, or by hand)
+                    event: Event = models[item.topic].__pydantic_validator__.validate_python(ev)
+                    if type(item.key) is not str or type(item.arrived) is not int:
+                        raise TypeError("key or arrival of the wrong type")
+                elif isinstance(ev, Event):
+                    event = ev
+                else:
+                    raise TypeError(f"event is a {type(ev).__name__}, not an object")
+            except Exception as exc:  # a poison record: dead-lettered, the rest of the batch goes on
+                out.rejected.append(self._bad(item, exc))
+                continue
             ts = event.ts
             uid = f"{item.key}\x1f{event.event_id}"  # ids are unique per key (an account, a shopper)
             arrived = item.arrived
@@ -361,6 +518,19 @@ class KeyedStage:
         if record is not None:
             out.seen[partition] = record
 
+    def _bad(self, item: Forwarded, exc: Exception) -> Rejection:
+        """A forwarded event that does not validate here: dead-lettered as ``bad_internal``."""
+        source = item.source if type(item.source) is str else f"socialpulse.by-{self.name}"
+        partition = item.partition if type(item.partition) is int else -1
+        offset = item.offset if type(item.offset) is int else -1
+        detail = f"forwarded event rejected by the {self.name} stage: {type(exc).__name__}: {str(exc)[:300]}"
+        try:
+            value = orjson.dumps(item.event.model_dump(mode="json") if isinstance(item.event, Event) else item.event)
+        except TypeError:
+            value = repr(item.event).encode()
+        event_id = item.event.get("event_id") if isinstance(item.event, dict) else None
+        return Rejection(Raw(source, partition, offset, value), "bad_internal", detail, event_id if isinstance(event_id, str) else None)
+
     @staticmethod
     def _reject(item: Forwarded, reason: str, detail: str) -> Rejection:
         ev = item.event
@@ -378,7 +548,7 @@ class KeyedStage:
             data = self.memory.get(group)
         else:
             raw = self.load_closed(*group)
-            data = orjson.loads(raw) if raw is not None else None
+            data = unversioned(raw, "a closed-window record") if raw is not None else None
         data = {} if data is None else data
         out.groups[group] = data
         if self.load_closed is None:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-import orjson
 from faust.types import TP
 
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Click, Event
@@ -37,16 +36,13 @@ from .health import BrokerLost, BrokerWatch, shortened
 from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
 from .keyed import (
     CLOSED_KEY,
-    SEEN_KEY,
-    WATERMARK_KEY,
+    FormatError,
     Forwarded,
     KeyedStage,
     StageOutput,
     decode_forward,
     encode_forward,
     encode_marks,
-    ids_by_key,
-    with_ids,
 )
 from .replies import Replies
 from .replies.hours import parse_hours
@@ -73,9 +69,6 @@ RESULTS_PER_TICK = 20_000
 FORWARD_CHUNK = 500
 
 
-_WATERMARK = WATERMARK_KEY.split("{", 1)[0]
-_SEEN = SEEN_KEY.split("{", 1)[0]
-_CLOSED = CLOSED_KEY.split("{", 1)[0]
 #: the source name under which an actor partition marks the account stage (credits come from it)
 ACTOR_SOURCE = "~actor/{partition}"
 #: how far (event time, ms) an input partition may read ahead of the slowest one still behind
@@ -97,6 +90,29 @@ class InputPosition:
     behind: bool = True  # unread records remain (until the first read shows otherwise)
     announced: bool = False  # a mark saying it is behind went out since it fell behind
     lagging: bool = False  # the last periodic look saw unread records
+
+
+def make_stages(settings: Settings, spec: WindowSpec) -> dict[str, KeyedStage]:
+    """The keyed stages and their families, as the settings configure them (Kafka-free)."""
+    zones = settings.account_timezones
+    hours = {k: parse_hours(v, zones.get(k, "UTC")) for k, v in settings.business_hours.items()}
+    families: dict[str, list[Family]] = {
+        "account": [
+            Engagement(spec, settings.top_posts),
+            Replies(spec, settings.reply_slo, zones, hours, settings.max_agents, settings.conversation_ttl),
+            Conversion(spec, settings.max_campaigns),
+        ],
+        "actor": [Shopper(settings.attribution_lookback, settings.attribution_half_life, settings.grace)],
+    }
+    return {
+        # the shopper stream holds a key per shopper: compact, at rest as bytes
+        name: KeyedStage(name, spec, fams, settings.dedup_horizon, settings.idle, compact=(name == "actor"))
+        for name, fams in families.items()
+    }
+
+
+class StateRecordError(RuntimeError):
+    """A recovered state record this worker cannot read: recovery stops (state is never dropped)."""
 
 
 def _hard_exit() -> None:
@@ -121,21 +137,7 @@ class Pipeline:
         self.metrics = Metrics()
         self.metrics.reply_slo.set(settings.reply_slo / 1000)
         self.spec = WindowSpec.from_settings(settings)
-        zones = settings.account_timezones
-        hours = {k: parse_hours(v, zones.get(k, "UTC")) for k, v in settings.business_hours.items()}
-        families: dict[str, list[Family]] = {
-            "account": [
-                Engagement(self.spec, settings.top_posts),
-                Replies(self.spec, settings.reply_slo, zones, hours, settings.max_agents, settings.conversation_ttl),
-                Conversion(self.spec, settings.max_campaigns),
-            ],
-            "actor": [Shopper(settings.attribution_lookback, settings.attribution_half_life, settings.grace)],
-        }
-        self.stages = {
-            # the shopper stream holds a key per shopper: compact, at rest as bytes
-            name: KeyedStage(name, self.spec, fams, settings.dedup_horizon, settings.idle, compact=(name == "actor"))
-            for name, fams in families.items()
-        }
+        self.stages = make_stages(settings, self.spec)
         for name, stage in self.stages.items():
             stage.load_closed = self._closed_loader(name)
             gauges = [g for fam in stage.families for g in fam.gauges]
@@ -171,6 +173,8 @@ class Pipeline:
             )
             for name in self.stages
         }
+        for name, table in self.tables.items():
+            table.check = self.stages[name].check_record  # type: ignore[attr-defined]  # streams/changelog.py
         #: keyed partitions this worker owns and has recovered: its ingest hands their events over in-process
         self.owned: dict[str, set[int]] = {name: set() for name in self.stages}
         #: owned keyed partitions read to their end since they were assigned: nothing this worker
@@ -254,31 +258,14 @@ class Pipeline:
 
     def _adopt(self, name: str, key: Any, value: bytes | None, mine: set[int]) -> int:
         """Hand one recovered table record to the stage; 1 if it was a key's state."""
-        stage = self.stages[name]
         text = key.decode() if isinstance(key, bytes) else str(key)
-        if text.startswith(_WATERMARK):
-            partition = int(text[len(_WATERMARK):])
-            if partition in mine and value is not None:
-                stage.restore_watermark(partition, int(value))
-            return 0
-        if text.startswith(_CLOSED):
-            part, size, start = text[len(_CLOSED):].split("|")
-            if int(part) in mine and value is not None:
-                stage.restore_closed(int(part), int(size), int(start))
-            return 0
-        if text.startswith(_SEEN):
-            part, record = text[len(_SEEN):].split("|", 1)
-            if int(part) in mine and value is not None:
-                stage.restore_seen(int(part), record, orjson.loads(value))
-            return 0
-        partition = partition_for(text, self.settings.partitions)
-        if partition not in mine:
-            return 0
-        if value is None:
-            stage.parts[partition].pop(text, None)
-            return 0
-        stage.restore(partition, text, value)
-        return 1
+        try:
+            return self.stages[name].adopt(text, value, mine, self.settings.partitions)
+        except Exception as exc:
+            raise StateRecordError(
+                f"{name} stage: the local state record {text!r} cannot be read ({type(exc).__name__}: {exc}). "
+                f"The local store in {self.app.conf.tabledir} is rebuilt from the changelog if you delete it; "
+                "see docs/operations.md, 'A state record cannot be read'") from exc
 
     # -- ingest --------------------------------------------------------------
     def ingest_lane(self, records: dict[TP, list[Any]]) -> None:
@@ -367,7 +354,14 @@ class Pipeline:
         for tp, recs in records.items():
             items: list[Forwarded] = []
             for r in recs:
-                data = decode_forward(r.value)
+                try:
+                    data = decode_forward(r.value)
+                except Exception as exc:  # a poison record: dead-lettered, the rest of the batch goes on
+                    reason = "unknown_format" if isinstance(exc, FormatError) else "bad_internal"
+                    raw = Raw(tp.topic, tp.partition, r.offset, r.value, r.timestamp)
+                    out.rejected.append(Rejection(raw, reason, f"{type(exc).__name__}: {str(exc)[:300]}"))
+                    log.error("%s[%d]@%d: %s: %s", tp.topic, tp.partition, r.offset, reason, exc)
+                    continue
                 if type(data) is dict:  # marks: the events before them first
                     if items:
                         stage.process(tp.partition, items, out)
@@ -430,7 +424,7 @@ class Pipeline:
     def reject(self, rejections: list[Rejection]) -> None:
         counts: Counter[tuple[str, str]] = Counter()
         for rej in rejections:
-            bare = self.bare.get(rej.raw.topic, rej.raw.topic)
+            bare = self.bare.get(rej.raw.topic) or rej.raw.topic.removeprefix(self.settings.topic_prefix)
             counts[(bare, rej.reason)] += 1
             record = dead_letter(rej)
             self.dlq_topic.send_soon(value=record.model_dump_json().encode(), callback=self._on_sent(DLQ))
@@ -443,31 +437,7 @@ class Pipeline:
         """Write changed keys once each (one changelog record per key, one RocksDB write
         per partition), then publish results and dead letters."""
         stage, table = self.stages[name], self.tables[name]
-        writes: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
-        for partition, keys in out.dirty.items():
-            changed = writes[partition]
-            # each key's record carries the ids the batch applied to it: the key's state and
-            # its ids reach the changelog as one record, so a worker killed between the key
-            # records and the batch's ids record never counts a re-delivered event twice
-            fresh = out.seen.get(partition)
-            ids = ids_by_key(fresh[1]) if fresh is not None else {}
-            for key in keys:
-                value = stage.encoded(partition, key)
-                if value is not None:
-                    mine = ids.get(key)
-                    changed.append((key.encode(), with_ids(value, mine) if mine else value))
-        stage.cool()
-        for partition, keys in out.deleted.items():
-            writes[partition].extend((key.encode(), None) for key in keys)
-        for partition, watermark in out.watermarks.items():
-            writes[partition].append((WATERMARK_KEY.format(partition=partition).encode(), str(watermark).encode()))
-        for partition, (record, rows) in out.seen.items():
-            writes[partition].append((SEEN_KEY.format(partition=partition, name=record).encode(), orjson.dumps(rows)))
-        for partition, names in out.seen_expired.items():
-            writes[partition].extend((SEEN_KEY.format(partition=partition, name=record).encode(), None) for record in names)
-        for (partition, size, start), group in out.groups.items():
-            value = None if group is None else orjson.dumps(group)
-            writes[partition].append((CLOSED_KEY.format(partition=partition, size=size, start=start).encode(), value))
+        writes = stage.changelog_records(out)
         for partition, changes in writes.items():
             write_many(table, partition, changes)
         if out.corrected:
