@@ -18,9 +18,9 @@ demo: $(STAMP)
 	$(BIN)/socialpulse demo
 
 test: $(STAMP)
-	@command -v promtool >/dev/null && command -v amtool >/dev/null || { echo "installing Debian's prometheus and alertmanager"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null) \
-		|| echo "could not install prometheus: its tests will be skipped"; }
+	@command -v promtool >/dev/null && command -v amtool >/dev/null && command -v stunnel4 >/dev/null || { echo "installing Debian's prometheus, alertmanager and stunnel4"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager stunnel4 openssl >/dev/null) \
+		|| echo "could not install them: the tests that need them fail"; }
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

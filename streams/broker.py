@@ -43,8 +43,9 @@ def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> 
     raise BrokerError(f"nothing is listening on {host}:{port} after {timeout:.0f}s")
 
 
-def start_broker(port: int = 9092, *, quiet: bool = True) -> subprocess.Popen[bytes]:
-    """Start Tansu on loopback and wait until it accepts connections."""
+def start_broker(port: int = 9092, *, quiet: bool = True, advertised_port: int | None = None) -> subprocess.Popen[bytes]:
+    """Start Tansu on loopback and wait until it accepts connections. ``advertised_port``: the
+    port clients are told to connect to (a TLS endpoint in front of it, e.g. stunnel)."""
     if port_in_use(port):
         raise BrokerError(
             f"port {port} is already in use: another broker (or program) is listening there. "
@@ -54,7 +55,7 @@ def start_broker(port: int = 9092, *, quiet: bool = True) -> subprocess.Popen[by
     cmd = [
         broker_bin(), "broker",
         "--listener-url", url,
-        "--advertised-listener-url", url,
+        "--advertised-listener-url", f"tcp://127.0.0.1:{advertised_port or port}",
         "--storage-engine", "memory://tansu/",
     ]
     env = os.environ | {"RUST_LOG": os.environ.get("RUST_LOG", "warn")}

@@ -75,3 +75,64 @@ def wiped_outcomes(worker) -> dict[str, float]:
             if s.name == "socialpulse_events_total":
                 out[s.labels["outcome"]] = out.get(s.labels["outcome"], 0) + s.value
     return out
+
+
+def test_a_rolling_restart_of_two_workers_under_live_traffic_keeps_every_family_exact(broker, tmp_path):
+    """The way an upgrade rolls: stop one worker, start the new one on its data dir, wait
+    until it is ready, then the other; traffic never stops."""
+    import threading
+
+    from .test_scale_out import scrape_all
+
+    env = lambda d: worker_env(  # noqa: E731
+        broker, "roll.", tmp_path / d, SOCIALPULSE_PARTITIONS="4", SOCIALPULSE_BUCKET="1s",
+        SOCIALPULSE_TRAILING_WINDOWS="5m", SOCIALPULSE_CLOSED_WINDOWS="10s", SOCIALPULSE_GRACE="20s",
+        SOCIALPULSE_IDLE="2s", SOCIALPULSE_STORE="rocksdb://",
+    )
+    a, b = spawn_worker(env("a"), tmp_path, "a"), spawn_worker(env("b"), tmp_path, "b")
+    a.wait_ready(60)
+    b.wait_ready(60)
+    feed = Feed(broker, seed=33, prefix="roll.")
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            feed.burst(30)
+            time.sleep(0.2)
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        time.sleep(3)
+        live = {}
+        for name, old in (("a", a), ("b", b)):
+            old.proc.send_signal(signal.SIGTERM)
+            assert old.proc.wait(60) == 0, f"worker {name} did not stop cleanly"
+            new = spawn_worker(env(name), tmp_path, f"{name}-upgraded")
+            new.wait_ready(90)
+            live[name] = new
+            time.sleep(2)
+    finally:
+        stop.set()
+        t.join()
+    feed.answer_and_buy()
+    workers = [live["a"], live["b"]]
+    tr = feed.t
+    want = (sum(tr.eng.values()), sum(tr.orders.values()), sum(tr.replies.values()), round(sum(tr.latency_sum.values()), 3))
+
+    def got():
+        texts = scrape_all(workers)
+        return (
+            sum(summed(texts, "socialpulse_engagements", window="5m").values()),
+            sum(summed(texts, "socialpulse_attributed_orders", window="5m").values()),
+            sum(summed(texts, "socialpulse_reply_latency_seconds_count").values()),
+            round(sum(summed(texts, "socialpulse_reply_latency_seconds_sum").values()), 3),
+        )
+
+    last = []
+    try:
+        wait_until(lambda: last.append(got()) or last[-1] == want, 120, interval=2, what="every family exact")
+    except AssertionError:
+        raise AssertionError(f"(engagements, orders, replies, latency sum) {last[-1]}, truth {want}") from None
+    for w in workers:
+        stop_process(w.proc)
