@@ -134,9 +134,9 @@ def test_worker_generator_and_results_reader_over_tls_count_exactly(tls_broker, 
                 if msg.error():
                     continue
                 r = orjson.loads(msg.value())
-                if r["metric"] == "engagements" and r["window"] == "1m":
-                    if r["key"] not in latest or r["revision"] >= latest[r["key"]][0]:
-                        latest[r["key"]] = (r["revision"], r["value"])
+                newest = r["key"] not in latest or r["revision"] >= latest[r["key"]][0]
+                if r["metric"] == "engagements" and r["window"] == "1m" and newest:
+                    latest[r["key"]] = (r["revision"], r["value"])
             return sum(v for _, v in latest.values()) == counts["likes"]
 
         wait_until(all_likes_published, 120, interval=0.5, what=f"{counts['likes']} likes in closed windows over TLS")
