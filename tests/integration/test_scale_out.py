@@ -189,7 +189,14 @@ def cluster(broker, tmp_path_factory):
     try:
         wait_until(settled, 120, interval=2, what="every engagement, reply and order counted")
     except AssertionError:
-        raise AssertionError(f"(engagements, orders, replies) counted {last[0]}, truth {last[1]}; logs in {tmp}") from None
+        texts = scrape_all(workers)
+        per_worker = [dict(summed([text], "socialpulse_engagements", window="5m")) for text in texts]
+        detail = "; ".join(
+            f"{acct}: truth {feed.t.eng[acct]}, workers {[round(w.get(acct, 0)) for w in per_worker]}"
+            for acct in sorted(feed.t.eng) if sum(w.get(acct, 0) for w in per_worker) != feed.t.eng[acct]
+        )
+        raise AssertionError(f"(engagements, orders, replies) counted {last[0]}, truth {last[1]}; "
+                             f"engagements off: {detail}; logs in {tmp}") from None
     time.sleep(3)  # anything still in flight would now show as a double count
     yield workers, feed.t, broker
     for w in workers:
