@@ -16,7 +16,9 @@ and one RocksDB write batch. Keys and values are bytes (the tables are
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -127,6 +129,12 @@ def mark_clean(tabledir: Path) -> bool:
     return True
 
 
+def _hard_exit() -> None:
+    log.critical("could not stop cleanly within 10 s: exiting")
+    logging.shutdown()
+    os._exit(1)
+
+
 class ChangelogRecordError(RuntimeError):
     """A changelog record recovery cannot read: recovery stops (state is never dropped silently)."""
 
@@ -157,5 +165,10 @@ class CheckedTable(faust.Table):
                         "(docs/operations.md, 'A state record cannot be read')"
                     )
                     log.critical("%s", text)
-                    raise ChangelogRecordError(text) from exc
+                    error = ChangelogRecordError(text)
+                    # Faust retries a failed recovery forever: stop the worker instead
+                    loop = asyncio.get_event_loop()
+                    loop.create_task(self.app.crash(error))
+                    loop.call_later(10, _hard_exit)
+                    raise error from exc
         super().apply_changelog_batch(batch)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from faust.types import TP
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Click, Event
 from schemas.results import ReplyBreach
 
-from .changelog import read_one, write_many
+from .changelog import _hard_exit, read_one, write_many
 from .conversion import Conversion, Shopper
 from .engagement import Engagement
 from .exporter import Metrics
@@ -113,12 +112,6 @@ def make_stages(settings: Settings, spec: WindowSpec) -> dict[str, KeyedStage]:
 
 class StateRecordError(RuntimeError):
     """A recovered state record this worker cannot read: recovery stops (state is never dropped)."""
-
-
-def _hard_exit() -> None:
-    log.critical("could not stop cleanly within 10 s: exiting")
-    logging.shutdown()
-    os._exit(1)
 
 
 def routes(event: Event) -> list[tuple[str, str, bool]]:
