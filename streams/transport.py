@@ -39,6 +39,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from faust.types.tuples import ack_lock
@@ -147,12 +148,18 @@ class Consumer(driver.Consumer):
         notify(self._waiting_for_ack)
 
     async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
-        """Hand every buffered send to the Kafka client before offsets are committed.
+        """Commit only what the broker has: the offsets of the batches processed so far, once
+        every record they sent is acknowledged.
 
         Faust's own flush gives up when no message left its buffer for 0.1 s (a busy
         broker), so a commit could overtake the changelog and forwarded records of the
         very batches it covers; a crash then would lose them.
         """
+        # the offsets of the batches processed so far: batches the lanes process while this
+        # commit waits for the broker are not covered by its flush, so not by this commit
+        offsets = self._filter_committable_offsets(tps)
+        if not offsets:
+            return False
         buffer = self.app.producer.buffer
         deadline = time.monotonic() + 30
         # (a stopping producer drains no more: then Faust's own flush decides)
@@ -166,7 +173,12 @@ class Consumer(driver.Consumer):
         except TimeoutError:
             log.warning("commit skipped: sent records not acknowledged by the broker within 30 s")
             return False
-        return bool(await super()._commit_tps(tps, start_new_transaction))
+        try:
+            await self._handle_attached(offsets)
+        except ProducerSendError as exc:
+            await self.crash(exc)
+            return False
+        return bool(await self._commit_offsets(offsets, start_new_transaction=start_new_transaction))
 
     async def highwaters(self, *partitions: TP) -> Any:
         reported = await super().highwaters(*partitions)
