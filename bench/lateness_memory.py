@@ -34,6 +34,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -97,9 +98,11 @@ def day_of_traffic(accounts: int, per_account: int, seed: int = 1) -> dict[str, 
     return out
 
 
-async def produce(bootstrap: str, traffic: dict[str, list[bytes]], pack: int = 10) -> int:
+async def produce(bootstrap: str, traffic: dict[str, list[bytes]], pack: int = 10, rate: float = 0.0,
+                  progress: Any = None) -> int:
     """Produce the day as it arrived: all topics interleaved in event-time order (each topic's
-    events packed ``pack`` per message as they come)."""
+    events packed ``pack`` per message as they come). With ``rate``, at most that many events
+    per second (the worker reads them as they come: live, compressed in time)."""
     await ensure_topics(Settings(broker=f"kafka://{bootstrap}", topic_prefix=PREFIX))
     producer = clients.producer(Settings(broker=f"kafka://{bootstrap}"), linger_ms=20, max_batch_size=1_048_576)
     await producer.start()
@@ -113,11 +116,18 @@ async def produce(bootstrap: str, traffic: dict[str, list[bytes]], pack: int = 1
         pending.append(await producer.send(PREFIX + topic, b"[" + b",".join(chunk) + b"]"))
         sent += len(chunk)
 
+    began = time.monotonic()
     try:
         for _, topic, value in merged:
             packs.setdefault(topic, []).append(value)
             if len(packs[topic]) >= pack:
                 await flush(topic)
+                if rate and sent % 1000 < pack:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                    await asyncio.sleep(max(0.0, began + sent / rate - time.monotonic()))
+                    if progress is not None:
+                        progress(sent)
             if len(pending) > 2000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -256,6 +266,9 @@ def main() -> None:
     ap.add_argument("--per-account", type=int, default=100)
     ap.add_argument("--budget-mib", type=float, default=1024)
     ap.add_argument("--after", type=float, default=30, help="seconds to watch after catching up")
+    ap.add_argument("--feed-rate", type=float, default=0,
+                    help="start the worker first and feed the day at this many events/s (live, compressed in "
+                         "time) instead of a first start on the whole day as history")
     args = ap.parse_args()
     if args.live:
         live_day(args.accounts, args.per_account, args.budget_mib)
@@ -268,19 +281,46 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="sp-mem-")
     worker = None
     try:
-        asyncio.run(produce(bootstrap, traffic))
-        del traffic
         web = free_port()
         env = worker_env(bootstrap, PREFIX, tmp) | {"SOCIALPULSE_STORE": "rocksdb://"}
         env.pop("SOCIALPULSE_LOG_LEVEL", None)
-        log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web)], env=env,
-                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{web}/metrics"
+
+        def start_worker() -> subprocess.Popen[bytes]:
+            log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
+            return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web)], env=env,
+                                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+        if args.feed_rate:
+            asyncio.run(ensure_topics(Settings(broker=f"kafka://{bootstrap}", topic_prefix=PREFIX)))
+            worker = start_worker()
+            ready = time.monotonic() + 90
+            while time.monotonic() < ready:
+                time.sleep(1)
+                try:
+                    with urllib.request.urlopen(url.replace("/metrics", "/readyz"), timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except Exception:
+                    continue
+            fed = time.monotonic()
+
+            def fed_so_far(sent: int) -> None:
+                if sent % 50_000 < 10:
+                    rss, peak = rss_mib(worker.pid)  # type: ignore[union-attr]
+                    print(f"\rfed {sent:,}/{total:,} in {time.monotonic() - fed:.0f} s  RSS {rss:,.0f} MiB (peak {peak:,.0f})   ",
+                          end="", file=sys.stderr, flush=True)
+
+            asyncio.run(produce(bootstrap, traffic, rate=args.feed_rate, progress=fed_so_far))
+            del traffic
+        else:
+            asyncio.run(produce(bootstrap, traffic))
+            del traffic
+            worker = start_worker()
         began = time.monotonic()
         m: dict[str, float] = {}
         while True:
-            time.sleep(2)
+            time.sleep(5)  # a scrape of 10,000 accounts is itself work for the worker
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited {worker.returncode}; log in {tmp}/worker.log")
             try:
@@ -301,8 +341,9 @@ def main() -> None:
         rows = [("caught up", *rss_mib(worker.pid), m)]
         time.sleep(args.after)
         rows.append((f"+{args.after:.0f} s", *rss_mib(worker.pid), scrape(url)))
-        print(f"\n{args.accounts:,} accounts, {total:,} events over 24 h (every topic), default settings; "
-              f"read in {caught_up:.0f} s")
+        how = (f"fed live at {args.feed_rate:,.0f} events/s" if args.feed_rate else "a first start on the whole day as history")
+        print(f"\n{args.accounts:,} accounts, {total:,} events over 24 h (every topic), default settings, {how}; "
+              f"read {caught_up:.0f} s after the last was sent")
         print("| when | RSS MiB | peak RSS MiB | account keys | shopper keys | dedup ids | closed windows kept | late |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for when, rss, peak, mm in rows:

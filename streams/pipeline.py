@@ -288,7 +288,8 @@ class Pipeline:
         ahead: set[TP] = set()
         if behind and not self.app.in_recovery:  # type: ignore[attr-defined]
             limit = min(behind) + ALIGN_MS
-            ahead = {tp for tp, pos in self.inputs.items() if pos.behind and pos.newest > limit}
+            # as Faust's own TP (the consumer asserts that type; the lanes get aiokafka's)
+            ahead = {TP(tp.topic, tp.partition) for tp, pos in self.inputs.items() if pos.behind and pos.newest > limit}
         resume, pause = self.paused - ahead, ahead - self.paused
         if resume:
             consumer.resume_partitions(resume)

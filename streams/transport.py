@@ -173,6 +173,9 @@ class Consumer(driver.Consumer):
         except TimeoutError:
             log.warning("commit skipped: sent records not acknowledged by the broker within 30 s")
             return False
+        except RuntimeError as exc:  # the producer is stopping (a crash): nothing is confirmed
+            log.warning("commit skipped: %s", exc)
+            return False
         try:
             await self._handle_attached(offsets)
         except ProducerSendError as exc:
