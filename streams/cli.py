@@ -107,7 +107,12 @@ def demo(rate: float, port: int) -> None:
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed (same seed, same traffic).")
 @click.option("--start", "start_ms", type=int, default=None, help="Event time of the first second (epoch ms); default now.")
 @click.option("--fast", is_flag=True, help="Produce as fast as possible instead of in real time.")
-def generate(rate: float, duration: float, seed: int, start_ms: int | None, fast: bool) -> None:
+@click.option("--incident", type=click.Choice(["slow-replies"]), default=None,
+              help="Add an incident: slow-replies = instagram/in-brand-1 answers 8-20 min late (or not) for 20 min.")
+@click.option("--incident-at", type=int, default=60, show_default=True, help="Seconds of traffic before the incident starts.")
+@click.option("--reply-median", type=float, default=240.0, show_default=True, help="Median seconds to a human reply.")
+def generate(rate: float, duration: float, seed: int, start_ms: int | None, fast: bool, incident: str | None,
+             incident_at: int, reply_median: float) -> None:
     """Write realistic synthetic traffic into the input topics."""
     from .clients import explain
     from .generator import run
@@ -117,7 +122,8 @@ def generate(rate: float, duration: float, seed: int, start_ms: int | None, fast
         asyncio.run(connect(settings))
     except Exception as exc:
         raise click.ClickException(explain(exc, settings)) from None
-    counts = asyncio.run(run(settings, rate, duration, seed, start_ms=start_ms, fast=fast))
+    counts = asyncio.run(run(settings, rate, duration, seed, start_ms=start_ms, fast=fast, reply_median_s=reply_median,
+                             incident=incident, incident_at_s=incident_at))
     click.echo(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 

@@ -66,10 +66,18 @@ class Traffic:
     """A seeded, simulated-time source of (topic, value bytes, event ts) records."""
 
     def __init__(
-        self, rate: float, seed: int = 1, start_ms: int | None = None, noise: bool = True, reply_median_s: float = 240.0
+        self, rate: float, seed: int = 1, start_ms: int | None = None, noise: bool = True, reply_median_s: float = 240.0,
+        incident: str | None = None, incident_at_s: int = 60, incident_minutes: float = 20.0, answered: float = 0.88,
     ) -> None:
         self.rng = random.Random(seed)
         self.reply_median_s = reply_median_s
+        self.answered = answered  # share of conversations a human answers
+        #: ``slow-replies``: from ``incident_at_s`` simulated seconds on, for ``incident_minutes``,
+        #: one account's team answers late (8-20 min) or not at all: its reply SLO alerts fire
+        if incident not in (None, "slow-replies"):
+            raise ValueError(f"unknown incident {incident!r} (known: slow-replies)")
+        self.incident = incident
+        self.incident_span = (incident_at_s, incident_at_s + int(incident_minutes * 60))
         self.rate = rate
         self.noise = noise
         self.now = int(time.time() * 1000) if start_ms is None else start_ms
@@ -210,11 +218,24 @@ class Traffic:
         if rng.random() < 0.2:  # an auto-acknowledgement, which must not stop the clock
             self._schedule("messages", ts + 2000, base | {
                 "event_id": self._id("m"), "direction": "outbound", "author_id": "bot", "automated": True})
-        if rng.random() < 0.88:  # most get a human reply, log-normal delay (median ~4 min)
+        if self.in_incident(acct):
+            if rng.random() < 0.8:  # the team is swamped: late replies, some never
+                agent = rng.choice(AGENTS)
+                self._schedule("messages", ts + int(rng.uniform(8, 20) * 60_000), base | {
+                    "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
+            return
+        if rng.random() < self.answered:  # most get a human reply, log-normal delay (median ~4 min)
             agent = rng.choice(AGENTS)
             delay = rng.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000
             self._schedule("messages", ts + int(delay), base | {
                 "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
+
+    #: the account an incident hits (the demo's summary and README point at it)
+    INCIDENT_ACCOUNT = ("instagram", "in-brand-1")
+
+    def in_incident(self, acct: Account) -> bool:
+        start, end = self.incident_span
+        return self.incident is not None and (acct.platform, acct.account_id) == self.INCIDENT_ACCOUNT and start <= self.seconds < end
 
     def _emit(self, item: _Pending) -> Iterator[tuple[str, bytes, int]]:
         record = {"event_id": item.record["event_id"], "ts": iso(item.ts)} | item.record
@@ -250,14 +271,16 @@ class Traffic:
 
 async def run(
     settings: Any, rate: float, duration: float, seed: int, start_ms: int | None = None,
-    fast: bool = False, progress: bool = True, reply_median_s: float = 240.0,
+    fast: bool = False, progress: bool = True, reply_median_s: float = 240.0, incident: str | None = None,
+    incident_at_s: int = 60, answered: float = 0.88,
 ) -> Counter[str]:
     """Produce ``duration`` simulated seconds of traffic at ``rate`` events/s."""
     from . import clients
     from .topics import ensure_topics
 
     await ensure_topics(settings)
-    traffic = Traffic(rate, seed, start_ms, reply_median_s=reply_median_s)
+    traffic = Traffic(rate, seed, start_ms, reply_median_s=reply_median_s, incident=incident, incident_at_s=incident_at_s,
+                      answered=answered)
     producer = clients.producer(settings, linger_ms=5, max_batch_size=262_144)
     await producer.start()
     sent = 0

@@ -77,6 +77,9 @@ Group = tuple[int, int, int]
 #: Format version of forwarded records and state records (bump it with a migration: docs/operations.md)
 FORMAT = 1
 
+#: closed-window records a stage keeps decoded (each holds one window of one partition)
+RECENT_GROUPS = 64
+
 #: Name prefix of the ids restored from a key's own record (never written as a ``SEEN_KEY``)
 KEY_IDS = "~key|"
 _IDS_FIELD = b'{"~ids":'
@@ -244,6 +247,8 @@ class KeyedStage:
         #: reads a closed-window record (the pipeline reads its table); None: kept in ``memory``
         self.load_closed: Callable[[int, int, int], bytes | None] | None = None
         self.memory: dict[Group, dict[str, Any]] = {}
+        #: closed-window records decoded lately (least recently used first), see ``_group``
+        self._recent: dict[Group, dict[str, Any]] = {}
         self.settle_s = SETTLE_S
         self._hot: dict[int, set[str]] = defaultdict(set)
         self._sweep: dict[int, list[str]] = {}
@@ -435,6 +440,8 @@ class KeyedStage:
             self.clocks.pop(p, None)
             self.closed.pop(p, None)
             self.seen.pop(p, None)
+            for group in [g for g in self._recent if g[0] == p]:
+                del self._recent[group]
             self._hot.pop(p, None)
             self._sweep.pop(p, None)
 
@@ -547,12 +554,20 @@ class KeyedStage:
         if self.load_closed is None:
             data = self.memory.get(group)
         else:
-            raw = self.load_closed(*group)
-            data = unversioned(raw, "a closed-window record") if raw is not None else None
+            # the groups of the last few batches stay decoded: corrections (replies to
+            # conversations whose window closed, late sources) come in runs
+            data = self._recent.pop(group, None)
+            if data is None:
+                raw = self.load_closed(*group)
+                data = unversioned(raw, "a closed-window record") if raw is not None else None
         data = {} if data is None else data
         out.groups[group] = data
         if self.load_closed is None:
             self.memory[group] = data
+        else:
+            self._recent[group] = data  # the same dict the batch changes and writes: never stale
+            while len(self._recent) > RECENT_GROUPS:
+                del self._recent[next(iter(self._recent))]
         self.closed[group[0]].add(group[1:])  # type: ignore[arg-type]
         return data
 
@@ -608,6 +623,7 @@ class KeyedStage:
                 for size, start in gone:
                     kept.discard((size, start))
                     out.groups[(partition, size, start)] = None
+                    self._recent.pop((partition, size, start), None)
                     self.memory.pop((partition, size, start), None)
             for key in self._due_keys(partition):
                 if budget is not None and len(out.results) >= budget:
