@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	@command -v prometheus >/dev/null || { echo "installing Debian's prometheus (the demo shows its alerts)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		 && (systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true) >/dev/null 2>&1) \
+		|| echo "could not install prometheus: the demo runs without it"; }
 	$(BIN)/socialpulse demo
 
 test: $(STAMP)

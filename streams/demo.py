@@ -88,8 +88,8 @@ def summary(m: Metrics, elapsed: float, active: list[dict[str, Any]] | None, pro
     events: dict[str, dict[str, float]] = defaultdict(dict)
     for labels, v in m.get("socialpulse_events_total", []):
         events[labels["topic"]][labels["outcome"]] = v
-    ev = Table(title=f"socialpulse demo - {elapsed:.0f}s - Ctrl-C stops everything", title_justify="left",
-               expand=False, pad_edge=False, box=None)
+    head = f"[b]socialpulse demo[/b] - {elapsed:.0f}s - Ctrl-C stops everything"
+    ev = Table(expand=False, pad_edge=False, box=None)
     ev.add_column("events")
     for col in ("accepted", "invalid", "duplicate", "late"):
         ev.add_column(col, justify="right")
@@ -144,7 +144,7 @@ def summary(m: Metrics, elapsed: float, active: list[dict[str, Any]] | None, pro
             al.add_row(labels.get("alertname", "?"), f"[b red]{state}[/b red]" if state == "firing" else state, where, since)
         if not active:
             al.add_row("none pending or firing", "", "", "")
-    return Group(ev, "", sell, "", replies, "", al)
+    return Group(head, ev, "", sell, "", replies, "", al)
 
 
 def _stop_on(signum: int, frame: Any) -> None:
@@ -216,7 +216,7 @@ def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
             console.print(f"[red]broker: {exc}[/red]")
             return 2
         procs.append(broker)
-        console.print(f"broker     Tansu on 127.0.0.1:{port} (embedded, [b]memory only[/b]: data is lost when it stops)")
+        console.print(f"broker     Tansu 127.0.0.1:{port} (embedded, [b]memory only[/b]: lost when it stops)")
         worker_log = open(os.path.join(data_dir, "worker.log"), "wb")  # noqa: SIM115
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(settings.web_port)],
@@ -224,23 +224,24 @@ def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
         )
         procs.append(worker)
         base = f"http://localhost:{settings.web_port}"
-        console.print(f"worker     {base}/metrics  {base}/api/v1/accounts/instagram/in-brand-1")
-        console.print(f"           reply SLO {env['SOCIALPULSE_REPLY_SLO']}; log: {worker_log.name}")
+        console.print(f"worker     {base}/metrics  (reply SLO {env['SOCIALPULSE_REPLY_SLO']})")
+        console.print(f"           {base}/api/v1/accounts/instagram/in-brand-1")
+        console.print(f"           log: {worker_log.name}")
         prom = start_prometheus(data_dir, [f"127.0.0.1:{settings.web_port}"])
         prometheus_url = None
         if prom is None:
-            console.print("prometheus not installed: alerts are not shown (apt-get install prometheus, or `make demo`)")
+            console.print("prometheus not installed: no alerts (apt-get install prometheus, or `make demo`)")
         else:
             procs.append(prom[0])
             prometheus_url = prom[1]
-            console.print(f"prometheus {prometheus_url}/alerts  {prometheus_url}/graph  (rules: deploy/prometheus/rules)")
+            console.print(f"prometheus {prometheus_url}/alerts  (rules: deploy/prometheus/rules)")
         gen_settings = settings.model_copy(update={"broker": f"kafka://127.0.0.1:{port}"})
         gen = loop.create_task(generator.run(
             gen_settings, rate, 10**9, seed=7, progress=False, reply_median_s=12.0, answered=1.0,
             incident="slow-replies", incident_at_s=INCIDENT_AT_S,
         ))
-        console.print(f"generate   {rate:.0f} events/s (seed 7); from {INCIDENT_AT_S}s on instagram/in-brand-1 answers "
-                      "late: its reply alerts go pending, then fire (~5-8 min)")
+        console.print(f"generate   {rate:.0f} events/s; from {INCIDENT_AT_S}s on, instagram/in-brand-1 answers late:")
+        console.print("           its reply alerts go pending, then fire (within about 10 minutes)")
         with Live(console=console, refresh_per_second=1, transient=False) as live:
             active: list[dict[str, Any]] | None = None
             polled = 0.0
