@@ -191,10 +191,11 @@ def start_prometheus(folder: str, targets: list[str]) -> tuple[subprocess.Popen[
 
 
 def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
-    # Ctrl-C and SIGTERM both stop everything, even when started from a shell that made the
+    # Ctrl-C, SIGTERM and a closed terminal (SIGHUP) all stop everything, even when started from a shell that made the
     # demo ignore SIGINT (a background job of a non-interactive shell inherits that)
     signal.signal(signal.SIGINT, _stop_on)
     signal.signal(signal.SIGTERM, _stop_on)
+    signal.signal(signal.SIGHUP, _stop_on)  # the terminal closed: nothing may outlive the demo
     console = Console()
     data_dir = tempfile.mkdtemp(prefix="socialpulse-demo-")
     env = DEMO_ENV | os.environ | {
@@ -237,7 +238,7 @@ def run_demo(settings: Settings, rate: float = 200.0, port: int = 9092) -> int:
             console.print(f"prometheus {prometheus_url}/alerts  (rules: deploy/prometheus/rules)")
         gen_settings = settings.model_copy(update={"broker": f"kafka://127.0.0.1:{port}"})
         gen = loop.create_task(generator.run(
-            gen_settings, rate, 10**9, seed=7, progress=False, reply_median_s=12.0, answered=1.0,
+            gen_settings, rate, 10**9, seed=7, progress=False, reply_median_s=8.0, answered=1.0,
             incident="slow-replies", incident_at_s=INCIDENT_AT_S,
         ))
         console.print(f"generate   {rate:.0f} events/s; from {INCIDENT_AT_S}s on, instagram/in-brand-1 answers late:")

@@ -211,9 +211,10 @@ class Traffic:
         conv = self._id("conv")
         customer = f"u{rng.randrange(50_000)}"
         base = {"platform": acct.platform, "account_id": acct.account_id, "conversation_id": conv}
-        t = ts
+        t = last = ts
         for _ in range(1 + int(rng.expovariate(1.5))):  # one or a few inbound messages
             self._schedule("messages", t, base | {"event_id": self._id("m"), "direction": "inbound", "author_id": customer})
+            last = t
             t += int(rng.uniform(5, 90) * 1000)
         if rng.random() < 0.2:  # an auto-acknowledgement, which must not stop the clock
             self._schedule("messages", ts + 2000, base | {
@@ -221,13 +222,15 @@ class Traffic:
         if self.in_incident(acct):
             if rng.random() < 0.8:  # the team is swamped: late replies, some never
                 agent = rng.choice(AGENTS)
-                self._schedule("messages", ts + int(rng.uniform(8, 20) * 60_000), base | {
+                self._schedule("messages", last + int(rng.uniform(8, 20) * 60_000), base | {
                     "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
             return
         if rng.random() < self.answered:  # most get a human reply, log-normal delay (median ~4 min)
             agent = rng.choice(AGENTS)
             delay = rng.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000
-            self._schedule("messages", ts + int(delay), base | {
+            # the agent answers the customer's last message (one that came after the
+            # answer would open a new wait that nobody closes)
+            self._schedule("messages", last + int(delay), base | {
                 "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
 
     #: the account an incident hits (the demo's summary and README point at it)
