@@ -227,11 +227,13 @@ class Traffic:
             return
         if rng.random() < self.answered:  # most get a human reply, log-normal delay (median ~4 min)
             agent = rng.choice(AGENTS)
-            delay = rng.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000
-            # the agent answers the customer's last message (one that came after the
-            # answer would open a new wait that nobody closes)
-            self._schedule("messages", last + int(delay), base | {
+            answer = ts + int(rng.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000)
+            self._schedule("messages", answer, base | {
                 "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
+            if last > answer:  # the customer wrote again after the answer: that gets an answer too
+                again = last + int(rng.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000)
+                self._schedule("messages", again, base | {
+                    "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
 
     #: the account an incident hits (the demo's summary and README point at it)
     INCIDENT_ACCOUNT = ("instagram", "in-brand-1")
