@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Result", "DeadLetter", "ReplyBreach", "REJECT_REASONS", "result_key"]
+__all__ = ["Result", "DeadLetter", "ReplyBreach", "RejectReason", "REJECT_REASONS", "OUTCOMES", "result_key"]
 
-#: Why an input was rejected. ``outcome`` in ``socialpulse_events_total`` folds
-#: not_json, not_utf8 and too_large into ``invalid``.
-REJECT_REASONS = ("invalid", "not_json", "not_utf8", "too_large", "duplicate", "late")
+#: Why an input was rejected (the one list: the dead-letter schema, the counters and the
+#: code all take it from here). ``outcome`` in ``socialpulse_events_total`` folds not_json,
+#: not_utf8, too_large, bad_internal and unknown_format into ``invalid``.
+RejectReason = Literal["invalid", "not_json", "not_utf8", "too_large", "duplicate", "late", "bad_internal", "unknown_format"]
+REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
+#: ``socialpulse_events_total{outcome}``
+OUTCOMES = ("accepted", "invalid", "duplicate", "late")
 
 
 class Result(BaseModel):
@@ -55,7 +59,7 @@ class DeadLetter(BaseModel):
     offset: int
     raw: str
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
-    reason: Literal["invalid", "not_json", "not_utf8", "too_large", "duplicate", "late", "bad_internal", "unknown_format"]
+    reason: RejectReason
     detail: str
     event_id: str | None = None
     rejected_at: str

@@ -32,6 +32,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from schemas.events import INPUT_TOPICS
+from schemas.results import OUTCOMES
+
 from . import generator
 from .broker import BrokerError, port_in_use, start_broker, stop_process, wait_for_port
 from .settings import Settings
@@ -46,7 +49,6 @@ DEMO_ENV = {"SOCIALPULSE_REPLY_SLO": "1m"}
 #: seconds of traffic before the slow-replies incident starts
 INCIDENT_AT_S = 60
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules"
-TOPICS = ("likes", "impressions", "audience", "clicks", "messages", "orders", "spend")
 
 
 def scrape(url: str, timeout: float = 2.0) -> Metrics:
@@ -91,11 +93,11 @@ def summary(m: Metrics, elapsed: float, active: list[dict[str, Any]] | None, pro
     head = f"[b]socialpulse demo[/b] - {elapsed:.0f}s - Ctrl-C stops everything"
     ev = Table(expand=False, pad_edge=False, box=None)
     ev.add_column("events")
-    for col in ("accepted", "invalid", "duplicate", "late"):
+    for col in OUTCOMES:
         ev.add_column(col, justify="right")
-    for topic in TOPICS:
+    for topic in INPUT_TOPICS:
         row = events.get(topic, {})
-        ev.add_row(topic, *(f"{row.get(c, 0):,.0f}" for c in ("accepted", "invalid", "duplicate", "late")))
+        ev.add_row(topic, *(f"{row.get(c, 0):,.0f}" for c in OUTCOMES))
 
     platforms = sorted({labels["platform"] for labels, _ in m.get("socialpulse_impressions", [])})
     eng = _by_platform(m, "socialpulse_engagements", window="5m")

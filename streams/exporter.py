@@ -18,6 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from schemas.results import OUTCOMES
+
 from .family import Gauge as FamilyGauge
 from .family import Sample
 
@@ -184,7 +186,7 @@ class Metrics:
         )
         self.reply_slo = Gauge("socialpulse_reply_slo_seconds", "The reply SLO (SOCIALPULSE_REPLY_SLO).", registry=r)
         for topic in ("likes", "impressions", "audience", "clicks", "messages", "orders", "spend"):
-            for outcome in ("accepted", "invalid", "duplicate", "late"):
+            for outcome in OUTCOMES:
                 self.events.labels(topic, outcome)
 
     def add_families(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]]) -> None:

@@ -19,7 +19,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas.events import Event, Order
-from schemas.results import DeadLetter
+from schemas.results import OUTCOMES, REJECT_REASONS, DeadLetter
 
 from .windows import iso
 
@@ -36,17 +36,8 @@ __all__ = [
     "dead_letter",
 ]
 
-#: ``socialpulse_events_total{outcome}`` for each rejection reason.
-OUTCOME_OF = {
-    "invalid": "invalid",
-    "not_json": "invalid",
-    "not_utf8": "invalid",
-    "too_large": "invalid",
-    "duplicate": "duplicate",
-    "late": "late",
-    "bad_internal": "invalid",  # a record of an internal topic that does not decode or validate
-    "unknown_format": "invalid",  # an internal record in a format version this worker does not know
-}
+#: ``socialpulse_events_total{outcome}`` for each rejection reason (schemas.results.REJECT_REASONS)
+OUTCOME_OF = {reason: reason if reason in OUTCOMES else "invalid" for reason in REJECT_REASONS}
 
 
 class Raw(NamedTuple):

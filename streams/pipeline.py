@@ -46,6 +46,7 @@ from .keyed import (
 from .replies import Replies
 from .replies.hours import parse_hours
 from .settings import Settings
+from .topics import BREACHES, DLQ, RESULTS
 from .transport import ebb
 from .windows import Mark, WindowSpec
 
@@ -53,9 +54,6 @@ __all__ = ["Pipeline", "build"]
 
 log = logging.getLogger("socialpulse")
 
-RESULTS = "socialpulse.results"
-BREACHES = "socialpulse.reply-breaches"
-DLQ = "socialpulse.dlq"
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 4 * 1024 * 1024,
     "max_write_buffer_number": 2,

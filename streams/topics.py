@@ -16,9 +16,13 @@ from schemas.events import INPUT_TOPICS
 from . import clients
 from .settings import Settings
 
-__all__ = ["ensure_topics", "all_topics"]
+__all__ = ["ensure_topics", "all_topics", "RESULTS", "BREACHES", "DLQ", "OUTPUT_TOPICS"]
 
-OUTPUT_TOPICS = ("socialpulse.results", "socialpulse.reply-breaches", "socialpulse.dlq")
+#: the output topics (before TOPIC_PREFIX): the one place their names are written
+RESULTS = "socialpulse.results"
+BREACHES = "socialpulse.reply-breaches"
+DLQ = "socialpulse.dlq"
+OUTPUT_TOPICS = (RESULTS, BREACHES, DLQ)
 
 
 def all_topics(settings: Settings) -> list[str]:
