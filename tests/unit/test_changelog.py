@@ -1,5 +1,6 @@
 """Changelog writes: acknowledged counting and the clean-stop guard of local stores."""
 
+import asyncio
 from types import SimpleNamespace
 
 from streams import changelog
@@ -20,12 +21,16 @@ def test_changelog_records_count_as_unacknowledged_until_the_broker_acks(monkeyp
     monkeypatch.setattr(changelog, "_pending", 0)
     sent = []
     table, acked = memory_table(sent)
-    assert write_many(table, 0, [(b"a", b"1"), (b"b", None)]) == 2
-    assert unacknowledged() == 2 and table.data.data == {b"a": b"1"}
-    sent[0].message.callback(sent[0])  # the broker acknowledged the first
-    assert unacknowledged() == 1 and acked == [sent[0]]
-    sent[1].message.callback(sent[1])
-    assert unacknowledged() == 0
+
+    async def scenario():  # Faust's FutureMessage needs a running event loop, as in a worker
+        assert write_many(table, 0, [(b"a", b"1"), (b"b", None)]) == 2
+        assert unacknowledged() == 2 and table.data.data == {b"a": b"1"}
+        sent[0].message.callback(sent[0])  # the broker acknowledged the first
+        assert unacknowledged() == 1 and acked == [sent[0]]
+        sent[1].message.callback(sent[1])
+        assert unacknowledged() == 0
+
+    asyncio.run(scenario())
 
 
 def test_local_stores_survive_a_clean_stop_and_are_rebuilt_after_an_unclean_one(tmp_path, monkeypatch):
