@@ -54,9 +54,8 @@ def register_views(app: faust.App, pipeline: Pipeline) -> None:
         if not _ID.match(account_id):
             return self.error(400, "bad account_id")
         key = f"{platform}|{account_id}"
-        stage = pipeline.stages["account"]
         partition = partition_for(key, pipeline.settings.partitions)
-        if partition not in stage.clocks:
+        if partition not in pipeline.owned["account"]:
             # Another worker owns the key: ask it (Faust's router knows who).
             try:
                 return await app.router.route_req(
