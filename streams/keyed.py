@@ -125,26 +125,39 @@ def decode_seen(raw: bytes) -> list[list[Any]]:
     return rows
 
 
-def ids_by_key(rows: list[list[Any]]) -> dict[str, list[list[Any]]]:
-    """A batch's new ids (``[[key\x1fevent_id, arrived], ...]``) grouped by key."""
-    by_key: dict[str, list[list[Any]]] = defaultdict(list)
-    for row in rows:
-        by_key[row[0].split("\x1f", 1)[0]].append(row)
+def ids_by_key(rows: list[list[Any]]) -> dict[str, list[Any]]:
+    """A batch's new ids (``[[key\x1fevent_id, arrived], ...]``) grouped by key, compact:
+    ``key -> [newest arrival, event_id, event_id, ...]`` (the key is the record's own, and
+    one arrival per key only keeps its ids a little longer)."""
+    by_key: dict[str, list[Any]] = {}
+    for uid, arrived in rows:
+        key, _, event_id = uid.partition("\x1f")
+        ids = by_key.get(key)
+        if ids is None:
+            by_key[key] = [arrived, event_id]
+        else:
+            ids.append(event_id)
+            if arrived > ids[0]:
+                ids[0] = arrived
     return by_key
 
 
-def with_ids(value: bytes, rows: list[list[Any]]) -> bytes:
+def with_ids(value: bytes, ids: list[Any]) -> bytes:
     """A key's encoded state (a JSON object) with the ids its batch applied, as field ``~ids``."""
     rest = value[1:]
-    return _IDS_FIELD + orjson.dumps(rows) + (rest if rest[:1] == b"}" else b"," + rest)
+    return _IDS_FIELD + orjson.dumps(ids) + (rest if rest[:1] == b"}" else b"," + rest)
 
 
-def split_ids(value: bytes) -> tuple[bytes, list[list[Any]] | None]:
-    """(the key's state, the ids carried with it) of a changelog record."""
+def split_ids(value: bytes, key: str = "") -> tuple[bytes, list[list[Any]] | None]:
+    """(the key's state, the ids carried with it as ``[[key\x1fevent_id, arrived], ...]``)."""
     if not value.startswith(_IDS_FIELD):
         return value, None
     data = orjson.loads(value)
-    rows = data.pop("~ids")
+    carried = data.pop("~ids")
+    if carried and type(carried[0]) is list:  # written before the compact form
+        rows = carried
+    else:
+        rows = [[f"{key}\x1f{event_id}", carried[0]] for event_id in carried[1:]]
     return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), rows
 
 
@@ -392,7 +405,7 @@ class KeyedStage:
 
     def restore(self, partition: int, key: str, raw: bytes) -> None:
         """Adopt a key recovered from the changelog (with the ids its last batch applied)."""
-        raw, ids = split_ids(raw)
+        raw, ids = split_ids(raw, key)
         if ids:
             self.restore_seen(partition, KEY_IDS + key, ids)
         state = self.loads(raw)  # readable, or recovery stops here
