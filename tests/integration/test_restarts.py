@@ -80,31 +80,16 @@ def wiped_outcomes(worker) -> dict[str, float]:
 def test_a_rolling_restart_of_two_workers_under_live_traffic_keeps_every_family_exact(broker, tmp_path):
     """The way an upgrade rolls: stop one worker, start the new one on its data dir, wait
     until it is ready, then the other; traffic never stops."""
-    import threading
+    from .test_scale_out import cluster_env, scrape_all
 
-    from .test_scale_out import scrape_all
-
-    env = lambda d: worker_env(  # noqa: E731
-        broker, "roll.", tmp_path / d, SOCIALPULSE_PARTITIONS="4", SOCIALPULSE_BUCKET="1s",
-        SOCIALPULSE_TRAILING_WINDOWS="5m", SOCIALPULSE_CLOSED_WINDOWS="10s", SOCIALPULSE_GRACE="20s",
-        SOCIALPULSE_IDLE="2s", SOCIALPULSE_STORE="rocksdb://",
-    )
+    env = lambda d: cluster_env(broker, "roll.", tmp_path / d)  # noqa: E731
     a, b = spawn_worker(env("a"), tmp_path, "a"), spawn_worker(env("b"), tmp_path, "b")
     a.wait_ready(60)
     b.wait_ready(60)
     feed = Feed(broker, seed=33, prefix="roll.")
-    stop = threading.Event()
-
-    def traffic():
-        while not stop.is_set():
-            feed.burst(30)
-            time.sleep(0.2)
-
-    t = threading.Thread(target=traffic)
-    t.start()
-    try:
+    live = {}
+    with feed.flowing(30):
         time.sleep(3)
-        live = {}
         for name, old in (("a", a), ("b", b)):
             old.proc.send_signal(signal.SIGTERM)
             assert old.proc.wait(60) == 0, f"worker {name} did not stop cleanly"
@@ -112,9 +97,6 @@ def test_a_rolling_restart_of_two_workers_under_live_traffic_keeps_every_family_
             new.wait_ready(90)
             live[name] = new
             time.sleep(2)
-    finally:
-        stop.set()
-        t.join()
     feed.answer_and_buy()
     workers = [live["a"], live["b"]]
     tr = feed.t

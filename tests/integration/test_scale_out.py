@@ -5,11 +5,13 @@ no series is exported by two workers."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -71,6 +73,24 @@ class Feed:
         for topic, value in self.sent or []:
             self.p.produce(self.prefix + topic, value)
         self.p.flush(15)
+
+    @contextlib.contextmanager
+    def flowing(self, per_burst: int) -> Iterator[None]:
+        """Live traffic in the background (a burst every 0.2 s) while the block runs."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.is_set():
+                self.burst(per_burst)
+                time.sleep(0.2)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def eid(self) -> str:
         self.n += 1
@@ -143,43 +163,38 @@ def total(texts: list[str], name: str, **match: str) -> float:
     )
 
 
-@pytest.fixture(scope="module")
-def cluster(broker, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("scale")
-    env = lambda d: worker_env(  # noqa: E731
-        broker, PREFIX, tmp / d, SOCIALPULSE_PARTITIONS="4", SOCIALPULSE_BUCKET="1s",
+def cluster_env(broker: str, prefix: str, data_dir) -> dict[str, str]:
+    """A worker of a small group: 4 partitions, short windows so totals settle within seconds."""
+    return worker_env(
+        broker, prefix, data_dir, SOCIALPULSE_PARTITIONS="4", SOCIALPULSE_BUCKET="1s",
         SOCIALPULSE_TRAILING_WINDOWS="5m", SOCIALPULSE_CLOSED_WINDOWS="10s", SOCIALPULSE_GRACE="20s",
         SOCIALPULSE_IDLE="2s", SOCIALPULSE_STORE="rocksdb://",
     )
+
+
+@pytest.fixture(scope="module")
+def cluster(broker, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scale")
+    env = lambda d: cluster_env(broker, PREFIX, tmp / d)  # noqa: E731
     w1, w2 = spawn_worker(env("d1"), tmp, "w1"), spawn_worker(env("d2"), tmp, "w2")
     w1.wait_ready(60)
     w2.wait_ready(60)
     feed = Feed(broker, seed=9)
     feed.burst(600)
-    stop = threading.Event()
-
-    def background():
-        while not stop.is_set():
-            feed.burst(40)
-            time.sleep(0.2)
-
-    t = threading.Thread(target=background)
-    t.start()
-    time.sleep(3)
-    feed.t.killed_text, scraped = w1.metrics(), time.monotonic()
-    w1.proc.send_signal(signal.SIGKILL)  # mid-stream
-    killed = time.monotonic()
-    # a duplicate sent within 3 s of that scrape may have been counted by the killed worker after it
-    feed.t.unsure_dups = sum(1 for at in feed.t.dup_sent_at if scraped - 3 <= at <= killed)
-    w1.proc.wait(10)
-    time.sleep(6)
-    w1b = spawn_worker(env("d1"), tmp, "w1-restarted")  # same data dir
-    w1b.wait_ready(90)
-    w3 = spawn_worker(env("d3"), tmp, "w3")  # a third joins
-    w3.wait_ready(90)
-    time.sleep(3)
-    stop.set()
-    t.join()
+    with feed.flowing(40):
+        time.sleep(3)
+        feed.t.killed_text, scraped = w1.metrics(), time.monotonic()
+        w1.proc.send_signal(signal.SIGKILL)  # mid-stream
+        killed = time.monotonic()
+        # a duplicate sent within 3 s of that scrape may have been counted by the killed worker after it
+        feed.t.unsure_dups = sum(1 for at in feed.t.dup_sent_at if scraped - 3 <= at <= killed)
+        w1.proc.wait(10)
+        time.sleep(6)
+        w1b = spawn_worker(env("d1"), tmp, "w1-restarted")  # same data dir
+        w1b.wait_ready(90)
+        w3 = spawn_worker(env("d3"), tmp, "w3")  # a third joins
+        w3.wait_ready(90)
+        time.sleep(3)
     feed.answer_and_buy()
     workers = [w2, w1b, w3]
     last: list[object] = []
