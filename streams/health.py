@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["BrokerWatch", "BrokerLost", "shortened"]
+__all__ = ["BrokerWatch", "BrokerLost", "offsets_gone", "shortened"]
 
 
 class BrokerLost(RuntimeError):
@@ -85,4 +87,19 @@ def shortened(topic: str, partition: int, end: int | None, committed: int | None
         f"{topic}[{partition}] now ends at offset {end}, before offset {committed} this worker already "
         "committed: the broker lost data (an in-memory broker restarted?). This worker's state no longer "
         "matches the broker; stopping. Restart the workers with empty data dirs."
+    )
+
+
+def offsets_gone(held: Mapping[Any, int | None], committed: Mapping[Any, int]) -> str | None:
+    """A reason to stop if the broker holds none of the offsets this worker committed
+    (``held``: what the broker answers for the group; ``committed``: what this worker
+    committed, per partition)."""
+    known = {tp: off for tp, off in committed.items() if off}
+    if not known or any(held.get(tp) for tp in known):
+        return None
+    tp, off = next(iter(sorted(known.items())))
+    return (
+        f"the broker no longer holds this group's committed offsets ({tp.topic}[{tp.partition}] was committed "
+        f"at {off}, the broker has none): the broker lost data (an in-memory broker restarted?). This worker's "
+        "state no longer matches the broker; stopping. Restart the workers with empty data dirs."
     )

@@ -14,6 +14,7 @@ batch. Faust provides the consumer group, offsets, changelogs and the web server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
@@ -21,17 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition as KafkaTP
 from faust.types import TP
 
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Click, Event
 from schemas.results import ReplyBreach
 
+from . import clients
 from .changelog import _hard_exit, read_one, write_many
 from .conversion import Conversion, Shopper
 from .engagement import Engagement
 from .exporter import Metrics
 from .family import Family, Forward, Output, Tally
-from .health import BrokerLost, BrokerWatch, shortened
+from .health import BrokerLost, BrokerWatch, offsets_gone, shortened
 from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
 from .keyed import (
     CLOSED_KEY,
@@ -200,6 +203,11 @@ class Pipeline:
         async def tick() -> None:
             self.tick()
             await ebb(self.app.producer.buffer)  # a burst of results goes out before the next tick
+
+        # its own timer: nothing the tick waits for (a producer that cannot reach the broker)
+        # may keep the worker from noticing that the broker is gone or lost its data
+        @app.timer(1.0, name="watch-broker")
+        async def watch_broker() -> None:
             try:
                 await self.check_broker()
             except BrokerLost as exc:
@@ -625,10 +633,39 @@ class Pipeline:
                 f"(SOCIALPULSE_REBALANCE_TIMEOUT): the consumer is stuck; stopping"
             )
         if now - self.broker.checked_at >= 2.0:
+            was_down = self.broker.down_since is not None
             up = await self.broker.check()
             self.metrics.broker_up.set(1 if up else 0)
             if not up:
                 log.error("broker %s: %s", self.broker.describe(), self.broker.status())
+            elif was_down:
+                log.warning("broker %s reachable again: checking that it still holds this group's offsets", self.broker.describe())
+                lost = await self.offsets_lost()
+                if lost:
+                    self.lost = lost
+                    raise BrokerLost(lost)
+
+    async def offsets_lost(self) -> str | None:
+        """After an outage: a reason to stop if the broker no longer holds the offsets this
+        worker committed (an in-memory broker restarted empty). Asked at once, before this
+        worker's consumer has rejoined and could commit anew."""
+        committed = {tp: off for tp, off in self.app.consumer._committed_offset.items() if off}  # type: ignore[attr-defined]
+        if not committed:
+            return None
+        probe = clients.consumer(self.settings, group_id=self.app.conf.id, enable_auto_commit=False,
+                                 client_id=f"{self.app.conf.broker_client_id}-offsets-probe")
+        try:
+            await asyncio.wait_for(probe.start(), 10)
+            held = {}
+            for tp in sorted(committed)[:16]:
+                held[tp] = await asyncio.wait_for(probe.committed(KafkaTP(tp.topic, tp.partition)), 10)
+        except Exception as exc:  # cannot tell: the other checks (and the broker timeout) still apply
+            log.warning("could not read this group's offsets from the broker: %r", exc)
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(probe.stop(), 5)
+        return offsets_gone(held, committed)
 
     def view(self, platform: str, account_id: str) -> dict[str, Any] | None:
         return self.stages["account"].view(f"{platform}|{account_id}")

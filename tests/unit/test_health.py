@@ -4,8 +4,9 @@ import asyncio
 import socket
 
 import pytest
+from faust.types import TP
 
-from streams.health import BrokerLost, BrokerWatch, shortened
+from streams.health import BrokerLost, BrokerWatch, offsets_gone, shortened
 
 
 def test_urls_are_parsed_with_the_default_port():
@@ -46,3 +47,13 @@ def test_a_log_that_ends_before_a_committed_offset_means_the_broker_lost_data():
     assert shortened("likes", 0, end=None, committed=10) is None
     reason = shortened("likes", 3, end=4, committed=10)
     assert reason is not None and "likes[3] now ends at offset 4, before offset 10" in reason
+
+
+def test_a_broker_without_the_groups_offsets_lost_data():
+    a, b = TP("in", 0), TP("in", 1)
+    reason = offsets_gone({a: None, b: None}, {a: 120, b: 7})
+    assert reason is not None and "in[0] was committed at 120" in reason and "lost data" in reason
+    assert offsets_gone({a: None, b: 7}, {a: 120, b: 7}) is None  # the group is still there
+    assert offsets_gone({a: 90, b: None}, {a: 120, b: 7}) is None  # behind is not gone (shortened() judges ends)
+    assert offsets_gone({}, {}) is None  # nothing committed yet: nothing to lose
+    assert offsets_gone({a: None}, {a: 0}) is None
