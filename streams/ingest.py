@@ -248,15 +248,20 @@ class SeenIds:
             self.fresh.pop()
             self.ids.pop(uid, None)
 
-    def flush(self) -> tuple[str, list[list[Any]]] | None:
-        """The record of the ids added since the last flush, if any."""
+    def flush(self, into: str | None = None) -> tuple[str, list[list[Any]]] | None:
+        """The record of the ids added since the last flush, if any: a new one, or more ids
+        for record ``into`` (not written yet: one batch, one record, however many flushes)."""
         if not self.fresh:
             return None
-        self.seq += 1
-        name = f"{self.epoch:x}-{self.seq}"
         rows, self.fresh = self.fresh, []
         newest = max(row[1] for row in rows)
-        self.records[name] = (newest, [row[0] for row in rows], time.monotonic())
+        if into is not None and (kept := self.records.get(into)) is not None:
+            name = into
+            self.records[name] = (max(kept[0], newest), kept[1] + [row[0] for row in rows], time.monotonic())
+        else:
+            self.seq += 1
+            name = f"{self.epoch:x}-{self.seq}"
+            self.records[name] = (newest, [row[0] for row in rows], time.monotonic())
         if newest > self.clock:
             self.clock = newest
         return name, rows

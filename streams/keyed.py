@@ -534,9 +534,12 @@ class KeyedStage:
                             self._publish_closed(partition, key, fam, state, at, out)
                             windows.prune(win, at, self.spec)
             dirty.add(key)
-        record = seen.flush()
+        # one ids record per partition and batch: a batch whose events come in several runs
+        # (marks between them) writes the ids of every run, not only of the last
+        prior = out.seen.get(partition)
+        record = seen.flush(into=prior[0] if prior is not None else None)
         if record is not None:
-            out.seen[partition] = record
+            out.seen[partition] = record if prior is None else (record[0], prior[1] + record[1])
 
     def _bad(self, item: Forwarded, exc: Exception) -> Rejection:
         """A forwarded event that does not validate here: dead-lettered as ``bad_internal``."""

@@ -177,6 +177,7 @@ class Pipeline:
         self.ready = False
         self.broker = BrokerWatch.from_urls(settings.broker, settings.broker_timeout / 1000)
         self.lost: str | None = None  # why this worker must stop (the broker lost data)
+        self.committed: dict[TP, int] = {}  # offsets this worker committed (compared after an outage)
         self.rebalancing_since: float | None = None
         #: this worker's assigned input partitions, as its marks describe them
         self.inputs: dict[TP, InputPosition] = {}
@@ -634,6 +635,8 @@ class Pipeline:
             )
         if now - self.broker.checked_at >= 2.0:
             was_down = self.broker.down_since is not None
+            if not was_down:  # what this worker committed while the broker was there (a revocation forgets it)
+                self.committed.update((tp, off) for tp, off in self.app.consumer._committed_offset.items() if off)  # type: ignore[attr-defined]
             up = await self.broker.check()
             self.metrics.broker_up.set(1 if up else 0)
             if not up:
@@ -649,7 +652,7 @@ class Pipeline:
         """After an outage: a reason to stop if the broker no longer holds the offsets this
         worker committed (an in-memory broker restarted empty). Asked at once, before this
         worker's consumer has rejoined and could commit anew."""
-        committed = {tp: off for tp, off in self.app.consumer._committed_offset.items() if off}  # type: ignore[attr-defined]
+        committed = dict(self.committed)
         if not committed:
             return None
         probe = clients.consumer(self.settings, group_id=self.app.conf.id, enable_auto_commit=False,
@@ -665,6 +668,7 @@ class Pipeline:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(probe.stop(), 5)
+        log.info("offsets of this group on the broker: %d of %d found", sum(1 for v in held.values() if v), len(held))
         return offsets_gone(held, committed)
 
     def view(self, platform: str, account_id: str) -> dict[str, Any] | None:
