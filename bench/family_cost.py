@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 from schemas.events import TOPIC_MODELS  # noqa: E402
 from streams.conversion import Conversion, Shopper  # noqa: E402
 from streams.engagement import Engagement  # noqa: E402
+from streams.families import routes  # noqa: E402
 from streams.generator import Traffic  # noqa: E402
 from streams.ingest import Raw, decode_batch, partition_for  # noqa: E402
 from streams.keyed import Forwarded, KeyedStage, StageOutput  # noqa: E402
-from streams.pipeline import routes  # noqa: E402
 from streams.replies import Replies  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.windows import WindowSpec  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
     streams: dict[str, list[Forwarded]] = defaultdict(list)
     for raw, ev in good:
         dumped = ev.model_dump(mode="json")
-        for stream, key, primary in routes(ev):
+        for stream, key, primary in routes(raw.topic, ev):
             streams[stream].append(Forwarded(raw.topic, raw.topic, 0, raw.offset, key, dumped, primary))
     configs = {
         "engagement": ("account", lambda: [Engagement(spec)]),

@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 from schemas.events import TOPIC_MODELS  # noqa: E402
 from streams.conversion import Conversion, Shopper  # noqa: E402
 from streams.engagement import Engagement  # noqa: E402
+from streams.families import routes  # noqa: E402
 from streams.generator import Traffic  # noqa: E402
 from streams.ingest import Raw, decode_batch, partition_for  # noqa: E402
 from streams.keyed import Forwarded, KeyedStage, StageOutput  # noqa: E402
-from streams.pipeline import routes  # noqa: E402
 from streams.replies import Replies  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.windows import WindowSpec  # noqa: E402
@@ -63,7 +63,7 @@ def run(raws: list[Raw], s: Settings, spec: WindowSpec, families: bool, per_fetc
         good, _bad = decode_batch(raws[i:i + per_fetch], TOPIC_MODELS, s.max_event_bytes)
         local: dict[str, dict[int, list[Forwarded]]] = defaultdict(lambda: defaultdict(list))
         for raw, event in good:
-            for stream, key, primary in routes(event):
+            for stream, key, primary in routes(raw.topic, event):
                 local[stream][partition_for(key, s.partitions)].append(
                     Forwarded(raw.topic, raw.topic, raw.partition, raw.offset, key, event, primary))
         for stream, parts in local.items():

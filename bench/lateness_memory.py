@@ -191,10 +191,10 @@ def live_day(accounts: int, per_account: int, budget_mib: float) -> None:
     import rocksdict
 
     from schemas.events import TOPIC_MODELS
+    from streams.families import make_stages, routes
     from streams.family import Forward
     from streams.ingest import partition_for
     from streams.keyed import CLOSED_KEY, Forwarded, StageOutput
-    from streams.pipeline import make_stages, routes
     from streams.windows import Mark, WindowSpec
 
     def rss() -> float:
@@ -241,7 +241,7 @@ def live_day(accounts: int, per_account: int, budget_mib: float) -> None:
         for topic, value in chunk:
             event = TOPIC_MODELS[topic].model_validate_json(value)
             newest = max(newest, event.ts)
-            for stream, key, primary in routes(event):
+            for stream, key, primary in routes(topic, event):
                 routed.setdefault((stream, partition_for(key, n)), []).append(
                     Forwarded(topic, topic, 0, total, key, event, primary, event.ts + 1000))
             total += 1

@@ -34,6 +34,10 @@ __all__ = [
     "MAX_FUTURE_MS",
     "Credit",
     "STAGE_MODELS",
+    "account_key",
+    "split_account_key",
+    "of_account",
+    "of_shopper",
 ]
 
 #: An event stamped further ahead of the wall clock than this is rejected: one bad
@@ -232,3 +236,24 @@ class Credit(Event):
 
 #: every model the keyed stages may see, input topics plus internal records
 STAGE_MODELS: dict[str, type[Event]] = TOPIC_MODELS | {"credits": Credit}
+
+
+def account_key(platform: str, account_id: str) -> str:
+    """The key of an account's state, partitions and results: ``platform|account_id``."""
+    return f"{platform}|{account_id}"
+
+
+def split_account_key(key: str) -> tuple[str, str]:
+    """(platform, account_id) of an account key."""
+    platform, _, account_id = key.partition("|")
+    return platform, account_id
+
+
+def of_account(event: Event) -> str:
+    """An event's account key (events with ``platform`` and ``account_id``)."""
+    return f"{event.platform}|{event.account_id}"  # type: ignore[attr-defined]
+
+
+def of_shopper(event: Event) -> str:
+    """An event's shopper key (events with ``actor_id``)."""
+    return event.actor_id  # type: ignore[attr-defined, no-any-return]

@@ -10,10 +10,12 @@ import socket
 
 from .changelog import CheckedTable
 from .clients import faust_credentials, servers
+from .pipeline import Pipeline
 from .settings import Settings
 from .transport import App
+from .web import register_views
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "build"]
 
 
 def create_app(settings: Settings) -> App:
@@ -59,3 +61,11 @@ def create_app(settings: Settings) -> App:
         producer_max_request_size=8 * 1024 * 1024,
         producer_max_batch_size=1024 * 1024,  # changelog writes come in bursts, one per changed key
     )
+
+
+def build(settings: Settings) -> tuple[App, Pipeline]:
+    """The composition root: the Faust app, the pipeline on it and its web endpoints."""
+    app = create_app(settings)
+    pipeline = Pipeline(app, settings)
+    register_views(app, pipeline)
+    return app, pipeline

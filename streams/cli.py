@@ -57,12 +57,14 @@ def worker(web_port: int | None) -> None:
     """Run one Faust worker; any number of them form one consumer group."""
     import faust
 
+    from .app import build
     from .changelog import distrust_unclean, mark_clean
     from .clients import explain
-    from .pipeline import build
+    from .families import check_settings
 
     overrides = {"web_port": web_port} if web_port else {}
     settings = load_settings(**overrides)
+    check_settings(settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

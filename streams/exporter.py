@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from schemas.events import INPUT_TOPICS
 from schemas.results import OUTCOMES
 
 from .family import Gauge as FamilyGauge
@@ -162,15 +163,8 @@ class Metrics:
             "socialpulse_batch_seconds", "Time to process one batch, by stage.", ["stage"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r,
         )
-        self.breaches = Counter(
-            "socialpulse_reply_breaches_published", "Reply-SLA breach records published.", registry=r,
-        )
-        self.tallies = {
-            "socialpulse_unattributed_orders": Counter(
-                "socialpulse_unattributed_orders", "Placed orders with no click in the lookback, by currency.",
-                ["currency"], registry=r,
-            ),
-        }
+        #: process-wide counters the families declare (``Family.counters``), by name: ``Tally`` outputs add to them
+        self.tallies: dict[str, Any] = {}
         self.rebalances = Counter("socialpulse_rebalances", "Partition rebalances seen by this worker.", registry=r)
         self.ready = Gauge("socialpulse_ready", "1 when recovered and consuming.", registry=r)
         self.broker_up = Gauge("socialpulse_broker_up", "1 while a bootstrap broker answers a TCP connect.", registry=r)
@@ -184,13 +178,22 @@ class Metrics:
             "socialpulse_state_bytes", "Encoded size of the keyed stage's state (as written to the changelog).",
             ["stage"], registry=r,
         )
-        self.reply_slo = Gauge("socialpulse_reply_slo_seconds", "The reply SLO (SOCIALPULSE_REPLY_SLO).", registry=r)
-        for topic in ("likes", "impressions", "audience", "clicks", "messages", "orders", "spend"):
+        for topic in INPUT_TOPICS:
             for outcome in OUTCOMES:
                 self.events.labels(topic, outcome)
 
     def add_families(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]]) -> None:
         self.registry.register(FamilyCollector(gauges, source))
+
+    def add_counters(self, counters: Iterable[FamilyGauge]) -> None:
+        """A family's process-wide counters (``kind`` counter), once each."""
+        for c in counters:
+            if c.name not in self.tallies:
+                self.tallies[c.name] = Counter(c.name, c.help, list(c.labels), registry=self.registry)
+
+    def add_constant(self, gauge: FamilyGauge, value: float) -> None:
+        """A label-less gauge whose value the settings fix (e.g. the reply SLO)."""
+        Gauge(gauge.name, gauge.help, registry=self.registry).set(value)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,16 +13,16 @@ first published and again, with the next revision, after late data changed it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from schemas.events import Event
-from schemas.results import ReplyBreach, Result
+from schemas.results import Result
 
-from .windows import ClosedWindow, Merge
+from .windows import ClosedWindow, Merge, WindowSpec
 
-__all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue", "Forward", "Tally"]
+__all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue", "Forward", "Tally", "Record", "Route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +62,51 @@ class Tally:
     n: float = 1.0
 
 
-#: what a family publishes: closed-window results, reply-SLA breaches, internal records, tallies
-Output = Result | ReplyBreach | Forward | Tally
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record for an output topic other than the results (``streams.topics``), e.g. a
+    reply-SLA breach on ``socialpulse.breaches``."""
+
+    topic: str  # the bare output topic name
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An input topic a family needs, and the key its events are kept under. The keyed
+    stream is the family's stage; ``primary``: the events are counted (accepted, duplicate,
+    late) on this route. Each input topic has exactly one primary route (``streams.routing``)."""
+
+    topic: str
+    key: Callable[[Event], str]
+    primary: bool = True
+
+
+#: what a family publishes: closed-window results, records for other output topics,
+#: internal records for another keyed stream, tallies
+Output = Result | Record | Forward | Tally
 
 
 class Family(Protocol):
     name: str
-    #: input topics (bare names) whose events this family consumes
+    #: topics (bare names) whose events this family consumes: its routes' and internal ones
     topics: frozenset[str]
+    #: the input topics it needs and how their events are keyed
+    routes: tuple[Route, ...]
+    #: per-key metrics (sampled from the state at scrape time)
     gauges: tuple[Gauge, ...]
+    #: process-wide counters its ``Tally`` outputs add to
+    counters: tuple[Gauge, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Any, spec: WindowSpec) -> Self:
+        """The family as the worker's settings configure it."""
+        ...
+
+    def constants(self) -> Iterable[tuple[Gauge, float]]:
+        """Label-less gauges whose value is fixed by the settings (e.g. an SLO)."""
+        ...
 
     @property
     def merge(self) -> Merge | None:

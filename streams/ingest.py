@@ -18,7 +18,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 from pydantic import Field, TypeAdapter, ValidationError
 
-from schemas.events import Event, Order
+from schemas.events import Event
 from schemas.results import OUTCOMES, REJECT_REASONS, DeadLetter
 
 from .windows import iso
@@ -29,7 +29,6 @@ __all__ = [
     "decode",
     "decode_batch",
     "OUTCOME_OF",
-    "route_key",
     "partition_for",
     "SeenIds",
     "SETTLE_S",
@@ -178,17 +177,6 @@ def decode_batch(
             else:
                 good.append((raw, item))  # type: ignore[arg-type]
     return good, bad
-
-
-def route_key(event: Event) -> tuple[str, str]:
-    """(stream, key) the event's state lives under.
-
-    Orders carry no platform: their state is per shopper (``actor``). Everything
-    else lives with its platform account.
-    """
-    if type(event) is Order:  # not isinstance: a negative check on a pydantic model class costs ~3 us
-        return "actor", event.actor_id
-    return "account", f"{event.platform}|{event.account_id}"  # type: ignore[attr-defined]
 
 
 @lru_cache(maxsize=65_536)

@@ -167,7 +167,7 @@ class Forwarded(NamedTuple):
     topic: str  # bare input topic name (likes, clicks, ...)
     source: str  # full source topic name (with prefix)
     partition: int
-    offset: int
+    offset: int  # -1 (and partition -1): a record a family derived (``family.Forward``), e.g. a credit
     key: str
     event: dict[str, Any] | Event  # JSON fields on the wire; the model itself when handed over in-process
     primary: bool  # counts toward socialpulse_events_total (an event may feed two streams)
@@ -502,7 +502,7 @@ class KeyedStage:
                 continue
             if ts < low:  # older than the allowed lateness: its windows are gone
                 seen.forget_last(uid)  # a late event is not "seen": a retry stays late
-                if item.primary or item.topic == "credits":  # never drop credited revenue silently
+                if item.primary or item.offset < 0:  # a record a family derived (a credit): never dropped silently
                     behind = (current - ts) / 1000
                     out.rejected.append(self._reject(
                         item, "late", f"{behind:.0f}s behind the watermark, allowed lateness {self.spec.label(allowed)}"))

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,35 +25,30 @@ import faust
 from aiokafka import TopicPartition as KafkaTP
 from faust.types import TP
 
-from schemas.events import INPUT_TOPICS, TOPIC_MODELS, Click, Event
-from schemas.results import ReplyBreach
+from schemas.events import INPUT_TOPICS, TOPIC_MODELS
 
 from . import clients
 from .changelog import _hard_exit, read_one, write_many
-from .conversion import Conversion, Shopper
-from .engagement import Engagement
 from .exporter import Metrics
-from .family import Family, Forward, Output, Tally
+from .families import ROUTER, make_stages
+from .family import Output
 from .health import BrokerLost, BrokerWatch, offsets_gone, shortened
-from .ingest import OUTCOME_OF, Raw, Rejection, dead_letter, decode_batch, partition_for, route_key
+from .ingest import Raw, Rejection, decode_batch, partition_for
 from .keyed import (
     CLOSED_KEY,
     FormatError,
     Forwarded,
-    KeyedStage,
     StageOutput,
     decode_forward,
     encode_forward,
     encode_marks,
 )
-from .replies import Replies
-from .replies.hours import parse_hours
+from .outputs import Outputs
 from .settings import Settings
-from .topics import BREACHES, DLQ, RESULTS
 from .transport import ebb
 from .windows import Mark, WindowSpec
 
-__all__ = ["Pipeline", "build"]
+__all__ = ["Pipeline", "StateRecordError"]
 
 log = logging.getLogger("socialpulse")
 
@@ -92,36 +87,8 @@ class InputPosition:
     lagging: bool = False  # the last periodic look saw unread records
 
 
-def make_stages(settings: Settings, spec: WindowSpec) -> dict[str, KeyedStage]:
-    """The keyed stages and their families, as the settings configure them (Kafka-free)."""
-    zones = settings.account_timezones
-    hours = {k: parse_hours(v, zones.get(k, "UTC")) for k, v in settings.business_hours.items()}
-    families: dict[str, list[Family]] = {
-        "account": [
-            Engagement(spec, settings.top_posts),
-            Replies(spec, settings.reply_slo, zones, hours, settings.max_agents, settings.conversation_ttl),
-            Conversion(spec, settings.max_campaigns),
-        ],
-        "actor": [Shopper(settings.attribution_lookback, settings.attribution_half_life, settings.grace)],
-    }
-    return {
-        # the shopper stream holds a key per shopper: compact, at rest as bytes
-        name: KeyedStage(name, spec, fams, settings.dedup_horizon, settings.idle, compact=(name == "actor"))
-        for name, fams in families.items()
-    }
-
-
 class StateRecordError(RuntimeError):
     """A recovered state record this worker cannot read: recovery stops (state is never dropped)."""
-
-
-def routes(event: Event) -> list[tuple[str, str, bool]]:
-    """(stream, key, primary) for each keyed stream that needs the event. A click
-    also goes to its shopper, for attribution; it is counted once, on its account."""
-    stream, key = route_key(event)
-    if type(event) is Click:
-        return [(stream, key, True), ("actor", event.actor_id, False)]
-    return [(stream, key, True)]
 
 
 class Pipeline:
@@ -129,7 +96,6 @@ class Pipeline:
         self.app = app
         self.settings = settings
         self.metrics = Metrics()
-        self.metrics.reply_slo.set(settings.reply_slo / 1000)
         self.spec = WindowSpec.from_settings(settings)
         self.stages = make_stages(settings, self.spec)
         for name, stage in self.stages.items():
@@ -137,6 +103,10 @@ class Pipeline:
             gauges = [g for fam in stage.families for g in fam.gauges]
             if gauges:
                 self.metrics.add_families(gauges, stage.samples)
+            for fam in stage.families:
+                self.metrics.add_counters(fam.counters)
+                for gauge, value in fam.constants():
+                    self.metrics.add_constant(gauge, value)
         t = settings.topic
         self.bare = {t(name): name for name in INPUT_TOPICS}
         self.models = {t(name): TOPIC_MODELS[name] for name in INPUT_TOPICS}
@@ -151,9 +121,7 @@ class Pipeline:
             )
             for name in self.stages
         }
-        self.results_topic = app.topic(t(RESULTS), key_type=bytes, value_type=bytes)
-        self.breaches_topic = app.topic(t(BREACHES), key_type=bytes, value_type=bytes)
-        self.dlq_topic = app.topic(t(DLQ), key_type=bytes, value_type=bytes)
+        self.outputs = Outputs(app, t, self.bare, settings.topic_prefix, self.metrics)
         self.tables = {
             name: app.Table(
                 f"{name}-state",
@@ -399,7 +367,7 @@ class Pipeline:
             arrived = raw.timestamp
             if not 0 < arrived < now_ms:
                 arrived = now_ms
-            for stream, key, primary in routes(event):
+            for stream, key, primary in ROUTER.routes(bare, event):
                 p = partition_for(key, n)
                 item = Forwarded(bare, raw.topic, raw.partition, raw.offset, key, event, primary, arrived)
                 if p in self.owned[stream]:
@@ -423,15 +391,7 @@ class Pipeline:
         self.reject(bad)
 
     def reject(self, rejections: list[Rejection]) -> None:
-        counts: Counter[tuple[str, str]] = Counter()
-        for rej in rejections:
-            bare = self.bare.get(rej.raw.topic) or rej.raw.topic.removeprefix(self.settings.topic_prefix)
-            counts[(bare, rej.reason)] += 1
-            record = dead_letter(rej)
-            self.dlq_topic.send_soon(value=record.model_dump_json().encode(), callback=self._on_sent(DLQ))
-        for (bare, reason), n in counts.items():
-            self.metrics.events.labels(bare, OUTCOME_OF[reason]).inc(n)
-            self.metrics.dead_letters.labels(bare, reason).inc(n)
+        self.outputs.reject(rejections)
 
     # -- keyed stages ------------------------------------------------------
     def emit(self, name: str, out: StageOutput) -> None:
@@ -451,35 +411,18 @@ class Pipeline:
             self._mark_settled(self._actor_marks(), stages=("account",))
 
     def publish(self, outputs: list[Output]) -> None:
-        families: Counter[str] = Counter()
+        """Results and records to their topics (``streams.outputs``); forwards to their keyed
+        stream: in-process to a settled partition this worker owns, else through Kafka."""
         forwards: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
         local: dict[str, dict[int, list[Forwarded]]] = defaultdict(lambda: defaultdict(list))
-        for r in outputs:
-            if isinstance(r, Forward):
-                p = partition_for(r.key, self.settings.partitions)
-                # partition/offset -1: a derived record (dead letters name its source topic)
-                item = Forwarded(r.topic, self.settings.topic(r.source), -1, -1, r.key, r.event, False)
-                if p in self.settled[r.stream]:
-                    local[r.stream][p].append(item)  # e.g. a credit for an account this worker owns
-                else:
-                    forwards[(r.stream, p)].append(item)
-                continue
-            if isinstance(r, Tally):
-                self.metrics.tallies[r.metric].labels(*r.labels).inc(r.n)
-                continue
-            if isinstance(r, ReplyBreach):
-                key = f"{r.platform}|{r.account_id}|{r.conversation_id}|{r.waiting_since}"
-                self.breaches_topic.send_soon(
-                    key=key.encode(), value=r.model_dump_json().encode(), callback=self._on_sent(BREACHES)
-                )
-                self.metrics.breaches.inc()
-                continue
-            self.results_topic.send_soon(
-                key=r.key.encode(), value=r.model_dump_json().encode(), callback=self._on_sent(RESULTS)
-            )
-            families[r.family] += 1
-        for fam, n in families.items():
-            self.metrics.results.labels(fam).inc(n)
+        for r in self.outputs.publish(outputs):
+            p = partition_for(r.key, self.settings.partitions)
+            # partition/offset -1: a derived record (dead letters name its source topic)
+            item = Forwarded(r.topic, self.settings.topic(r.source), -1, -1, r.key, r.event, False)
+            if p in self.settled[r.stream]:
+                local[r.stream][p].append(item)  # e.g. a credit for an account this worker owns
+            else:
+                forwards[(r.stream, p)].append(item)
         self._forward(forwards)
         for stream, parts in local.items():
             out = StageOutput()
@@ -493,14 +436,6 @@ class Pipeline:
         for (stream, p), items in outgoing.items():
             for i in range(0, len(items), FORWARD_CHUNK):
                 self.keyed_topics[stream].send_soon(value=encode_forward(items[i:i + FORWARD_CHUNK]), partition=p)
-
-    def _on_sent(self, topic: str) -> Any:
-        def callback(fut: Any) -> None:
-            if fut.cancelled() or fut.exception() is not None:
-                self.metrics.publish_errors.labels(topic).inc()
-                log.error("publish to %s failed: %r", topic, None if fut.cancelled() else fut.exception())
-
-        return callback
 
     def _positions(self) -> dict[TP, bool]:
         """Per assigned partition (input and keyed): are there records not read yet?
@@ -673,14 +608,3 @@ class Pipeline:
 
     def view(self, platform: str, account_id: str) -> dict[str, Any] | None:
         return self.stages["account"].view(f"{platform}|{account_id}")
-
-
-def build(settings: Settings) -> tuple[faust.App, Pipeline]:
-    from .app import create_app
-    from .web import register_views
-
-    app = create_app(settings)
-    pipeline = Pipeline(app, settings)
-    register_views(app, pipeline)
-    return app, pipeline
-

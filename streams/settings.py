@@ -85,12 +85,8 @@ def _timezones(value: object) -> dict[str, str]:
 
 
 def _business_hours(value: object) -> dict[str, str]:
-    from .replies.hours import parse_hours
-
-    hours = _pairs(value, ";")
-    for spec in hours.values():
-        parse_hours(spec)
-    return hours
+    # each account's schedule is the replies family's to read (``Replies.from_settings``)
+    return _pairs(value, ";")
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import faust
 from faust.web import Request, Response, View
@@ -12,10 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from schemas.events import Platform
 
+from .exporter import Metrics
+from .health import BrokerWatch
 from .ingest import partition_for
-
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+from .settings import Settings
 
 __all__ = ["register_views"]
 
@@ -23,7 +23,23 @@ log = logging.getLogger("socialpulse.web")
 _ID = re.compile(r"^[^\x00-\x1f]{1,256}$")
 
 
-def register_views(app: faust.App, pipeline: Pipeline) -> None:
+class Served(Protocol):
+    """What the endpoints read of a worker's pipeline (``streams.pipeline.Pipeline``)."""
+
+    metrics: Metrics
+    broker: BrokerWatch
+    settings: Settings
+    tables: dict[str, Any]
+    owned: dict[str, set[int]]  # keyed partitions this worker owns and has recovered, per stream
+    ready: bool
+    lost: str | None
+
+    def event_time_known(self) -> bool: ...
+
+    def view(self, platform: str, account_id: str) -> dict[str, Any] | None: ...
+
+
+def register_views(app: faust.App, pipeline: Served) -> None:
     @app.page("/metrics")
     async def metrics(self: View, request: Request) -> Response:
         return self.bytes(pipeline.metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -20,11 +20,11 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from schemas.events import Click, Credit, Event, Spend
+from schemas.events import Click, Credit, Event, Spend, of_account
 from schemas.results import Result, result_key
 
 from .. import windows
-from ..family import Gauge, Output, Sample
+from ..family import Gauge, Output, Route, Sample
 from ..windows import Agg, WindowSpec, iso
 
 __all__ = ["Conversion", "empty", "merge", "derived"]
@@ -114,7 +114,9 @@ def derived(clicks: int, orders: int, revenue: dict[str, str], spend: dict[str, 
 
 class Conversion:
     name = "conversion"
-    topics = frozenset({"clicks", "spend", "credits"})
+    topics = frozenset({"clicks", "spend", "credits"})  # credits: from the shopper stream (``Shopper``)
+    routes = (Route("clicks", of_account), Route("spend", of_account))
+    counters: tuple[Gauge, ...] = ()
     gauges: tuple[Gauge, ...] = (
         Gauge("socialpulse_attributed_orders", "Last-touch credited orders in the trailing window.", _W),
         Gauge("socialpulse_attributed_revenue", "Credited revenue in the trailing window, per model and currency.",
@@ -135,6 +137,13 @@ class Conversion:
     def __init__(self, spec: WindowSpec, max_campaigns: int = 50) -> None:
         self.spec = spec
         self.max_campaigns = max_campaigns
+
+    @classmethod
+    def from_settings(cls, settings: Any, spec: WindowSpec) -> Conversion:
+        return cls(spec, settings.max_campaigns)
+
+    def constants(self) -> Iterable[tuple[Gauge, float]]:
+        return ()
 
     def new_state(self) -> dict[str, Any]:
         return {"win": windows.new_windowed(), "mismatch": 0}

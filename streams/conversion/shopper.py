@@ -23,9 +23,10 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from schemas.events import Click, Event, Order, OrderStatus
+from schemas.events import Click, Event, Order, OrderStatus, of_shopper
 
-from ..family import Forward, Gauge, Output, Sample, Tally
+from ..family import Forward, Gauge, Output, Route, Sample, Tally
+from ..windows import WindowSpec
 from .attribution import credits
 
 __all__ = ["Shopper", "touches"]
@@ -45,8 +46,21 @@ def touches(clicks: list[list[Any]], order_ts: int, lookback_ms: int, click_id: 
 class Shopper:
     name = "attribution"
     topics = frozenset({"clicks", "orders"})
+    # a click is counted once, on its account (``Engagement``); here it is a touch of its shopper
+    routes = (Route("clicks", of_shopper, primary=False), Route("orders", of_shopper))
     gauges: tuple[Gauge, ...] = ()
+    counters: tuple[Gauge, ...] = (
+        Gauge("socialpulse_unattributed_orders", "Placed orders with no click in the lookback, by currency.",
+              ("currency",), "counter"),
+    )
     merge = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, spec: WindowSpec) -> Shopper:
+        return cls(settings.attribution_lookback, settings.attribution_half_life, settings.grace)
+
+    def constants(self) -> Iterable[tuple[Gauge, float]]:
+        return ()
 
     def __init__(self, lookback_ms: int, half_life_ms: int = 7 * 86_400_000, grace_ms: int = 300_000) -> None:
         self.lookback = lookback_ms

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from schemas.events import Audience, Event
+from schemas.events import Audience, Event, of_account
 from schemas.results import Result, result_key
 
 from .. import windows
-from ..family import Gauge, Output, Sample
+from ..family import Gauge, Output, Route, Sample
 from ..windows import WindowSpec, iso
 from . import metrics as m
 
@@ -25,6 +25,8 @@ _W = ("platform", "account", "window")
 class Engagement:
     name = "engagement"
     topics = frozenset({"likes", "impressions", "audience", "clicks"})
+    routes = tuple(Route(topic, of_account) for topic in sorted(topics))
+    counters: tuple[Gauge, ...] = ()
     gauges: tuple[Gauge, ...] = (
         Gauge("socialpulse_engagements", "Interactions (likes, comments, shares, saves, reactions) in the trailing window.", _W),
         Gauge("socialpulse_impressions", "Impressions in the trailing window.", _W),
@@ -49,6 +51,13 @@ class Engagement:
     def __init__(self, spec: WindowSpec, top_n: int = 10) -> None:
         self.spec = spec
         self.top_n = top_n
+
+    @classmethod
+    def from_settings(cls, settings: Any, spec: WindowSpec) -> Engagement:
+        return cls(spec, settings.top_posts)
+
+    def constants(self) -> Iterable[tuple[Gauge, float]]:
+        return ()
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> dict[str, Any]:

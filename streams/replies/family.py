@@ -22,14 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from schemas.events import Direction, Event, Message
+from schemas.events import Direction, Event, Message, of_account, split_account_key
 from schemas.results import ReplyBreach, Result, result_key
 
 from .. import windows
-from ..family import Gauge, Output, Sample
+from ..family import Gauge, Output, Record, Route, Sample, Tally
+from ..settings import SettingsError
+from ..topics import BREACHES
 from ..windows import WindowSpec, iso
 from . import metrics as m
-from .hours import BusinessHours, business_deadline, business_seconds, weekday_hour, zone
+from .hours import BusinessHours, business_deadline, business_seconds, parse_hours, weekday_hour, zone
 
 __all__ = ["Replies"]
 
@@ -41,6 +43,11 @@ QUANTILES = (0.5, 0.9, 0.99)
 class Replies:
     name = "replies"
     topics = frozenset({"messages"})
+    routes = (Route("messages", of_account),)
+    counters: tuple[Gauge, ...] = (
+        Gauge("socialpulse_reply_breaches_published", "Reply-SLA breach records published.", (), "counter"),
+    )
+    SLO = Gauge("socialpulse_reply_slo_seconds", "The reply SLO (SOCIALPULSE_REPLY_SLO).", ())
     gauges: tuple[Gauge, ...] = (
         Gauge("socialpulse_reply_latency_seconds", "Reply latency: reply ts minus waiting_since.", _A, "histogram"),
         Gauge("socialpulse_first_response_seconds", "First response time of conversations.", _A, "histogram"),
@@ -88,6 +95,18 @@ class Replies:
         self.ttl = conversation_ttl_ms
         # a replied conversation is kept while a late message could still change it
         self.keep_ms = spec.grace + spec.bucket
+
+    @classmethod
+    def from_settings(cls, settings: Any, spec: WindowSpec) -> Replies:
+        zones = settings.account_timezones
+        try:
+            hours = {k: parse_hours(v, zones.get(k, "UTC")) for k, v in settings.business_hours.items()}
+        except ValueError as exc:
+            raise SettingsError(f"bad setting:\n  SOCIALPULSE_BUSINESS_HOURS: {exc}") from None
+        return cls(spec, settings.reply_slo, zones, hours, settings.max_agents, settings.conversation_ttl)
+
+    def constants(self) -> Iterable[tuple[Gauge, float]]:
+        return ((self.SLO, self.slo_ms / 1000),)
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> dict[str, Any]:
@@ -223,12 +242,14 @@ class Replies:
         conv["breached"] = True
         state["sla"]["breached"] += 1
         windows.add(state["win"], at, m.empty() | {"breached": 1}, self.spec, m.merge, wm)
-        platform, account = key.split("|", 1)
-        out.append(ReplyBreach(
+        platform, account = split_account_key(key)
+        breach = ReplyBreach(
             platform=platform, account_id=account, conversation_id=cid, waiting_since=iso(conv["since"]),
             breached_at=iso(at), slo_seconds=self.slo_ms / 1000,
             detail={"business_hours": key in self.hours},
-        ))
+        )
+        out.append(Record(BREACHES, f"{key}|{cid}|{breach.waiting_since}", breach.model_dump_json().encode()))
+        out.append(Tally("socialpulse_reply_breaches_published", ()))
 
     def _agent(self, state: dict[str, Any], agent: str) -> str:
         known = state["agents"]

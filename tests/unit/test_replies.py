@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas.events import Message
+from schemas.results import ReplyBreach
 from streams import windows
+from streams.family import Record
 from streams.replies import Replies
 from streams.replies import metrics as m
 from streams.replies.hours import business_deadline, business_seconds, parse_hours, weekday_hour, zone
+from streams.topics import BREACHES
 from streams.windows import WindowSpec
 
 MIN = 60_000
@@ -57,7 +60,8 @@ def run_scenario(t0):
 
 def test_hand_made_conversations_give_hand_computed_metrics(t0):
     fam, state, out = run_scenario(t0)
-    breaches = sorted((b.conversation_id, b.breached_at) for b in out)
+    published = [ReplyBreach.model_validate_json(r.value) for r in out if isinstance(r, Record) and r.topic == BREACHES]
+    breaches = sorted((b.conversation_id, b.breached_at) for b in published)
     from streams.windows import iso
     assert breaches == [("c2", iso(t0 + 910_000)), ("c4", iso(t0 + 1_100_000))]
     assert state["sla"] == {"met": 4, "breached": 2}

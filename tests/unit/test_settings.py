@@ -79,3 +79,16 @@ def test_a_truly_contradictory_pair_stops_start_up_naming_both(monkeypatch):
     with pytest.raises(SettingsError) as exc:
         load_settings()
     assert "SOCIALPULSE_ALLOWED_LATENESS" in str(exc.value) and "SOCIALPULSE_GRACE" in str(exc.value)
+
+
+def test_a_familys_own_setting_stops_start_up_naming_it(monkeypatch):
+    """Business hours are the replies family's to read (streams/families.py check_settings)."""
+    from streams.families import check_settings
+
+    monkeypatch.setenv("SOCIALPULSE_BUSINESS_HOURS", "instagram|acme=mon-fri 09:00-25:00")
+    settings = load_settings()
+    with pytest.raises(SettingsError) as exc:
+        check_settings(settings)
+    assert "SOCIALPULSE_BUSINESS_HOURS" in str(exc.value)
+    monkeypatch.setenv("SOCIALPULSE_BUSINESS_HOURS", "instagram|acme=mon-fri 09:00-17:00")
+    check_settings(load_settings())
