@@ -3,7 +3,7 @@
 Servers and security (``SOCIALPULSE_BROKER``, ``SECURITY_PROTOCOL``, ``SASL_*``,
 ``SSL_*``) reach a client in one place only, so no client (the Faust app, the
 admin that creates topics, the generator's producer, a tool's consumer, the
-changelog-end probe) can ever be built without them. ``tests/unit/test_clients.py``
+changelog-end probe) can ever be built without them. ``tests/unit/streams/test_clients.py``
 fails if a module builds a Kafka client any other way.
 
 ``explain`` turns a failed first contact into a message that names the setting

@@ -1,4 +1,4 @@
-"""Is the broker there, and does it still hold what this worker built on?
+"""Is the broker there, and does it still hold what this worker built on? (``Watchdog``)
 
 A worker must not hang silently when Kafka goes away. ``BrokerWatch`` probes the
 bootstrap servers (a TCP connect, every few seconds): while none answers,
@@ -9,18 +9,28 @@ When the broker comes back it may have lost its log (the embedded broker keeps
 everything in memory; on Apache Kafka, an unclean leader election). A partition
 whose log now ends *before* the offset this worker already committed is the
 sign: the worker's state no longer matches the broker, so it stops loudly
-instead of mixing old state with a new log.
+instead of mixing old state with a new log. A broker that was unreachable and answers
+again is asked at once for this group's committed offsets: an empty broker has none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BrokerWatch", "BrokerLost", "offsets_gone", "shortened"]
+from aiokafka import TopicPartition as KafkaTP
+
+from . import clients
+
+__all__ = ["BrokerWatch", "BrokerLost", "Watchdog", "offsets_gone", "shortened"]
+
+
+log = logging.getLogger("socialpulse")
 
 
 class BrokerLost(RuntimeError):
@@ -103,3 +113,81 @@ def offsets_gone(held: Mapping[Any, int | None], committed: Mapping[Any, int]) -
         f"at {off}, the broker has none): the broker lost data (an in-memory broker restarted?). This worker's "
         "state no longer matches the broker; stopping. Restart the workers with empty data dirs."
     )
+
+
+class Watchdog:
+    """A worker's watch over its broker and its consumer: stops it (``BrokerLost``) when the
+    broker is gone past ``BROKER_TIMEOUT``, came back without the data the worker built on,
+    or a rebalance hangs past ``REBALANCE_TIMEOUT``; tells readiness whether all is well."""
+
+    def __init__(self, app: Any, settings: Any, metrics: Any) -> None:
+        self.app, self.settings, self.metrics = app, settings, metrics
+        self.broker = BrokerWatch.from_urls(settings.broker, settings.broker_timeout / 1000)
+        self.rebalance_timeout_s = settings.rebalance_timeout / 1000
+        self.lost: str | None = None  # why this worker must stop (the broker lost data)
+        self.committed: dict[Any, int] = {}  # offsets this worker committed (compared after an outage)
+        self.rebalancing_since: float | None = None
+
+    def fine(self) -> bool:
+        """The broker answers and holds what this worker built on."""
+        return self.broker.down_since is None and not self.lost
+
+    def note_end(self, topic: str, partition: int, end: int | None, committed: int | None) -> None:
+        """A partition's end as the consumer last saw it: before a committed offset, the broker lost data."""
+        lost = shortened(topic, partition, end, committed)
+        if lost:
+            self.lost = lost
+
+    async def check(self) -> None:
+        """Every few seconds: is a broker reachable, and does it still hold our offsets?"""
+        if self.lost:
+            raise BrokerLost(self.lost)
+        now = time.monotonic()
+        if not self.app.rebalancing:
+            self.rebalancing_since = None
+        elif self.rebalancing_since is None:
+            self.rebalancing_since = now
+        elif now - self.rebalancing_since > self.rebalance_timeout_s:
+            # e.g. Faust waiting to flush to a broker that died during the rebalance
+            raise BrokerLost(
+                f"a rebalance has not finished for {now - self.rebalancing_since:.0f} s "
+                f"(SOCIALPULSE_REBALANCE_TIMEOUT): the consumer is stuck; stopping"
+            )
+        if now - self.broker.checked_at >= 2.0:
+            was_down = self.broker.down_since is not None
+            if not was_down:  # what this worker committed while the broker was there (a revocation forgets it)
+                self.committed.update((tp, off) for tp, off in self.app.consumer._committed_offset.items() if off)  # type: ignore[attr-defined]
+            up = await self.broker.check()
+            self.metrics.broker_up.set(1 if up else 0)
+            if not up:
+                log.error("broker %s: %s", self.broker.describe(), self.broker.status())
+            elif was_down:
+                log.warning("broker %s reachable again: checking that it still holds this group's offsets", self.broker.describe())
+                lost = await self.offsets_lost()
+                if lost:
+                    self.lost = lost
+                    raise BrokerLost(lost)
+
+    async def offsets_lost(self) -> str | None:
+        """After an outage: a reason to stop if the broker no longer holds the offsets this
+        worker committed (an in-memory broker restarted empty). Asked at once, before this
+        worker's consumer has rejoined and could commit anew."""
+        committed = dict(self.committed)
+        if not committed:
+            return None
+        probe = clients.consumer(self.settings, group_id=self.app.conf.id, enable_auto_commit=False,
+                                 client_id=f"{self.app.conf.broker_client_id}-offsets-probe")
+        try:
+            await asyncio.wait_for(probe.start(), 10)
+            held = {}
+            for tp in sorted(committed)[:16]:
+                held[tp] = await asyncio.wait_for(probe.committed(KafkaTP(tp.topic, tp.partition)), 10)
+        except Exception as exc:  # cannot tell: the other checks (and the broker timeout) still apply
+            log.warning("could not read this group's offsets from the broker: %r", exc)
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(probe.stop(), 5)
+        log.info("offsets of this group on the broker: %d of %d found", sum(1 for v in held.values() if v), len(held))
+        return offsets_gone(held, committed)
+

@@ -14,7 +14,6 @@ batch. Faust provides the consumer group, offsets, changelogs and the web server
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -22,17 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from aiokafka import TopicPartition as KafkaTP
 from faust.types import TP
 
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS
 
-from . import clients
 from .changelog import _hard_exit, read_one, write_many
 from .exporter import Metrics
 from .families import ROUTER, make_stages
 from .family import Output
-from .health import BrokerLost, BrokerWatch, offsets_gone, shortened
+from .health import BrokerLost, Watchdog
 from .ingest import Raw, Rejection, decode_batch, partition_for
 from .keyed import (
     CLOSED_KEY,
@@ -143,10 +140,7 @@ class Pipeline:
         #: forwarded to them through Kafka is still unread, so marks and credits go in-process
         self.settled: dict[str, set[int]] = {name: set() for name in self.stages}
         self.ready = False
-        self.broker = BrokerWatch.from_urls(settings.broker, settings.broker_timeout / 1000)
-        self.lost: str | None = None  # why this worker must stop (the broker lost data)
-        self.committed: dict[TP, int] = {}  # offsets this worker committed (compared after an outage)
-        self.rebalancing_since: float | None = None
+        self.health = Watchdog(app, settings, self.metrics)
         #: this worker's assigned input partitions, as its marks describe them
         self.inputs: dict[TP, InputPosition] = {}
         #: per stage, the input partitions its watermark waits for (refreshed each tick)
@@ -178,7 +172,7 @@ class Pipeline:
         @app.timer(1.0, name="watch-broker")
         async def watch_broker() -> None:
             try:
-                await self.check_broker()
+                await self.health.check()
             except BrokerLost as exc:
                 log.critical("%s", exc)
                 # a graceful stop flushes to the broker that is gone and can wait forever
@@ -458,9 +452,7 @@ class Pipeline:
             stream = keyed.get(tp.topic)
             if stream is not None and not out[tp] and tp.partition in self.owned[stream]:
                 self.settled[stream].add(tp.partition)
-            lost = shortened(tp.topic, tp.partition, high, committed)
-            if lost:
-                self.lost = lost
+            self.health.note_end(tp.topic, tp.partition, high, committed)
             if high is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(high - pos, 0))
         return out
@@ -537,7 +529,7 @@ class Pipeline:
         self._ticks += 1
         self.ready = (
             self.app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-            and not self.app.rebalancing and self.broker.down_since is None and not self.lost
+            and not self.app.rebalancing and self.health.fine()
             and self.event_time_known()
         )
         self.metrics.ready.set(1 if self.ready else 0)
@@ -552,59 +544,6 @@ class Pipeline:
             return read_one(self.tables[name], partition, key)
 
         return load
-
-    async def check_broker(self) -> None:
-        """Every few seconds: is a broker reachable, and does it still hold our offsets?"""
-        if self.lost:
-            raise BrokerLost(self.lost)
-        now = time.monotonic()
-        if not self.app.rebalancing:
-            self.rebalancing_since = None
-        elif self.rebalancing_since is None:
-            self.rebalancing_since = now
-        elif now - self.rebalancing_since > self.settings.rebalance_timeout / 1000:
-            # e.g. Faust waiting to flush to a broker that died during the rebalance
-            raise BrokerLost(
-                f"a rebalance has not finished for {now - self.rebalancing_since:.0f} s "
-                f"(SOCIALPULSE_REBALANCE_TIMEOUT): the consumer is stuck; stopping"
-            )
-        if now - self.broker.checked_at >= 2.0:
-            was_down = self.broker.down_since is not None
-            if not was_down:  # what this worker committed while the broker was there (a revocation forgets it)
-                self.committed.update((tp, off) for tp, off in self.app.consumer._committed_offset.items() if off)  # type: ignore[attr-defined]
-            up = await self.broker.check()
-            self.metrics.broker_up.set(1 if up else 0)
-            if not up:
-                log.error("broker %s: %s", self.broker.describe(), self.broker.status())
-            elif was_down:
-                log.warning("broker %s reachable again: checking that it still holds this group's offsets", self.broker.describe())
-                lost = await self.offsets_lost()
-                if lost:
-                    self.lost = lost
-                    raise BrokerLost(lost)
-
-    async def offsets_lost(self) -> str | None:
-        """After an outage: a reason to stop if the broker no longer holds the offsets this
-        worker committed (an in-memory broker restarted empty). Asked at once, before this
-        worker's consumer has rejoined and could commit anew."""
-        committed = dict(self.committed)
-        if not committed:
-            return None
-        probe = clients.consumer(self.settings, group_id=self.app.conf.id, enable_auto_commit=False,
-                                 client_id=f"{self.app.conf.broker_client_id}-offsets-probe")
-        try:
-            await asyncio.wait_for(probe.start(), 10)
-            held = {}
-            for tp in sorted(committed)[:16]:
-                held[tp] = await asyncio.wait_for(probe.committed(KafkaTP(tp.topic, tp.partition)), 10)
-        except Exception as exc:  # cannot tell: the other checks (and the broker timeout) still apply
-            log.warning("could not read this group's offsets from the broker: %r", exc)
-            return None
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(probe.stop(), 5)
-        log.info("offsets of this group on the broker: %d of %d found", sum(1 for v in held.values() if v), len(held))
-        return offsets_gone(held, committed)
 
     def view(self, platform: str, account_id: str) -> dict[str, Any] | None:
         return self.stages["account"].view(f"{platform}|{account_id}")

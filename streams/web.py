@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from schemas.events import Platform
 
 from .exporter import Metrics
-from .health import BrokerWatch
+from .health import Watchdog
 from .ingest import partition_for
 from .settings import Settings
 
@@ -27,12 +27,11 @@ class Served(Protocol):
     """What the endpoints read of a worker's pipeline (``streams.pipeline.Pipeline``)."""
 
     metrics: Metrics
-    broker: BrokerWatch
+    health: Watchdog
     settings: Settings
     tables: dict[str, Any]
     owned: dict[str, set[int]]  # keyed partitions this worker owns and has recovered, per stream
     ready: bool
-    lost: str | None
 
     def event_time_known(self) -> bool: ...
 
@@ -55,12 +54,12 @@ def register_views(app: faust.App, pipeline: Served) -> None:
             "ready": ready,
             "recovered": app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]
             "rebalancing": bool(app.rebalancing),
-            "broker": pipeline.broker.status(),
+            "broker": pipeline.health.broker.status(),
             # every input has marked each owned keyed partition: what event time may not run ahead of is known
             "event_time_known": pipeline.event_time_known(),
         }
-        if pipeline.lost:
-            body["problem"] = pipeline.lost
+        if pipeline.health.lost:
+            body["problem"] = pipeline.health.lost
         return self.json(body, status=200 if ready else 503)
 
     @app.page("/api/v1/accounts/{platform}/{account_id}")

@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 
 from streams.broker import start_broker
 
-from ..conftest import free_port, metric_value, spawn_worker, stop_process, wait_until, worker_env
+from ..helpers import free_port, metric_value, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 from streams.conversion.attribution import credits
 from streams.windows import iso
 
-from ..conftest import consume_all, metric_value, spawn_worker, stop_process, wait_until, worker_env
+from ..helpers import consume_all, metric_value, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 PREFIX = "conv."

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemas.events import INPUT_TOPICS
 from streams.broker import port_in_use
 
-from ..conftest import ROOT, free_port, http_get, wait_until
+from ..helpers import ROOT, free_port, http_get, wait_until
 from ..tty import Terminal, row
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.windows import iso
 
-from ..conftest import consume_all, spawn_worker, stop_process, wait_until, worker_env
+from ..helpers import consume_all, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 PREFIX = "big."

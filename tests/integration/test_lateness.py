@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from schemas.events import INPUT_TOPICS
 from streams.windows import iso
 
-from ..conftest import spawn_worker, stop_process, wait_until, worker_env
+from ..helpers import spawn_worker, stop_process, wait_until, worker_env
 from .test_scale_out import Feed, scrape_all, summed, total
 
 pytestmark = pytest.mark.integration

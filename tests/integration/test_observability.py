@@ -19,7 +19,7 @@ from deploy.grafana.dashboards import panel_queries, render_all
 from streams import generator
 from streams.settings import Settings
 
-from ..conftest import ROOT, free_port, http_get, spawn_worker, stop_process, wait_until, worker_env
+from ..helpers import ROOT, free_port, http_get, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from streams.keyed import FORMAT
 from streams.windows import iso
 
-from ..conftest import consume_all, metric_value, spawn_worker, stop_process, wait_until, worker_env
+from ..helpers import consume_all, metric_value, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 PREFIX = "poison."

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ..conftest import spawn_worker, stop_process, wait_until, worker_env
+from ..helpers import spawn_worker, stop_process, wait_until, worker_env
 from .test_scale_out import Feed, summed
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from streams import clients
 from streams.broker import start_broker, stop_process, wait_for_port
 from streams.settings import Settings
 
-from ..conftest import ROOT, free_port, metric_value, spawn_worker, wait_until, worker_env
+from ..helpers import ROOT, free_port, metric_value, spawn_worker, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")

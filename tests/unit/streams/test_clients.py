@@ -11,7 +11,7 @@ import pytest
 from streams import clients
 from streams.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: what builds a Kafka client: aiokafka's and confluent-kafka's classes, and Faust's app
 CONSTRUCTORS = {
     "AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AIOKafkaClient",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FAMILIES = ("streams.engagement", "streams.replies", "streams.conversion", "streams.families")
 CORE = ("streams.windows", "streams.keyed", "streams.ingest", "streams.exporter", "streams.settings",
         "streams.family", "streams.routing", "streams.changelog", "streams.transport", "streams.health")

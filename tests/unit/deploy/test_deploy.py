@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-K8S = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+K8S = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes"
 CORE = ["configmap.yaml", "secret.yaml", "service.yaml", "statefulset.yaml", "pdb.yaml"]
 VALIDATE = str(Path(sys.executable).parent / "kubernetes-validate")
 
