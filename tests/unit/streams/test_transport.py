@@ -1,0 +1,88 @@
+"""The lanes' transport (streams/transport.py) without a broker: a commit covers only what
+the broker acknowledged, a processed batch is acked the way Faust acks events, and the
+back-pressure wait lets a full producer buffer drain."""
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+
+from faust.types import TP
+
+from streams.transport import Consumer, ebb
+
+TPA = TP("in", 0)
+
+
+class Producer:
+    def __init__(self, flush_error=None):
+        self.buffer = SimpleNamespace(size=0, should_stop=False)
+        self.flush_error = flush_error
+        self.log: list[str] = []
+
+    async def flush(self):
+        self.log.append("flush")
+        if self.flush_error:
+            raise self.flush_error
+
+
+def consumer(producer):
+    """A Consumer with just the members _commit_tps and _ack_batch use."""
+    c = object.__new__(Consumer)
+    c.app = SimpleNamespace(producer=producer, topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    c._filter_committable_offsets = lambda tps: {TPA: 42}
+
+    async def attached(offsets):
+        producer.log.append("attached")
+
+    async def commit(offsets, start_new_transaction):
+        producer.log.append(f"commit {offsets[TPA]}")
+        return True
+
+    c._handle_attached, c._commit_offsets = attached, commit
+    return c
+
+
+def test_a_commit_waits_until_the_broker_has_every_record_its_batches_sent():
+    producer = Producer()
+    assert asyncio.run(consumer(producer)._commit_tps({TPA}, False)) is True
+    assert producer.log == ["flush", "attached", "commit 42"]
+
+
+def test_no_commit_when_the_broker_did_not_acknowledge():
+    for error in (TimeoutError(), RuntimeError("producer stopping")):
+        producer = Producer(flush_error=error)
+        assert asyncio.run(consumer(producer)._commit_tps({TPA}, False)) is False
+        assert producer.log == ["flush"]  # never committed
+
+
+def test_a_processed_batch_is_acked_as_faust_acks_events():
+    c = consumer(Producer())
+    c._read_offset, c._committed_offset = defaultdict(lambda: None), defaultdict(lambda: None)
+    c._committed_offset[TPA] = 5
+    c._acked_index, c._acked, c._n_acked = defaultdict(set), defaultdict(list), 0
+    c._waiting_for_ack = None
+    recs = [SimpleNamespace(offset=o) for o in (4, 5, 6, 7)]  # 4 is below the committed offset
+    c._ack_batch({TPA: recs})
+    c._ack_batch({TPA: recs[2:]})  # a re-read of the same records acks nothing twice
+    assert c._read_offset[TPA] == 7 and c._acked[TPA] == [5, 6, 7] and c._n_acked == 3
+
+
+def test_back_pressure_waits_for_a_full_buffer_to_drain_below_half():
+    buffer = SimpleNamespace(size=1000, should_stop=False)
+
+    async def drain():
+        while buffer.size > 0:
+            await asyncio.sleep(0.001)
+            buffer.size -= 50
+
+    async def scenario():
+        task = asyncio.create_task(drain())
+        await ebb(buffer, above=100, below=50)
+        seen = buffer.size
+        task.cancel()
+        return seen
+
+    assert asyncio.run(scenario()) <= 50
+    buffer.size = 80
+    asyncio.run(ebb(buffer, above=100, below=50))  # under the mark: returns at once
+    assert buffer.size == 80
