@@ -6,10 +6,11 @@ State per key (``platform|account``): the windowed aggregates of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from schemas.events import Audience, Event, of_account
+from schemas.events import Audience, Event, of_account, split_account_key
 from schemas.results import Result, result_key
 
 from .. import windows
@@ -22,29 +23,45 @@ __all__ = ["Engagement"]
 _W = ("platform", "account", "window")
 
 
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One windowed metric: its result and API name, its help, and its value from a window's
+    aggregate and the follower count (None: no value, e.g. a ratio over zero). The gauge
+    (``socialpulse_<name>``), the samples, the API view and the results all come from it."""
+
+    name: str
+    help: str
+    value: Callable[[windows.Agg, int | None], float | int | None]
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("engagements", "Interactions (likes, comments, shares, saves, reactions) in the trailing window.",
+           lambda agg, followers: agg["eng"]),
+    Metric("impressions", "Impressions in the trailing window.", lambda agg, followers: agg["imp"]),
+    Metric("clicks", "Clicks in the trailing window.", lambda agg, followers: agg["clk"]),
+    Metric("engagement_rate", "Engagements / impressions in the trailing window (ratio).",
+           lambda agg, followers: m.engagement_rate(agg)),
+    Metric("engagement_rate_by_followers", "Engagements in the trailing window / latest follower count (ratio).",
+           m.engagement_rate_by_followers),
+    Metric("click_through_rate", "Clicks / impressions in the trailing window (ratio).",
+           lambda agg, followers: m.click_through_rate(agg)),
+    Metric("follower_growth", "Latest minus first follower snapshot in the trailing window.",
+           lambda agg, followers: m.follower_growth(agg)),
+)
+#: what a result of a metric carries besides its value
+EXTRAS: dict[str, Callable[[windows.Agg, int | None], dict[str, Any]]] = {
+    "engagements": lambda agg, followers: {"by_kind": dict(sorted(agg["kinds"].items()))},
+    "engagement_rate_by_followers": lambda agg, followers: {"followers": followers},
+}
+FOLLOWERS = Gauge("socialpulse_followers", "Latest follower count snapshot.", ("platform", "account"))
+
+
 class Engagement:
     name = "engagement"
     topics = frozenset({"likes", "impressions", "audience", "clicks"})
     routes = tuple(Route(topic, of_account) for topic in sorted(topics))
     counters: tuple[Gauge, ...] = ()
-    gauges: tuple[Gauge, ...] = (
-        Gauge("socialpulse_engagements", "Interactions (likes, comments, shares, saves, reactions) in the trailing window.", _W),
-        Gauge("socialpulse_impressions", "Impressions in the trailing window.", _W),
-        Gauge("socialpulse_clicks", "Clicks in the trailing window.", _W),
-        Gauge("socialpulse_engagement_rate", "Engagements / impressions in the trailing window (ratio).", _W),
-        Gauge(
-            "socialpulse_engagement_rate_by_followers",
-            "Engagements in the trailing window / latest follower count (ratio).",
-            _W,
-        ),
-        Gauge("socialpulse_click_through_rate", "Clicks / impressions in the trailing window (ratio).", _W),
-        Gauge("socialpulse_followers", "Latest follower count snapshot.", ("platform", "account")),
-        Gauge(
-            "socialpulse_follower_growth",
-            "Latest minus first follower snapshot in the trailing window.",
-            _W,
-        ),
-    )
+    gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), FOLLOWERS)
 
     merge = staticmethod(m.merge)
 
@@ -96,21 +113,16 @@ class Engagement:
 
     def results(self, key: str, cw: windows.ClosedWindow, state: dict[str, Any], revision: int) -> list[Output]:
         """The results of one closed window (``revision`` 0 first, +1 per correction)."""
-        platform, account = key.split("|", 1)
+        platform, account = split_account_key(key)
         agg = cw.agg
         start, end = iso(cw.start), iso(cw.end)
         followers = agg["f1"][1] if agg["f1"] else (state["followers"][1] if state["followers"] else None)
         values: list[tuple[str, float | None, dict[str, Any]]] = [
-            ("engagements", agg["eng"], {"by_kind": dict(sorted(agg["kinds"].items()))}),
-            ("impressions", agg["imp"], {}),
-            ("clicks", agg["clk"], {}),
-            ("engagement_rate", m.engagement_rate(agg), {}),
-            ("engagement_rate_by_followers", m.engagement_rate_by_followers(agg, followers), {"followers": followers}),
-            ("click_through_rate", m.click_through_rate(agg), {}),
+            (x.name, x.value(agg, followers), EXTRAS[x.name](agg, followers) if x.name in EXTRAS else {})
+            for x in METRICS
         ]
         if agg["f1"] is not None:
             values.append(("followers", agg["f1"][1], {}))
-            values.append(("follower_growth", m.follower_growth(agg), {}))
         if agg["posts"]:
             top = m.top_posts(agg, self.top_n)
             values.append(("top_posts", len(top), {"top_posts": top}))
@@ -137,7 +149,7 @@ class Engagement:
         return windows.trailing(state["win"], watermark, size, m.merge) or m.empty()
 
     def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
-        platform, account = key.split("|", 1)
+        platform, account = split_account_key(key)
         followers = state["followers"][1] if state["followers"] else None
         if followers is not None:
             yield "socialpulse_followers", (platform, account), float(followers)
@@ -145,32 +157,18 @@ class Engagement:
             label = self.spec.label(size)
             agg = self._trailing(state, watermark, size)
             lv = (platform, account, label)
-            yield "socialpulse_engagements", lv, float(agg["eng"])
-            yield "socialpulse_impressions", lv, float(agg["imp"])
-            yield "socialpulse_clicks", lv, float(agg["clk"])
-            for name, value in (
-                ("socialpulse_engagement_rate", m.engagement_rate(agg)),
-                ("socialpulse_engagement_rate_by_followers", m.engagement_rate_by_followers(agg, followers)),
-                ("socialpulse_click_through_rate", m.click_through_rate(agg)),
-                ("socialpulse_follower_growth", m.follower_growth(agg)),
-            ):
+            for x in METRICS:
+                value = x.value(agg, followers)
                 if value is not None:
-                    yield name, lv, float(value)
+                    yield f"socialpulse_{x.name}", lv, float(value)
 
     def view(self, key: str, state: dict[str, Any], watermark: int) -> dict[str, Any]:
         followers = state["followers"][1] if state["followers"] else None
         out: dict[str, Any] = {"followers": followers, "windows": {}}
         for size in self.spec.trailing:
             agg = self._trailing(state, watermark, size)
-            out["windows"][self.spec.label(size)] = {
-                "engagements": agg["eng"],
-                "by_kind": dict(sorted(agg["kinds"].items())),
-                "impressions": agg["imp"],
-                "clicks": agg["clk"],
-                "engagement_rate": m.engagement_rate(agg),
-                "engagement_rate_by_followers": m.engagement_rate_by_followers(agg, followers),
-                "click_through_rate": m.click_through_rate(agg),
-                "follower_growth": m.follower_growth(agg),
-                "top_posts": m.top_posts(agg, self.top_n),
-            }
+            view: dict[str, Any] = {x.name: x.value(agg, followers) for x in METRICS}
+            view["by_kind"] = dict(sorted(agg["kinds"].items()))
+            view["top_posts"] = m.top_posts(agg, self.top_n)
+            out["windows"][self.spec.label(size)] = view
         return out
