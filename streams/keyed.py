@@ -241,14 +241,14 @@ class KeyedStage:
     """
 
     def __init__(
-        self, name: str, spec: WindowSpec, families: list[Family], dedup_horizon: int, idle: int,
+        self, name: str, spec: WindowSpec, families: list[Family], dedup_horizon_ms: int, idle_ms: int,
         compact: bool = False, sweep_s: int = 60,
     ) -> None:
         self.name = name
         self.spec = spec
         self.families = families
-        self.dedup_horizon = dedup_horizon
-        self.idle = idle
+        self.dedup_horizon_ms = dedup_horizon_ms
+        self.idle_ms = idle_ms
         self.compact = compact
         self.sweep_s = sweep_s
         self.parts: dict[int, dict[str, Any]] = defaultdict(dict)
@@ -473,7 +473,7 @@ class KeyedStage:
         per_key: dict[str, list[tuple[str, Event]]] = defaultdict(list)
         # live (every input read to its end): events move the watermark, kept in step per event
         current, live = clock.current, clock.live
-        allowed, add, models = self.spec.lateness, seen.add, STAGE_MODELS
+        allowed, add, models = self.spec.lateness_ms, seen.add, STAGE_MODELS
         low = current - allowed
         accepted: Counter[str] = Counter()
         now = 0
@@ -498,7 +498,7 @@ class KeyedStage:
                 arrived = now = now or int(time.time() * 1000)
             if not add(uid, arrived):
                 if item.primary:
-                    out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon)} of arrival"))
+                    out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon_ms)} of arrival"))
                 continue
             if ts < low:  # older than the allowed lateness: its windows are gone
                 seen.forget_last(uid)  # a late event is not "seen": a retry stays late
@@ -629,13 +629,13 @@ class KeyedStage:
             if at > clock.persisted:
                 out.watermarks[partition] = clock.persisted = at
             seen = self.seen_ids(partition)
-            expired = [name for name in seen.expire(seen.clock, self.dedup_horizon, self.settle_s)
+            expired = [name for name in seen.expire(seen.clock, self.dedup_horizon_ms, self.settle_s)
                        if not name.startswith(KEY_IDS)]  # those live in the key's record
             if expired:
                 out.seen_expired[partition] = expired
             kept = self.closed.get(partition)
             if kept:
-                gone = [(size, start) for size, start in kept if start + size <= at - self.spec.lateness]
+                gone = [(size, start) for size, start in kept if start + size <= at - self.spec.lateness_ms]
                 for size, start in gone:
                     kept.discard((size, start))
                     out.groups[(partition, size, start)] = None

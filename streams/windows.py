@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .settings import Settings, format_duration
+from .durations import format_duration
 
 __all__ = [
     "Agg",
@@ -64,27 +64,29 @@ def iso(ms: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
-    """The window settings every family shares (milliseconds)."""
+    """The window settings every family shares, in milliseconds (``streams.settings`` fills
+    them: ``window_spec``)."""
 
-    bucket: int
-    trailing: tuple[int, ...]
-    closed: tuple[int, ...]
-    grace: int
-    allowed: int = 0  # allowed lateness: how long a closed window can still be corrected (at least grace)
+    bucket_ms: int
+    trailing_ms: tuple[int, ...]
+    closed_ms: tuple[int, ...]
+    grace_ms: int
+    allowed_ms: int = 0  # allowed lateness: how long a closed window can still be corrected (at least grace)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WindowSpec:
+    def from_settings(cls, settings: Any) -> WindowSpec:
+        """From ``streams.settings.Settings`` (durations in ms there too)."""
         return cls(settings.bucket, tuple(settings.trailing_windows), tuple(settings.closed_windows), settings.grace,
                    settings.allowed_lateness)
 
     @property
-    def lateness(self) -> int:
-        return max(self.allowed, self.grace)
+    def lateness_ms(self) -> int:
+        return max(self.allowed_ms, self.grace_ms)
 
     @property
-    def keep_buckets(self) -> int:
+    def keep_buckets_ms(self) -> int:
         """How far behind the watermark a trailing bucket is still needed."""
-        return max(self.trailing) + self.bucket
+        return max(self.trailing_ms) + self.bucket_ms
 
     def label(self, size: int) -> str:
         return format_duration(size)
@@ -191,20 +193,20 @@ def add(
     allowed lateness is dropped (only derived updates get there: events that old
     are rejected as late before they reach a family).
     """
-    b = bucket_start(ts, spec.bucket)
+    b = bucket_start(ts, spec.bucket_ms)
     buckets = state["b"]
-    if watermark is None or b > watermark - spec.keep_buckets:
+    if watermark is None or b > watermark - spec.keep_buckets_ms:
         if b in buckets:
             merge(buckets[b], part)
         else:
             buckets[b] = _copy(part)
     windows = state["w"]
-    for size in spec.closed:
+    for size in spec.closed_ms:
         start = bucket_start(ts, size)
         target = windows
         # a window the watermark has passed but no tick has published yet is still open
-        if watermark is not None and start + size + spec.grace <= watermark and start not in windows.get(size, ()):
-            if start + size <= watermark - spec.lateness:
+        if watermark is not None and start + size + spec.grace_ms <= watermark and start not in windows.get(size, ()):
+            if start + size <= watermark - spec.lateness_ms:
                 continue
             target = state.setdefault("late", {})
         per_size = target.setdefault(size, {})
@@ -225,12 +227,12 @@ def take_late(state: dict[str, Any]) -> list[tuple[int, int, Agg]]:
 def containing(state: dict[str, Any], ts: int, spec: WindowSpec, watermark: int) -> list[Agg]:
     """The bucket and the still-open windows holding ``ts`` (to correct a value in place)."""
     out = []
-    b = state["b"].get(bucket_start(ts, spec.bucket))
+    b = state["b"].get(bucket_start(ts, spec.bucket_ms))
     if b is not None:
         out.append(b)
     for size, per_size in state["w"].items():
         start = bucket_start(ts, size)
-        if start in per_size and start + size + spec.grace > watermark:
+        if start in per_size and start + size + spec.grace_ms > watermark:
             out.append(per_size[start])
     return out
 
@@ -264,7 +266,7 @@ def close_due(state: dict[str, Any], watermark: int, spec: WindowSpec) -> list[C
     """
     out: list[ClosedWindow] = []
     for size, per_size in state["w"].items():
-        due = [start for start in per_size if start + size + spec.grace <= watermark]
+        due = [start for start in per_size if start + size + spec.grace_ms <= watermark]
         for start in sorted(due):
             out.append(ClosedWindow(size, spec.label(size), start, start + size, per_size.pop(start)))
     return out
@@ -272,7 +274,7 @@ def close_due(state: dict[str, Any], watermark: int, spec: WindowSpec) -> list[C
 
 def prune(state: dict[str, Any], watermark: int, spec: WindowSpec) -> bool:
     """Drop trailing buckets no trailing window can reach any more; True if any went."""
-    low = watermark - spec.keep_buckets
+    low = watermark - spec.keep_buckets_ms
     buckets = state["b"]
     gone = [s for s in buckets if s <= low]
     for start in gone:

@@ -160,7 +160,7 @@ class Conversion:
     def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
         parts: dict[int, Agg] = {}
         for event in events:
-            b = windows.bucket_start(event.ts, self.spec.bucket)
+            b = windows.bucket_start(event.ts, self.spec.bucket_ms)
             fold(parts.setdefault(b, empty()), event)
         for b, agg in parts.items():
             windows.add(state["win"], b, agg, self.spec, merge, watermark)
@@ -221,7 +221,7 @@ class Conversion:
     def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
         platform, account = key.split("|", 1)
         yield "socialpulse_currency_mismatch_total", (platform, account), float(state["mismatch"])
-        for size in self.spec.trailing:
+        for size in self.spec.trailing_ms:
             label = self.spec.label(size)
             agg = self._trailing(state, watermark, size)
             if not (agg["clk"] or agg["orders"] or agg["rev"] or agg["spend"]):
@@ -256,7 +256,7 @@ class Conversion:
 
     def view(self, key: str, state: dict[str, Any], watermark: int) -> dict[str, Any]:
         out: dict[str, Any] = {"currency_mismatched_windows": state["mismatch"], "windows": {}}
-        for size in self.spec.trailing:
+        for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)
             last = agg["rev"].get("last_touch", {})
             d = derived(agg["clk"], agg["orders"], last, agg["spend"])

@@ -63,8 +63,8 @@ class Shopper:
         return ()
 
     def __init__(self, lookback_ms: int, half_life_ms: int = 7 * 86_400_000, grace_ms: int = 300_000) -> None:
-        self.lookback = lookback_ms
-        self.grace = grace_ms
+        self.lookback_ms = lookback_ms
+        self.grace_ms = grace_ms
         self.half_life_s = half_life_ms / 1000
 
     def new_state(self) -> dict[str, Any]:
@@ -87,7 +87,7 @@ class Shopper:
                     clicks.sort(key=lambda c: c[0])
                 # a click that arrives after an order it precedes (within grace): credit again
                 for o in state["orders"].values():
-                    if not o["settled"] and not o["reversed"] and o["ts"] - self.lookback <= event.ts <= o["ts"]:
+                    if not o["settled"] and not o["reversed"] and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]:
                         out.extend(self._credit(state, o))
             elif isinstance(event, Order):
                 if event.status == OrderStatus.placed:
@@ -97,7 +97,7 @@ class Shopper:
                 else:  # cancelled before its placement arrived: remember, so the placement credits nothing
                     state["orders"][event.order_id] = {
                         "event_id": event.event_id, "ts": event.ts, "amount": "0", "currency": event.currency,
-                        "click_id": None, "exp": event.ts + self.lookback, "credits": [], "version": 0,
+                        "click_id": None, "exp": event.ts + self.lookback_ms, "credits": [], "version": 0,
                         "reversed": True, "settled": False,
                     }
         return out
@@ -107,7 +107,7 @@ class Shopper:
             return []  # the same order placed twice under two event ids: credit it once
         o = {
             "event_id": order.event_id, "ts": order.ts, "amount": str(order.amount), "currency": order.currency,
-            "click_id": order.click_id, "exp": order.ts + self.lookback, "credits": [], "version": 0,
+            "click_id": order.click_id, "exp": order.ts + self.lookback_ms, "credits": [], "version": 0,
             "reversed": False, "settled": False,
         }
         state["orders"][order.order_id] = o
@@ -116,7 +116,7 @@ class Shopper:
     def _credit(self, state: dict[str, Any], o: dict[str, Any], order_id: str | None = None) -> list[Output]:
         """(Re)compute an order's credits; forward the difference as whole records."""
         order_id = order_id or next(k for k, v in state["orders"].items() if v is o)
-        hits = touches(state["clicks"], o["ts"], self.lookback, o["click_id"])
+        hits = touches(state["clicks"], o["ts"], self.lookback_ms, o["click_id"])
         if not hits:
             return []  # unattributed, unless a click turns up within grace (tallied when settled)
         out = self._reverse(o, f"{o['event_id']}@r{o['version']}", o["ts"]) if o["credits"] else []
@@ -159,14 +159,14 @@ class Shopper:
         changed = False
         orders = state["orders"]
         for oid, o in list(orders.items()):
-            if not o["settled"] and o["ts"] + self.grace <= watermark:
+            if not o["settled"] and o["ts"] + self.grace_ms <= watermark:
                 o["settled"], changed = True, True
                 if not o["credits"] and not o["reversed"]:
                     out.append(Tally("socialpulse_unattributed_orders", (o["currency"],)))
             if o["exp"] < watermark and o["settled"]:
                 del orders[oid]
                 changed = True
-        low = watermark - self.lookback - self.grace
+        low = watermark - self.lookback_ms - self.grace_ms
         clicks = state["clicks"]
         keep = [c for c in clicks if c[0] >= low]
         if len(keep) != len(clicks):

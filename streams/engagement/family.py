@@ -95,7 +95,7 @@ class Engagement:
         spec = self.spec
         parts: dict[int, windows.Agg] = {}
         for event in events:
-            b = windows.bucket_start(event.ts, spec.bucket)
+            b = windows.bucket_start(event.ts, spec.bucket_ms)
             agg = parts.get(b)
             if agg is None:
                 agg = parts[b] = m.empty()
@@ -153,7 +153,7 @@ class Engagement:
         followers = state["followers"][1] if state["followers"] else None
         if followers is not None:
             yield "socialpulse_followers", (platform, account), float(followers)
-        for size in self.spec.trailing:
+        for size in self.spec.trailing_ms:
             label = self.spec.label(size)
             agg = self._trailing(state, watermark, size)
             lv = (platform, account, label)
@@ -165,7 +165,7 @@ class Engagement:
     def view(self, key: str, state: dict[str, Any], watermark: int) -> dict[str, Any]:
         followers = state["followers"][1] if state["followers"] else None
         out: dict[str, Any] = {"followers": followers, "windows": {}}
-        for size in self.spec.trailing:
+        for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)
             view: dict[str, Any] = {x.name: x.value(agg, followers) for x in METRICS}
             view["by_kind"] = dict(sorted(agg["kinds"].items()))

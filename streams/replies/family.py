@@ -92,9 +92,9 @@ class Replies:
         self.zones = {k: zone(v) for k, v in (timezones or {}).items()}
         self.hours = hours or {}
         self.max_agents = max_agents
-        self.ttl = conversation_ttl_ms
+        self.ttl_ms = conversation_ttl_ms
         # a replied conversation is kept while a late message could still change it
-        self.keep_ms = spec.grace + spec.bucket
+        self.keep_ms = spec.grace_ms + spec.bucket_ms
 
     @classmethod
     def from_settings(cls, settings: Any, spec: WindowSpec) -> Replies:
@@ -170,7 +170,7 @@ class Replies:
         if conv["deadline"] <= wm and "judge" not in conv:
             # a spell that arrives already past its deadline (a late source) is judged only
             # after a grace of its own, so the reply that comes with it can still count as met
-            conv["judge"] = wm + self.spec.grace
+            conv["judge"] = wm + self.spec.grace_ms
 
     def _deadline(self, key: str, since: int) -> int:
         hours = self.hours.get(key)
@@ -276,7 +276,7 @@ class Replies:
                     conv["pending"], changed = kept, True
             idle = conv["last"] < watermark - self.keep_ms
             if (conv["since"] is None and idle and not conv["pending"]) or (
-                conv["since"] is not None and conv["since"] < watermark - self.ttl
+                conv["since"] is not None and conv["since"] < watermark - self.ttl_ms
             ):
                 del convs[cid]
                 changed = True
@@ -342,7 +342,7 @@ class Replies:
         yield "socialpulse_awaiting_reply", a, float(len(waiting))
         if waiting:
             yield "socialpulse_oldest_awaiting_reply_timestamp_seconds", a, min(waiting) / 1000
-        for size in self.spec.trailing:
+        for size in self.spec.trailing_ms:
             label = self.spec.label(size)
             agg = self._trailing(state, watermark, size)
             if agg["lat"]:
@@ -364,7 +364,7 @@ class Replies:
             "business_hours": key in self.hours,
             "windows": {},
         }
-        for size in self.spec.trailing:
+        for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)
             out["windows"][self.spec.label(size)] = {
                 "reply_latency_seconds": m.summary(agg["lat"]),

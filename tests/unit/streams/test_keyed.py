@@ -10,7 +10,7 @@ from streams.keyed import Forwarded, KeyedStage, StageOutput, decode_forward, en
 from streams.windows import Mark, WindowSpec
 
 MIN = 60_000
-SPEC = WindowSpec(bucket=MIN, trailing=(5 * MIN,), closed=(MIN,), grace=2 * MIN)
+SPEC = WindowSpec(bucket_ms=MIN, trailing_ms=(5 * MIN,), closed_ms=(MIN,), grace_ms=2 * MIN)
 KEY = "instagram|brand"
 
 
@@ -25,8 +25,8 @@ EXPECT = ["likes/0"]
 
 
 def stage(allowed=5 * MIN):
-    spec = WindowSpec(SPEC.bucket, SPEC.trailing, SPEC.closed, SPEC.grace, allowed)
-    return KeyedStage("account", spec, [Engagement(spec, top_n=2)], dedup_horizon=10 * MIN, idle=0)
+    spec = WindowSpec(SPEC.bucket_ms, SPEC.trailing_ms, SPEC.closed_ms, SPEC.grace_ms, allowed)
+    return KeyedStage("account", spec, [Engagement(spec, top_n=2)], dedup_horizon_ms=10 * MIN, idle_ms=0)
 
 
 def live(s, partition=0):
@@ -242,7 +242,7 @@ def test_result_keys_are_unique_across_families(t0):
     from streams.conversion import Conversion
     from streams.replies import Replies
 
-    spec = WindowSpec(bucket=MIN, trailing=(5 * MIN,), closed=(MIN,), grace=2 * MIN)
+    spec = WindowSpec(bucket_ms=MIN, trailing_ms=(5 * MIN,), closed_ms=(MIN,), grace_ms=2 * MIN)
     s = KeyedStage("account", spec, [Engagement(spec), Replies(spec, 15 * MIN), Conversion(spec)], 10 * MIN, 0)
     out = StageOutput()
     s.process(0, [like(1, t0), imp(2, t0, 10), fwd("clicks", 3, {"event_id": "c", "ts": t0, "actor_id": "u", "campaign_id": "k"}),

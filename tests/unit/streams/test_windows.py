@@ -5,7 +5,7 @@ from streams.windows import Mark, WindowSpec
 
 MIN = 60_000
 T0 = 1767603600000  # 2026-01-05T09:00:00Z, aligned to the hour
-SPEC = WindowSpec(bucket=MIN, trailing=(5 * MIN, 60 * MIN), closed=(MIN, 60 * MIN), grace=5 * MIN)
+SPEC = WindowSpec(bucket_ms=MIN, trailing_ms=(5 * MIN, 60 * MIN), closed_ms=(MIN, 60 * MIN), grace_ms=5 * MIN)
 
 
 def add_likes(state, ts, n=1):
@@ -35,27 +35,27 @@ def test_out_of_order_within_grace_counts_in_its_window():
     add_likes(state, T0 + 3 * MIN)
     wm = T0 + 3 * MIN
     late_ts = T0 + 30_000
-    assert not w.is_late(late_ts, wm, SPEC.grace)
+    assert not w.is_late(late_ts, wm, SPEC.grace_ms)
     add_likes(state, late_ts)
-    closed = w.close_due(state, T0 + 2 * MIN + SPEC.grace, SPEC)
+    closed = w.close_due(state, T0 + 2 * MIN + SPEC.grace_ms, SPEC)
     assert [(c.label, c.start, c.agg["eng"]) for c in closed] == [("1m", T0, 1)]
 
 
 def test_late_beyond_grace_is_late():
-    assert w.is_late(T0, T0 + SPEC.grace + 1, SPEC.grace)
-    assert not w.is_late(T0, T0 + SPEC.grace, SPEC.grace)
+    assert w.is_late(T0, T0 + SPEC.grace_ms + 1, SPEC.grace_ms)
+    assert not w.is_late(T0, T0 + SPEC.grace_ms, SPEC.grace_ms)
 
 
 def test_a_window_closes_once_and_its_state_is_dropped():
     state = w.new_windowed()
     add_likes(state, T0 + 10, n=3)
-    assert w.close_due(state, T0 + MIN + SPEC.grace - 1, SPEC) == []
-    first = w.close_due(state, T0 + MIN + SPEC.grace, SPEC)
+    assert w.close_due(state, T0 + MIN + SPEC.grace_ms - 1, SPEC) == []
+    first = w.close_due(state, T0 + MIN + SPEC.grace_ms, SPEC)
     assert [(c.label, c.agg["eng"]) for c in first] == [("1m", 3)]
-    assert w.close_due(state, T0 + MIN + SPEC.grace + 10 * MIN, SPEC) == []  # never again
-    hour = w.close_due(state, T0 + 60 * MIN + SPEC.grace, SPEC)
+    assert w.close_due(state, T0 + MIN + SPEC.grace_ms + 10 * MIN, SPEC) == []  # never again
+    hour = w.close_due(state, T0 + 60 * MIN + SPEC.grace_ms, SPEC)
     assert [(c.label, c.start, c.end, c.agg["eng"]) for c in hour] == [("1h", T0, T0 + 60 * MIN, 3)]
-    w.prune(state, T0 + 60 * MIN + SPEC.grace, SPEC)
+    w.prune(state, T0 + 60 * MIN + SPEC.grace_ms, SPEC)
     assert w.is_empty(state)
 
 
@@ -116,7 +116,7 @@ def test_buckets_and_windows_never_share_nested_parts():
             for kk, vv in v.items():
                 inner[kk] = inner.get(kk, 0) + vv
 
-    spec = WindowSpec(bucket=MIN, trailing=(5 * MIN,), closed=(MIN, 60 * MIN), grace=0)
+    spec = WindowSpec(bucket_ms=MIN, trailing_ms=(5 * MIN,), closed_ms=(MIN, 60 * MIN), grace_ms=0)
     state = w.new_windowed()
     w.add(state, T0, {"nested": {"a": {"x": 1}}}, spec, merge)
     w.add(state, T0 + 1, {"nested": {"a": {"x": 1}}}, spec, merge)

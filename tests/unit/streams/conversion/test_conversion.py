@@ -17,7 +17,7 @@ from streams.windows import WindowSpec
 
 DAY = 86_400_000
 MIN = 60_000
-SPEC = WindowSpec(bucket=MIN, trailing=(60 * MIN,), closed=(60 * MIN,), grace=5 * MIN)
+SPEC = WindowSpec(bucket_ms=MIN, trailing_ms=(60 * MIN,), closed_ms=(60 * MIN,), grace_ms=5 * MIN)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from streams.topics import BREACHES
 from streams.windows import WindowSpec
 
 MIN = 60_000
-SPEC = WindowSpec(bucket=MIN, trailing=(60 * MIN,), closed=(60 * MIN,), grace=5 * MIN)
+SPEC = WindowSpec(bucket_ms=MIN, trailing_ms=(60 * MIN,), closed_ms=(60 * MIN,), grace_ms=5 * MIN)
 KEY = "instagram|acme"
 
 
@@ -91,7 +91,7 @@ def test_hand_made_conversations_give_hand_computed_metrics(t0):
 
 def test_closed_window_results_carry_the_same_numbers(t0):
     fam, state, _ = run_scenario(t0)
-    at = t0 + 60 * MIN + SPEC.grace
+    at = t0 + 60 * MIN + SPEC.grace_ms
     fam.close(KEY, state, at)
     results = [r for cw in windows.close_due(state["win"], at, SPEC) for r in fam.results(KEY, cw, state, 0)]
     by = {(r.metric, getattr(r, "agent_id", None), getattr(r, "hour", None)): r for r in results}
