@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from .durations import format_duration
 
@@ -173,7 +173,15 @@ class EventClock:
         return self.current
 
 
-def new_windowed() -> dict[str, Any]:
+class Windowed(TypedDict):
+    """A family's windowed aggregates of one key (its changelog form: integer keys as strings)."""
+
+    b: dict[int, Agg]  # trailing buckets: bucket start (ms) -> aggregate
+    w: dict[int, dict[int, Agg]]  # open closed-windows: size (ms) -> start (ms) -> aggregate
+    late: NotRequired[dict[int, dict[int, Agg]]]  # parts that correct published windows (``take_late``)
+
+
+def new_windowed() -> Windowed:
     return {"b": {}, "w": {}}
 
 
@@ -183,7 +191,7 @@ def is_late(ts: int, watermark: int, grace: int) -> bool:
 
 
 def add(
-    state: dict[str, Any], ts: int, part: Agg, spec: WindowSpec, merge: Merge, watermark: int | None = None
+    state: Windowed, ts: int, part: Agg, spec: WindowSpec, merge: Merge, watermark: int | None = None
 ) -> None:
     """Fold a pre-aggregated ``part`` at event time ``ts`` into buckets and windows.
 
@@ -216,7 +224,7 @@ def add(
             per_size[start] = _copy(part)
 
 
-def take_late(state: dict[str, Any]) -> list[tuple[int, int, Agg]]:
+def take_late(state: Windowed) -> list[tuple[int, int, Agg]]:
     """Remove and return the parts that correct published windows: (size, start, part)."""
     late = state.pop("late", None)
     if not late:
@@ -224,7 +232,7 @@ def take_late(state: dict[str, Any]) -> list[tuple[int, int, Agg]]:
     return [(size, start, part) for size, per_size in late.items() for start, part in sorted(per_size.items())]
 
 
-def containing(state: dict[str, Any], ts: int, spec: WindowSpec, watermark: int) -> list[Agg]:
+def containing(state: Windowed, ts: int, spec: WindowSpec, watermark: int) -> list[Agg]:
     """The bucket and the still-open windows holding ``ts`` (to correct a value in place)."""
     out = []
     b = state["b"].get(bucket_start(ts, spec.bucket_ms))
@@ -237,7 +245,7 @@ def containing(state: dict[str, Any], ts: int, spec: WindowSpec, watermark: int)
     return out
 
 
-def trailing(state: dict[str, Any], watermark: int, size: int, merge: Merge) -> Agg | None:
+def trailing(state: Windowed, watermark: int, size: int, merge: Merge) -> Agg | None:
     """Merge of the buckets whose start lies in ``(watermark - size, watermark]``."""
     out: Agg | None = None
     low = watermark - size
@@ -259,7 +267,7 @@ class ClosedWindow:
     agg: Agg
 
 
-def close_due(state: dict[str, Any], watermark: int, spec: WindowSpec) -> list[ClosedWindow]:
+def close_due(state: Windowed, watermark: int, spec: WindowSpec) -> list[ClosedWindow]:
     """Remove and return every window whose ``end + grace`` the watermark has passed.
 
     Each window is returned once: it leaves the state as it is returned.
@@ -272,7 +280,7 @@ def close_due(state: dict[str, Any], watermark: int, spec: WindowSpec) -> list[C
     return out
 
 
-def prune(state: dict[str, Any], watermark: int, spec: WindowSpec) -> bool:
+def prune(state: Windowed, watermark: int, spec: WindowSpec) -> bool:
     """Drop trailing buckets no trailing window can reach any more; True if any went."""
     low = watermark - spec.keep_buckets_ms
     buckets = state["b"]
@@ -282,11 +290,11 @@ def prune(state: dict[str, Any], watermark: int, spec: WindowSpec) -> bool:
     return bool(gone)
 
 
-def is_empty(state: dict[str, Any]) -> bool:
+def is_empty(state: Windowed) -> bool:
     return not state["b"] and not any(state["w"].values()) and not state.get("late")
 
 
-def decode_windowed(raw: dict[str, Any]) -> dict[str, Any]:
+def decode_windowed(raw: dict[str, Any]) -> Windowed:
     """JSON (string keys) -> the in-memory form (integer keys)."""
     return {
         "b": {int(k): v for k, v in raw.get("b", {}).items()},

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from schemas.events import Click, Credit, Event, Spend, of_account
 from schemas.results import Result, result_key
 
 from .. import windows
 from ..family import Gauge, Output, Route, Sample
-from ..windows import Agg, WindowSpec, iso
+from ..windows import Agg, Windowed, WindowSpec, iso
 
 __all__ = ["Conversion", "empty", "merge", "derived"]
 
@@ -112,6 +112,13 @@ def derived(clicks: int, orders: int, revenue: dict[str, str], spend: dict[str, 
     return out
 
 
+class State(TypedDict):
+    """A key's conversion slot (its changelog JSON has the same keys)."""
+
+    win: Windowed  # aggregates of clicks, spend and credits per model (see ``empty``)
+    mismatch: int  # spend or credits in a currency other than the account's first
+
+
 class Conversion:
     name = "conversion"
     topics = frozenset({"clicks", "spend", "credits"})  # credits: from the shopper stream (``Shopper``)
@@ -145,19 +152,19 @@ class Conversion:
     def constants(self) -> Iterable[tuple[Gauge, float]]:
         return ()
 
-    def new_state(self) -> dict[str, Any]:
+    def new_state(self) -> State:
         return {"win": windows.new_windowed(), "mismatch": 0}
 
-    def decode_state(self, raw: dict[str, Any]) -> dict[str, Any]:
-        return raw | {"win": windows.decode_windowed(raw["win"])}
+    def decode_state(self, raw: dict[str, Any]) -> State:
+        return {"win": windows.decode_windowed(raw["win"]), "mismatch": raw.get("mismatch", 0)}
 
-    def is_empty(self, state: dict[str, Any]) -> bool:
+    def is_empty(self, state: State) -> bool:
         return windows.is_empty(state["win"]) and not state["mismatch"]
 
-    def windowed(self, state: dict[str, Any]) -> dict[str, Any]:
+    def windowed(self, state: State) -> Windowed:
         return state["win"]  # type: ignore[no-any-return]
 
-    def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
+    def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         parts: dict[int, Agg] = {}
         for event in events:
             b = windows.bucket_start(event.ts, self.spec.bucket_ms)
@@ -166,10 +173,10 @@ class Conversion:
             windows.add(state["win"], b, agg, self.spec, merge, watermark)
         return []
 
-    def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
+    def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         return [], windows.prune(state["win"], watermark, self.spec)
 
-    def results(self, key: str, cw: windows.ClosedWindow, state: dict[str, Any], revision: int) -> list[Output]:
+    def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         """The results of one closed window (``revision`` 0 first, +1 per correction)."""
         platform, account = key.split("|", 1)
         results, mismatched = self._results(platform, account, cw, revision)
@@ -215,10 +222,10 @@ class Conversion:
                 add("campaign_return_on_investment", v, name, cur, campaign_id=name, currency=cur)
         return out, len(d["mismatched"])
 
-    def _trailing(self, state: dict[str, Any], watermark: int, size: int) -> Agg:
+    def _trailing(self, state: State, watermark: int, size: int) -> Agg:
         return windows.trailing(state["win"], watermark, size, merge) or empty()
 
-    def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
+    def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
         platform, account = key.split("|", 1)
         yield "socialpulse_currency_mismatch_total", (platform, account), float(state["mismatch"])
         for size in self.spec.trailing_ms:
@@ -254,7 +261,7 @@ class Conversion:
                 for cur, v in cd["roi"].items():
                     yield "socialpulse_campaign_return_on_investment", (platform, account, name, label, cur), float(v)
 
-    def view(self, key: str, state: dict[str, Any], watermark: int) -> dict[str, Any]:
+    def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
         out: dict[str, Any] = {"currency_mismatched_windows": state["mismatch"], "windows": {}}
         for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from schemas.events import Click, Event, Order, OrderStatus, of_shopper
 
@@ -41,6 +41,13 @@ def touches(clicks: list[list[Any]], order_ts: int, lookback_ms: int, click_id: 
             last = pinned[-1]
             return [c for c in window if c is not last and c[0] <= last[0]] + [last]
     return window
+
+
+class State(TypedDict):
+    """A shopper's slot (its changelog JSON has the same keys)."""
+
+    clicks: list[list[Any]]  # touches in the lookback: [ts, platform|account, campaign, click_id, ...]
+    orders: dict[str, dict[str, Any]]  # order id -> the order, its credits and whether it settled
 
 
 class Shopper:
@@ -67,16 +74,16 @@ class Shopper:
         self.grace_ms = grace_ms
         self.half_life_s = half_life_ms / 1000
 
-    def new_state(self) -> dict[str, Any]:
+    def new_state(self) -> State:
         return {"clicks": [], "orders": {}}
 
-    def decode_state(self, raw: dict[str, Any]) -> dict[str, Any]:
-        return raw
+    def decode_state(self, raw: dict[str, Any]) -> State:
+        return {"clicks": raw["clicks"], "orders": raw["orders"]}
 
-    def is_empty(self, state: dict[str, Any]) -> bool:
+    def is_empty(self, state: State) -> bool:
         return not state["clicks"] and not state["orders"]
 
-    def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
+    def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         out: list[Output] = []
         for event in events:
             if isinstance(event, Click):
@@ -102,7 +109,7 @@ class Shopper:
                     }
         return out
 
-    def _placed(self, state: dict[str, Any], order: Order) -> list[Output]:
+    def _placed(self, state: State, order: Order) -> list[Output]:
         if order.order_id in state["orders"]:
             return []  # the same order placed twice under two event ids: credit it once
         o = {
@@ -113,7 +120,7 @@ class Shopper:
         state["orders"][order.order_id] = o
         return self._credit(state, o, order.order_id)
 
-    def _credit(self, state: dict[str, Any], o: dict[str, Any], order_id: str | None = None) -> list[Output]:
+    def _credit(self, state: State, o: dict[str, Any], order_id: str | None = None) -> list[Output]:
         """(Re)compute an order's credits; forward the difference as whole records."""
         order_id = order_id or next(k for k, v in state["orders"].items() if v is o)
         hits = touches(state["clicks"], o["ts"], self.lookback_ms, o["click_id"])
@@ -154,7 +161,7 @@ class Shopper:
     def _forward(record: dict[str, Any]) -> Forward:
         return Forward("account", f"{record['platform']}|{record['account_id']}", "credits", record, "orders")
 
-    def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
+    def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         out: list[Output] = []
         changed = False
         orders = state["orders"]
@@ -173,14 +180,14 @@ class Shopper:
             state["clicks"], changed = keep, True
         return out, changed
 
-    def windowed(self, state: dict[str, Any]) -> dict[str, Any] | None:
+    def windowed(self, state: State) -> None:
         return None  # no windows: orders settle on the watermark (``close``)
 
-    def results(self, key: str, cw: Any, state: dict[str, Any], revision: int) -> list[Output]:
+    def results(self, key: str, cw: Any, state: State, revision: int) -> list[Output]:
         return []
 
-    def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
+    def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
         return ()
 
-    def view(self, key: str, state: dict[str, Any], watermark: int) -> dict[str, Any]:
+    def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
         return {"clicks": len(state["clicks"]), "orders": len(state["orders"])}

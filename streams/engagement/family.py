@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from schemas.events import Audience, Event, of_account, split_account_key
 from schemas.results import Result, result_key
 
 from .. import windows
 from ..family import Gauge, Output, Route, Sample
-from ..windows import WindowSpec, iso
+from ..windows import Windowed, WindowSpec, iso
 from . import metrics as m
 
 __all__ = ["Engagement"]
@@ -56,6 +56,13 @@ EXTRAS: dict[str, Callable[[windows.Agg, int | None], dict[str, Any]]] = {
 FOLLOWERS = Gauge("socialpulse_followers", "Latest follower count snapshot.", ("platform", "account"))
 
 
+class State(TypedDict):
+    """A key's engagement slot (its changelog JSON has the same keys)."""
+
+    win: Windowed  # aggregates of ``engagement.metrics`` (eng, imp, clk, kinds, posts, f0, f1)
+    followers: list[int] | None  # the latest follower snapshot ever seen: [ts, count]
+
+
 class Engagement:
     name = "engagement"
     topics = frozenset({"likes", "impressions", "audience", "clicks"})
@@ -77,20 +84,20 @@ class Engagement:
         return ()
 
     # -- state -------------------------------------------------------------
-    def new_state(self) -> dict[str, Any]:
+    def new_state(self) -> State:
         return {"win": windows.new_windowed(), "followers": None}
 
-    def decode_state(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def decode_state(self, raw: dict[str, Any]) -> State:
         return {"win": windows.decode_windowed(raw["win"]), "followers": raw.get("followers")}
 
-    def is_empty(self, state: dict[str, Any]) -> bool:
+    def is_empty(self, state: State) -> bool:
         return windows.is_empty(state["win"])
 
-    def windowed(self, state: dict[str, Any]) -> dict[str, Any]:
+    def windowed(self, state: State) -> Windowed:
         return state["win"]  # type: ignore[no-any-return]
 
     # -- events ------------------------------------------------------------
-    def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
+    def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         """Pre-aggregate the batch per bucket, then fold each bucket in once."""
         spec = self.spec
         parts: dict[int, windows.Agg] = {}
@@ -108,10 +115,10 @@ class Engagement:
             windows.add(state["win"], b, agg, spec, m.merge, watermark)
         return []
 
-    def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
+    def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         return [], windows.prune(state["win"], watermark, self.spec)
 
-    def results(self, key: str, cw: windows.ClosedWindow, state: dict[str, Any], revision: int) -> list[Output]:
+    def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         """The results of one closed window (``revision`` 0 first, +1 per correction)."""
         platform, account = split_account_key(key)
         agg = cw.agg
@@ -145,10 +152,10 @@ class Engagement:
         ]
 
     # -- reads -------------------------------------------------------------
-    def _trailing(self, state: dict[str, Any], watermark: int, size: int) -> windows.Agg:
+    def _trailing(self, state: State, watermark: int, size: int) -> windows.Agg:
         return windows.trailing(state["win"], watermark, size, m.merge) or m.empty()
 
-    def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
+    def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
         platform, account = split_account_key(key)
         followers = state["followers"][1] if state["followers"] else None
         if followers is not None:
@@ -162,7 +169,7 @@ class Engagement:
                 if value is not None:
                     yield f"socialpulse_{x.name}", lv, float(value)
 
-    def view(self, key: str, state: dict[str, Any], watermark: int) -> dict[str, Any]:
+    def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
         followers = state["followers"][1] if state["followers"] else None
         out: dict[str, Any] = {"followers": followers, "windows": {}}
         for size in self.spec.trailing_ms:

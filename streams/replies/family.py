@@ -20,7 +20,7 @@ histograms and its breach counter (and ``sum`` across workers stays exact).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from schemas.events import Direction, Event, Message, of_account, split_account_key
 from schemas.results import ReplyBreach, Result, result_key
@@ -29,7 +29,7 @@ from .. import windows
 from ..family import Gauge, Output, Record, Route, Sample, Tally
 from ..settings import SettingsError
 from ..topics import BREACHES
-from ..windows import WindowSpec, iso
+from ..windows import Windowed, WindowSpec, iso
 from . import metrics as m
 from .hours import BusinessHours, business_deadline, business_seconds, parse_hours, weekday_hour, zone
 
@@ -38,6 +38,33 @@ __all__ = ["Replies"]
 _A = ("platform", "account")
 _W = ("platform", "account", "window")
 QUANTILES = (0.5, 0.9, 0.99)
+
+
+class Conversation(TypedDict):
+    """One conversation of a key (its changelog JSON has the same keys)."""
+
+    since: int | None  # when the current wait began (the customer's first unanswered message)
+    deadline: int | None  # when that wait breaches the SLO (business hours applied)
+    breached: bool
+    started: int | None  # its first inbound message
+    answered: bool
+    last_reply: int  # the latest outbound reply
+    last: int  # the latest message either way
+    pending: list[list[Any]]  # outbound replies seen before the message they answer: [ts, agent]
+    judge: NotRequired[int]  # the watermark at which a due breach is judged
+    closed: NotRequired[dict[str, Any]]  # the last measured reply (to correct it if late data moves it)
+
+
+class State(TypedDict):
+    """A key's replies slot (its changelog JSON has the same keys)."""
+
+    win: Windowed  # aggregates of ``replies.metrics``
+    convs: dict[str, Conversation]
+    hist: dict[str, dict[str, Any]]  # lifetime histograms (``metrics.hist_new``): lat, first, business
+    agent_hist: dict[str, dict[str, Any]]
+    sla: dict[str, int]  # met, breached
+    clamped: int  # replies stamped before the message they answer (latency clamped to 0)
+    agents: list[str]  # the first MAX_AGENTS agents seen keep their own label
 
 
 class Replies:
@@ -109,24 +136,24 @@ class Replies:
         return ((self.SLO, self.slo_ms / 1000),)
 
     # -- state -------------------------------------------------------------
-    def new_state(self) -> dict[str, Any]:
+    def new_state(self) -> State:
         return {
             "win": windows.new_windowed(), "convs": {}, "hist": {"lat": m.hist_new(), "first": m.hist_new(),
             "business": m.hist_new()}, "agent_hist": {}, "sla": {"met": 0, "breached": 0}, "clamped": 0, "agents": [],
         }
 
-    def decode_state(self, raw: dict[str, Any]) -> dict[str, Any]:
-        return raw | {"win": windows.decode_windowed(raw["win"])}
+    def decode_state(self, raw: dict[str, Any]) -> State:
+        return cast(State, raw | {"win": windows.decode_windowed(raw["win"])})
 
-    def windowed(self, state: dict[str, Any]) -> dict[str, Any]:
+    def windowed(self, state: State) -> Windowed:
         return state["win"]  # type: ignore[no-any-return]
 
-    def is_empty(self, state: dict[str, Any]) -> bool:
+    def is_empty(self, state: State) -> bool:
         # cumulative histograms and counters must survive: keep a key that ever replied
         return windows.is_empty(state["win"]) and not state["convs"] and not state["hist"]["lat"]["sum"] and not any(state["sla"].values())
 
     # -- events ------------------------------------------------------------
-    def apply(self, key: str, state: dict[str, Any], events: list[Event], watermark: int) -> list[Output]:
+    def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         out: list[Output] = []
         for event in events:
             assert isinstance(event, Message)
@@ -142,7 +169,7 @@ class Replies:
                     conv["pending"].append([event.ts, agent])
         return out
 
-    def _inbound(self, key: str, state: dict[str, Any], conv: dict[str, Any], event: Message, wm: int, out: list[Output]) -> None:
+    def _inbound(self, key: str, state: State, conv: Conversation, event: Message, wm: int, out: list[Output]) -> None:
         ts = event.ts
         if conv["started"] is None or ts < conv["started"]:
             if conv["started"] is None:
@@ -161,13 +188,15 @@ class Replies:
                 conv["since"] = ts
             self._reply(key, state, conv, event.conversation_id, reply_ts, agent, wm, out)
             return
-        if conv["since"] is None:
-            conv["since"], conv["breached"] = ts, False
+        since = conv["since"]
+        if since is None:
+            since, conv["breached"] = ts, False
             conv.pop("judge", None)
-        elif ts < conv["since"]:
-            conv["since"] = ts  # a late, older inbound moves the start of the spell back
-        conv["deadline"] = self._deadline(key, conv["since"])
-        if conv["deadline"] <= wm and "judge" not in conv:
+        elif ts < since:
+            since = ts  # a late, older inbound moves the start of the spell back
+        conv["since"] = since
+        deadline = conv["deadline"] = self._deadline(key, since)
+        if deadline <= wm and "judge" not in conv:
             # a spell that arrives already past its deadline (a late source) is judged only
             # after a grace of its own, so the reply that comes with it can still count as met
             conv["judge"] = wm + self.spec.grace_ms
@@ -177,10 +206,11 @@ class Replies:
         return business_deadline(since, self.slo_ms / 1000, hours) if hours else since + self.slo_ms
 
     def _reply(
-        self, key: str, state: dict[str, Any], conv: dict[str, Any], cid: str, reply_ts: int, agent: str,
+        self, key: str, state: State, conv: Conversation, cid: str, reply_ts: int, agent: str,
         wm: int, out: list[Output],
     ) -> None:
         since = conv["since"]
+        assert since is not None  # a reply is measured against a wait
         latency = (reply_ts - since) / 1000
         if latency < 0:
             state["clamped"] += 1
@@ -213,7 +243,7 @@ class Replies:
         conv.pop("judge", None)
         conv["last_reply"] = max(conv["last_reply"], reply_ts)
 
-    def _extend(self, state: dict[str, Any], closed: dict[str, Any], ts: int, wm: int) -> None:
+    def _extend(self, state: State, closed: dict[str, Any], ts: int, wm: int) -> None:
         """An inbound that arrives after the reply that answered it, but is older than the
         spell's start: the spell started earlier, so its latency grows by the difference.
 
@@ -238,20 +268,22 @@ class Replies:
                 slot[slot.index(old)] = new
         closed["since"], closed["latency"] = ts, new
 
-    def _breach(self, key: str, state: dict[str, Any], conv: dict[str, Any], cid: str, at: int, wm: int, out: list[Output]) -> None:
+    def _breach(self, key: str, state: State, conv: Conversation, cid: str, at: int, wm: int, out: list[Output]) -> None:
+        since = conv["since"]
+        assert since is not None  # only a wait breaches
         conv["breached"] = True
         state["sla"]["breached"] += 1
         windows.add(state["win"], at, m.empty() | {"breached": 1}, self.spec, m.merge, wm)
         platform, account = split_account_key(key)
         breach = ReplyBreach(
-            platform=platform, account_id=account, conversation_id=cid, waiting_since=iso(conv["since"]),
+            platform=platform, account_id=account, conversation_id=cid, waiting_since=iso(since),
             breached_at=iso(at), slo_seconds=self.slo_ms / 1000,
             detail={"business_hours": key in self.hours},
         )
         out.append(Record(BREACHES, f"{key}|{cid}|{breach.waiting_since}", breach.model_dump_json().encode()))
         out.append(Tally("socialpulse_reply_breaches_published", ()))
 
-    def _agent(self, state: dict[str, Any], agent: str) -> str:
+    def _agent(self, state: State, agent: str) -> str:
         known = state["agents"]
         if agent in known:
             return agent
@@ -261,14 +293,15 @@ class Replies:
         return "other"
 
     # -- time --------------------------------------------------------------
-    def close(self, key: str, state: dict[str, Any], watermark: int) -> tuple[list[Output], bool]:
+    def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         out: list[Output] = []
         changed = False
         convs = state["convs"]
         for cid, conv in list(convs.items()):
-            if (conv["since"] is not None and not conv["breached"] and conv["deadline"] <= watermark
+            deadline = conv["deadline"]
+            if (conv["since"] is not None and not conv["breached"] and deadline is not None and deadline <= watermark
                     and conv.get("judge", 0) <= watermark):
-                self._breach(key, state, conv, cid, conv["deadline"], watermark, out)
+                self._breach(key, state, conv, cid, deadline, watermark, out)
                 changed = True
             if conv["pending"]:
                 kept = [p for p in conv["pending"] if p[0] >= watermark - self.keep_ms]
@@ -283,7 +316,7 @@ class Replies:
         changed = windows.prune(state["win"], watermark, self.spec) or changed
         return out, changed
 
-    def results(self, key: str, cw: windows.ClosedWindow, state: dict[str, Any], revision: int) -> list[Output]:
+    def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         """The results of one closed window (``revision`` 0 first, +1 per correction)."""
         platform, account = key.split("|", 1)
         return list(self._results(platform, account, cw, revision))
@@ -320,10 +353,10 @@ class Replies:
         return out
 
     # -- reads -------------------------------------------------------------
-    def _trailing(self, state: dict[str, Any], watermark: int, size: int) -> windows.Agg:
+    def _trailing(self, state: State, watermark: int, size: int) -> windows.Agg:
         return windows.trailing(state["win"], watermark, size, m.merge) or m.empty()
 
-    def samples(self, key: str, state: dict[str, Any], watermark: int) -> Iterable[Sample]:
+    def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
         platform, account = key.split("|", 1)
         a = (platform, account)
         hist = state["hist"]
@@ -353,7 +386,7 @@ class Replies:
             if agg["started"]:
                 yield "socialpulse_response_rate", (platform, account, label), agg["replied"] / agg["started"]
 
-    def view(self, key: str, state: dict[str, Any], watermark: int) -> dict[str, Any]:
+    def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
         waiting = [c["since"] for c in state["convs"].values() if c["since"] is not None]
         out: dict[str, Any] = {
             "awaiting_reply": len(waiting),
@@ -383,6 +416,6 @@ class Replies:
         return out
 
 
-def _new_conv() -> dict[str, Any]:
+def _new_conv() -> Conversation:
     return {"since": None, "deadline": None, "breached": False, "started": None, "answered": False,
             "last_reply": 0, "last": 0, "pending": []}
