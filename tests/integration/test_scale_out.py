@@ -218,8 +218,13 @@ def cluster(broker, tmp_path_factory):
             f"{acct}: truth {feed.t.eng[acct]}, workers {[round(w.get(acct, 0)) for w in per_worker]}"
             for acct in sorted(feed.t.eng) if sum(w.get(acct, 0) for w in per_worker) != feed.t.eng[acct]
         )
+        outcomes = {o: total(texts, "socialpulse_events_total", outcome=o) for o in ("accepted", "duplicate", "late", "invalid")}
+        lag = [(i, s.labels["topic"], s.labels["partition"], s.value) for i, text in enumerate(texts)
+               for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "socialpulse_consumer_lag_messages" and s.value]
         raise AssertionError(f"(engagements, orders, replies) counted {last[0]}, truth {last[1]}; "
-                             f"engagements off: {detail}; logs in {tmp}") from None
+                             f"engagements off: {detail}; events by outcome {outcomes} (sent {feed.t.accepted}, "
+                             f"{feed.t.duplicates} duplicates); lagging partitions {lag}; logs in {tmp}") from None
     time.sleep(3)  # anything still in flight would now show as a double count
     yield workers, feed.t, broker
     for w in workers:
