@@ -13,6 +13,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.broker import stop_process
+
+__all__ = [
+    "ROOT", "SPAWNED", "Worker", "consume_all", "free_port", "http_get", "metric_value", "spawn_worker",
+    "stop_process", "wait_until", "worker_env",
+]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
