@@ -29,7 +29,7 @@ from faust.stores import memory, rocksdb
 from faust.types.tuples import FutureMessage, PendingMessage
 
 __all__ = [
-    "write_many", "read_one", "unacknowledged", "distrust_unclean", "mark_clean", "CLEAN_STOP",
+    "write_many", "read_one", "unacknowledged", "send_failures", "delivered", "distrust_unclean", "mark_clean", "CLEAN_STOP",
     "CheckedTable", "ChangelogRecordError",
 ]
 
@@ -37,6 +37,8 @@ log = logging.getLogger("socialpulse")
 
 #: changelog records sent and not yet acknowledged by the broker (all tables of this process)
 _pending = 0
+#: state or forwarded records the broker refused (all tables and keyed topics of this process)
+_failed = 0
 
 
 def unacknowledged() -> int:
@@ -45,13 +47,39 @@ def unacknowledged() -> int:
     return _pending
 
 
+def send_failures() -> int:
+    """How many changelog or forwarded records the broker refused in this process: their
+    inputs must be read again, so no commit may cover them (``streams/transport.py``)."""
+    return _failed
+
+
+def _failure(fut: Any, what: str) -> bool:
+    global _failed
+    exc = None if fut.cancelled() else fut.exception()
+    if not fut.cancelled() and exc is None:
+        return False
+    _failed += 1
+    log.critical("a %s record was not written (%r): this worker stops before committing its input", what, exc)
+    return True
+
+
+def delivered(what: str) -> Callable[[Any], None]:
+    """A send callback for records exactly-once depends on (forwarded events, marks)."""
+
+    def callback(fut: Any) -> None:
+        _failure(fut, what)
+
+    return callback
+
+
 def _acknowledged(table: Any) -> Any:
     on_sent = table._on_changelog_sent
 
     def callback(fut: Any) -> None:
         global _pending
         _pending -= 1
-        on_sent(fut)
+        if not _failure(fut, "changelog"):
+            on_sent(fut)
 
     return callback
 

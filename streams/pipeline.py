@@ -25,7 +25,7 @@ from faust.types import TP
 
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS
 
-from .changelog import _hard_exit, read_one, write_many
+from .changelog import _hard_exit, delivered, read_one, write_many
 from .exporter import Metrics
 from .families import ROUTER, make_stages
 from .family import Output
@@ -141,6 +141,7 @@ class Pipeline:
         self.settled: dict[str, set[int]] = {name: set() for name in self.stages}
         self.ready = False
         self.health = Watchdog(app, settings, self.metrics)
+        self._delivered = delivered("forwarded")
         #: this worker's assigned input partitions, as its marks describe them
         self.inputs: dict[TP, InputPosition] = {}
         #: per stage, the input partitions its watermark waits for (refreshed each tick)
@@ -301,7 +302,7 @@ class Pipeline:
                     stage.mark(p, marks)
                     stage.clock(p).advance(self.expected.get(name))
                 else:
-                    self.keyed_topics[name].send_soon(value=value, partition=p)
+                    self.keyed_topics[name].send_soon(value=value, partition=p, callback=self._delivered)
 
     def _mark_settled(self, marks: dict[str, Mark], stages: tuple[str, ...] = ("account", "actor")) -> None:
         """Marks to the settled partitions only (the periodic marks reach the others)."""
@@ -429,7 +430,8 @@ class Pipeline:
         Kafka's default 1 MiB message size."""
         for (stream, p), items in outgoing.items():
             for i in range(0, len(items), FORWARD_CHUNK):
-                self.keyed_topics[stream].send_soon(value=encode_forward(items[i:i + FORWARD_CHUNK]), partition=p)
+                self.keyed_topics[stream].send_soon(
+                    value=encode_forward(items[i:i + FORWARD_CHUNK]), partition=p, callback=self._delivered)
 
     def _positions(self) -> dict[TP, bool]:
         """Per assigned partition (input and keyed): are there records not read yet?

@@ -46,6 +46,7 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from . import clients
+from .changelog import send_failures
 
 __all__ = ["App", "Lane", "ebb"]
 
@@ -175,6 +176,12 @@ class Consumer(driver.Consumer):
             return False
         except RuntimeError as exc:  # the producer is stopping (a crash): nothing is confirmed
             log.warning("commit skipped: %s", exc)
+            return False
+        if send_failures():  # a record these offsets depend on was refused: read the input again
+            refused = RuntimeError(f"{send_failures()} state or forwarded records were refused by the broker; "
+                                   "stopping without committing, so their input is read again on restart")
+            log.critical("%s", refused)
+            await self.crash(refused)
             return False
         try:
             await self._handle_attached(offsets)

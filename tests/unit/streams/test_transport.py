@@ -86,3 +86,30 @@ def test_back_pressure_waits_for_a_full_buffer_to_drain_below_half():
     buffer.size = 80
     asyncio.run(ebb(buffer, above=100, below=50))  # under the mark: returns at once
     assert buffer.size == 80
+
+
+def test_a_refused_state_or_forwarded_record_stops_the_worker_without_a_commit(monkeypatch):
+    """The broker refused a record some processed input depends on: committing that input
+    would lose it. The worker stops instead, and its input is read again on restart."""
+    from streams import changelog
+
+    producer = Producer()
+    c = consumer(producer)
+    crashed = []
+
+    async def crash(exc):
+        crashed.append(str(exc))
+
+    c.crash = crash
+    delivered = changelog.delivered("forwarded")
+    failed = asyncio.new_event_loop().create_future()
+    failed.set_exception(ConnectionError("broker gone"))
+    monkeypatch.setattr(changelog, "_failed", 0)
+    delivered(failed)
+    assert asyncio.run(c._commit_tps({TPA}, False)) is False
+    assert producer.log == ["flush"] and "1 state or forwarded records were refused" in crashed[0]
+    ok = asyncio.new_event_loop().create_future()
+    ok.set_result(None)
+    monkeypatch.setattr(changelog, "_failed", 0)
+    delivered(ok)
+    assert asyncio.run(c._commit_tps({TPA}, False)) is True
