@@ -55,6 +55,8 @@ def send_failures() -> int:
 
 def _failure(fut: Any, what: str) -> bool:
     global _failed
+    if not fut.done():  # (a callback is called when the send is settled; nothing to judge otherwise)
+        return False
     exc = None if fut.cancelled() else fut.exception()
     if not fut.cancelled() and exc is None:
         return False

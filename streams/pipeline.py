@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from schemas.events import INPUT_TOPICS, TOPIC_MODELS
+from schemas.events import INPUT_TOPICS, TOPIC_MODELS, account_key
 
 from .changelog import _hard_exit, delivered, read_one, write_many
 from .exporter import Metrics
@@ -548,4 +548,4 @@ class Pipeline:
         return load
 
     def view(self, platform: str, account_id: str) -> dict[str, Any] | None:
-        return self.stages["account"].view(f"{platform}|{account_id}")
+        return self.stages["account"].view(account_key(platform, account_id))

@@ -10,7 +10,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from schemas.events import Platform
+from schemas.events import Platform, account_key
 
 from .exporter import Metrics
 from .health import Watchdog
@@ -68,7 +68,7 @@ def register_views(app: faust.App, pipeline: Served) -> None:
             return self.error(400, f"unknown platform {platform!r}", platforms=sorted(Platform.__members__))
         if not _ID.match(account_id):
             return self.error(400, "bad account_id")
-        key = f"{platform}|{account_id}"
+        key = account_key(platform, account_id)
         partition = partition_for(key, pipeline.settings.partitions)
         if partition not in pipeline.owned["account"]:
             # Another worker owns the key: ask it (Faust's router knows who).

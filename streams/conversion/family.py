@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from schemas.events import Click, Credit, Event, Spend, of_account
+from schemas.events import Click, Credit, Event, Spend, of_account, split_account_key
 from schemas.results import Result, result_key
 
 from .. import windows
@@ -178,7 +178,7 @@ class Conversion:
 
     def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         """The results of one closed window (``revision`` 0 first, +1 per correction)."""
-        platform, account = key.split("|", 1)
+        platform, account = split_account_key(key)
         results, mismatched = self._results(platform, account, cw, revision)
         if revision == 0:
             state["mismatch"] += mismatched  # a window is counted once, when first published
@@ -226,7 +226,7 @@ class Conversion:
         return windows.trailing(state["win"], watermark, size, merge) or empty()
 
     def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
-        platform, account = key.split("|", 1)
+        platform, account = split_account_key(key)
         yield "socialpulse_currency_mismatch_total", (platform, account), float(state["mismatch"])
         for size in self.spec.trailing_ms:
             label = self.spec.label(size)

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from schemas.events import Click, Event, Order, OrderStatus, of_shopper
+from schemas.events import Click, Event, Order, OrderStatus, account_key, of_shopper
 
 from ..family import Forward, Gauge, Output, Route, Sample, Tally
 from ..windows import WindowSpec
@@ -159,7 +159,7 @@ class Shopper:
 
     @staticmethod
     def _forward(record: dict[str, Any]) -> Forward:
-        return Forward("account", f"{record['platform']}|{record['account_id']}", "credits", record, "orders")
+        return Forward("account", account_key(record["platform"], record["account_id"]), "credits", record, "orders")
 
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         out: list[Output] = []

@@ -318,7 +318,7 @@ class Replies:
 
     def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         """The results of one closed window (``revision`` 0 first, +1 per correction)."""
-        platform, account = key.split("|", 1)
+        platform, account = split_account_key(key)
         return list(self._results(platform, account, cw, revision))
 
     def _results(self, platform: str, account: str, cw: windows.ClosedWindow, revision: int = 0) -> list[Result]:
@@ -357,7 +357,7 @@ class Replies:
         return windows.trailing(state["win"], watermark, size, m.merge) or m.empty()
 
     def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
-        platform, account = key.split("|", 1)
+        platform, account = split_account_key(key)
         a = (platform, account)
         hist = state["hist"]
         if hist["lat"]["sum"] or any(hist["lat"]["c"]):
