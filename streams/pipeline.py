@@ -1,14 +1,17 @@
-"""Wiring: input topics -> ingest agent -> keyed topics -> keyed agents -> tables,
-results, dead letters and the Prometheus registry.
+"""The worker's data path: input lanes -> keyed lanes -> state, outputs and marks.
 
-    likes, impressions, audience, clicks, messages, spend ─┐          ┌─ socialpulse.by-account ─> account stage (engagement, ...)
+    likes, impressions, audience, clicks, messages, spend ─┐          ┌─ socialpulse.by-account ─> account stage (engagement, replies, conversion)
     orders ────────────────────────────────────────────────┴─ ingest ─┤
-                                                 socialpulse.dlq  <───┘└─ socialpulse.by-actor ───> actor stage
-    each stage -> its changelog-backed table, socialpulse.results, /metrics, /api/v1/accounts
+                                                 socialpulse.dlq  <───┘└─ socialpulse.by-actor ───> actor stage (attribution)
+    each stage -> its changelog-backed table, socialpulse.results / .breaches (streams/outputs.py), /metrics
 
-Agents stay thin: they batch records (``take_events``), call the Kafka-free
-``ingest`` and ``keyed`` code, and write each changed key to its table once per
-batch. Faust provides the consumer group, offsets, changelogs and the web server.
+Lanes (streams/transport.py) hand each fetched batch whole to ``ingest_lane`` or
+``stage_lane``; these call the Kafka-free code (``ingest``, ``routing``, ``keyed``)
+and write what a batch changed once (``emit``). This module also keeps what the
+watermark needs across workers: which keyed partitions this worker owns and has read
+to the end (``owned``, ``settled``), the marks of its input partitions, and watermark
+alignment. Faust provides the consumer group, offsets, changelogs and the web server;
+``streams/app.py`` puts them together.
 """
 
 from __future__ import annotations
