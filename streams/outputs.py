@@ -47,7 +47,8 @@ class Outputs:
             elif isinstance(r, Forward):
                 forwards.append(r)
             elif isinstance(r, Tally):
-                self.metrics.tallies[r.metric].labels(*r.labels).inc(r.n)
+                counter = self.metrics.tallies[r.metric]
+                (counter.labels(*r.labels) if r.labels else counter).inc(r.n)
             elif isinstance(r, Record):
                 self.topics[r.topic].send_soon(key=r.key.encode(), value=r.value, callback=self._sent[r.topic])
         for fam, n in families.items():
