@@ -29,11 +29,15 @@ __all__ = [
     "Message",
     "Order",
     "Spend",
+    "Lead",
+    "Session",
+    "Checkout",
     "TOPIC_MODELS",
     "INPUT_TOPICS",
     "MAX_FUTURE_MS",
     "Credit",
     "STAGE_MODELS",
+    "PLATFORMS",
     "account_key",
     "split_account_key",
     "of_account",
@@ -85,6 +89,13 @@ PlatformName = Literal["linkedin", "x", "facebook", "instagram", "tiktok", "yout
 KindName = Literal["like", "comment", "share", "save", "reaction"]
 DirectionName = Literal["inbound", "outbound"]
 StatusName = Literal["placed", "cancelled", "refunded"]
+LeadKindName = Literal["signup", "form", "dm"]
+#: where a site session came from: a social platform, or another channel
+SourceName = Literal["linkedin", "x", "facebook", "instagram", "tiktok", "youtube", "pinterest", "other",
+                     "direct", "search", "email"]
+CheckoutStatusName = Literal["started", "completed"]
+#: the platform names, as a set (a session's ``source`` is social when it is one of them)
+PLATFORMS = frozenset(Platform.__members__)
 
 
 def _event_time(value: Any) -> int:
@@ -173,6 +184,44 @@ class Click(Event):
     post_id: Id | None = None
     campaign_id: Id | None = None
     click_id: Id | None = None
+    paid: bool = Field(False, strict=True)  # an ad click (organic otherwise)
+
+
+class Lead(Event):
+    """A lead an account's content or outreach brought (``leads`` topic): a sign-up, a form, a DM lead."""
+
+    platform: PlatformName
+    account_id: KeyId
+    actor_id: KeyId
+    kind: LeadKindName = "signup"
+    campaign_id: Id | None = None
+    post_id: Id | None = None
+    click_id: Id | None = None
+
+
+class Session(Event):
+    """A visit to the shop's site (``sessions`` topic). ``source`` is a social platform or
+    another channel; a social session names the account whose link brought it when known."""
+
+    actor_id: KeyId
+    source: SourceName
+    platform: PlatformName | None = None
+    account_id: KeyId | None = None
+    campaign_id: Id | None = None
+    post_id: Id | None = None
+    click_id: Id | None = None
+    duration_s: float = Field(0.0, ge=0, le=86_400, allow_inf_nan=False)
+    pages: int = Field(1, ge=0, le=100_000, strict=True)
+
+
+class Checkout(Event):
+    """A checkout of the shop (``checkouts`` topic): ``started``, then ``completed`` or nothing."""
+
+    checkout_id: Id
+    actor_id: KeyId
+    status: CheckoutStatusName
+    amount: Money | None = None
+    currency: ISO4217 | None = None
 
 
 class Message(Event):
@@ -216,6 +265,9 @@ TOPIC_MODELS: dict[str, type[Event]] = {
     "messages": Message,
     "orders": Order,
     "spend": Spend,
+    "leads": Lead,
+    "sessions": Session,
+    "checkouts": Checkout,
 }
 INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_MODELS)
 
@@ -232,6 +284,7 @@ class Credit(Event):
     currency: ISO4217
     revenue: dict[str, Decimal]  # model -> credited amount
     orders: int = Field(0, ge=-1, le=1)  # last-touch order count (the touch that got the order)
+    customers: int = Field(0, ge=-1, le=1)  # last touch of a shopper's first order: a new customer
 
 
 #: every model the keyed stages may see, input topics plus internal records

@@ -16,6 +16,7 @@ from schemas.events import Event
 from .conversion import Conversion, Shopper
 from .engagement import Engagement
 from .family import Family
+from .funnel import Funnel
 from .keyed import KeyedStage
 from .replies import Replies
 from .routing import Router
@@ -25,7 +26,7 @@ __all__ = ["STAGES", "COMPACT", "ROUTER", "check_settings", "make_stages", "rout
 
 #: keyed stage -> its families (classes meeting ``Family``), in the order they see each key's events
 STAGES: dict[str, tuple[Any, ...]] = {
-    "account": (Engagement, Replies, Conversion),
+    "account": (Engagement, Replies, Conversion, Funnel),
     "actor": (Shopper,),
 }
 #: stages with many small keys (a key per shopper): kept at rest as bytes

@@ -79,7 +79,7 @@ class Route:
     late) on this route. Each input topic has exactly one primary route (``streams.routing``)."""
 
     topic: str
-    key: Callable[[Event], str]
+    key: Callable[[Event], str | None]  # None: this event does not go this way (only for a secondary route)
     primary: bool = True
 
 

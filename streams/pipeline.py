@@ -69,11 +69,6 @@ ACTOR_SOURCE = "~actor/{partition}"
 #: how far (event time, ms) an input partition may read ahead of the slowest one still behind
 ALIGN_MS = 10 * 60_000
 ALIGN_STALL_S = 30.0
-#: the input topics each stage's watermark waits for (the account stage also waits for the actor stage)
-STAGE_INPUTS = {
-    "account": ("likes", "impressions", "audience", "clicks", "messages", "spend"),
-    "actor": ("clicks", "orders"),
-}
 
 
 @dataclass(slots=True)
@@ -469,7 +464,7 @@ class Pipeline:
         except Exception:
             return None
         out: list[str] = []
-        for bare in STAGE_INPUTS[name]:
+        for bare in ROUTER.inputs(name):
             topic = self.settings.topic(bare)
             partitions = cluster.partitions_for_topic(topic)
             if not partitions:

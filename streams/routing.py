@@ -40,11 +40,24 @@ class Router:
             primaries = [s for s, r in table.get(topic, {}).items() if r.primary]
             if len(primaries) != 1:
                 raise RoutingError(f"input topic {topic!r} needs exactly one primary route, has {primaries or 'none'}")
-        self.table: dict[str, tuple[tuple[str, Callable[[Event], str], bool], ...]] = {
+        self.table: dict[str, tuple[tuple[str, Callable[[Event], str | None], bool], ...]] = {
             topic: tuple((stream, r.key, r.primary) for stream, r in sorted(by_stream.items(), key=lambda x: not x[1].primary))
             for topic, by_stream in table.items()
         }
 
+        self.topics = tuple(topics)
+
     def routes(self, topic: str, event: Event) -> list[Target]:
-        """(stream, key, primary) for each keyed stream that needs an event of input ``topic`` (bare name)."""
-        return [(stream, key(event), primary) for stream, key, primary in self.table[topic]]
+        """(stream, key, primary) for each keyed stream that needs an event of input ``topic`` (bare name).
+        A secondary route whose key function gives None does not apply to this event (a session
+        without an account goes to its shopper only)."""
+        out = []
+        for stream, key_of, primary in self.table[topic]:
+            key = key_of(event)
+            if key is not None:
+                out.append((stream, key, primary))
+        return out
+
+    def inputs(self, stream: str) -> tuple[str, ...]:
+        """The input topics that feed ``stream`` (its watermark waits for all of them)."""
+        return tuple(t for t in self.topics if any(s == stream for s, _, _ in self.table.get(t, ())))

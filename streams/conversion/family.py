@@ -40,16 +40,17 @@ def _add(d: dict[str, str], k: str, v: str | Decimal) -> None:
 
 
 def _camp() -> dict[str, Any]:
-    return {"clk": 0, "orders": 0, "rev": {}, "spend": {}}
+    return {"clk": 0, "orders": 0, "cust": 0, "rev": {}, "spend": {}}
 
 
 def empty() -> Agg:
-    return {"clk": 0, "orders": 0, "rev": {}, "cur_orders": {}, "spend": {}, "camp": {}}
+    return {"clk": 0, "orders": 0, "cust": 0, "rev": {}, "cur_orders": {}, "spend": {}, "camp": {}}
 
 
 def merge(into: Agg, other: Agg) -> None:
     into["clk"] += other["clk"]
     into["orders"] += other["orders"]
+    into["cust"] = into.get("cust", 0) + other.get("cust", 0)  # (absent in state written before new customers)
     for model, by_cur in other["rev"].items():
         target = into["rev"].setdefault(model, {})
         for cur, v in by_cur.items():
@@ -62,6 +63,7 @@ def merge(into: Agg, other: Agg) -> None:
         mine = into["camp"].setdefault(name, _camp())
         mine["clk"] += c["clk"]
         mine["orders"] += c["orders"]
+        mine["cust"] = mine.get("cust", 0) + c.get("cust", 0)
         for cur, v in c["rev"].items():
             _add(mine["rev"], cur, v)
         for cur, v in c["spend"].items():
@@ -85,14 +87,18 @@ def fold(agg: Agg, event: Event) -> None:
             agg["orders"] += event.orders
             camp["orders"] += event.orders
             agg["cur_orders"][event.currency] = agg["cur_orders"].get(event.currency, 0) + event.orders
+        if event.customers:
+            agg["cust"] = agg.get("cust", 0) + event.customers
+            camp["cust"] = camp.get("cust", 0) + event.customers
 
 
-def derived(clicks: int, orders: int, revenue: dict[str, str], spend: dict[str, str]) -> dict[str, Any]:
-    """Conversion rate, AOV, CPA and ROI from one window's totals (None where undefined).
+def derived(clicks: int, orders: int, revenue: dict[str, str], spend: dict[str, str], customers: int = 0) -> dict[str, Any]:
+    """Conversion rate, CPA and ROI from one window's totals (None where undefined).
 
-    CPA = spend / attributed orders, per spend currency. ROI = (revenue - spend) /
-    spend, only where all credited revenue is in the spend's currency; otherwise
-    the currencies are ``mismatched`` and no ROI is given.
+    CPA = spend / new customers (a shopper's first order, attributed by last touch), per
+    spend currency: a repeat order is not a second acquisition. ROI = (revenue - spend) /
+    spend, only where all credited revenue is in the spend's currency; otherwise the
+    currencies are ``mismatched`` and no ROI is given.
     """
     rev = {c: Decimal(v) for c, v in revenue.items() if Decimal(v) != 0}
     out: dict[str, Any] = {
@@ -103,8 +109,8 @@ def derived(clicks: int, orders: int, revenue: dict[str, str], spend: dict[str, 
         amount = Decimal(s)
         if amount <= 0:
             continue
-        if orders > 0:
-            out["cpa"][cur] = amount / orders
+        if customers > 0:
+            out["cpa"][cur] = amount / customers
         if set(rev) <= {cur}:
             out["roi"][cur] = (rev.get(cur, Decimal(0)) - amount) / amount
         else:
@@ -131,9 +137,10 @@ class Conversion:
         Gauge("socialpulse_conversion_rate", "Attributed orders / clicks in the trailing window (ratio).", _W),
         Gauge("socialpulse_average_order_value", "Last-touch revenue / attributed orders, per currency.", _WC),
         Gauge("socialpulse_spend", "Spend in the trailing window, per currency.", _WC),
-        Gauge("socialpulse_cost_per_acquisition", "Spend / attributed orders, in the spend's currency.", _WC),
+        Gauge("socialpulse_new_customers", "Shoppers whose first order was attributed here (last touch), trailing window.", _W),
+        Gauge("socialpulse_cost_per_acquisition", "Spend / new customers, in the spend's currency.", _WC),
         Gauge("socialpulse_return_on_investment", "(Revenue - spend) / spend, when currencies match (ratio).", _WC),
-        Gauge("socialpulse_campaign_cost_per_acquisition", "Campaign spend / campaign orders (campaigns capped).", _CAMP),
+        Gauge("socialpulse_campaign_cost_per_acquisition", "Campaign spend / campaign new customers (campaigns capped).", _CAMP),
         Gauge("socialpulse_campaign_return_on_investment", "Campaign ROI, last touch (campaigns capped).", _CAMP),
         Gauge("socialpulse_currency_mismatch_total", "Closed windows whose spend and revenue currencies differ (no ROI).",
               ("platform", "account"), "counter"),
@@ -196,9 +203,10 @@ class Conversion:
                 out.append(Result(metric=metric, value=float(value), key=key, **common, **fields))  # type: ignore[arg-type]
 
         last = agg["rev"].get("last_touch", {})
-        d = derived(agg["clk"], agg["orders"], last, agg["spend"])
+        d = derived(agg["clk"], agg["orders"], last, agg["spend"], agg.get("cust", 0))
         # clicks are published by the engagement family (one metric name, one key)
         add("attributed_orders", agg["orders"])
+        add("new_customers", agg.get("cust", 0))
         add("conversion_rate", d["conversion_rate"])
         for model, by_cur in sorted(agg["rev"].items()):
             for cur, v in sorted(by_cur.items()):
@@ -213,7 +221,7 @@ class Conversion:
         for cur, v in d["roi"].items():
             add("return_on_investment", v, cur, currency=cur)
         for name, c in sorted(agg["camp"].items()):
-            cd = derived(c["clk"], c["orders"], c["rev"], c["spend"])
+            cd = derived(c["clk"], c["orders"], c["rev"], c["spend"], c.get("cust", 0))
             add("campaign_attributed_orders", c["orders"], name, campaign_id=name)
             add("campaign_conversion_rate", cd["conversion_rate"], name, campaign_id=name)
             for cur, v in cd["cpa"].items():
@@ -235,8 +243,9 @@ class Conversion:
                 continue
             w = (platform, account, label)
             last = agg["rev"].get("last_touch", {})
-            d = derived(agg["clk"], agg["orders"], last, agg["spend"])
+            d = derived(agg["clk"], agg["orders"], last, agg["spend"], agg.get("cust", 0))
             yield "socialpulse_attributed_orders", w, float(agg["orders"])
+            yield "socialpulse_new_customers", w, float(agg.get("cust", 0))
             if d["conversion_rate"] is not None:
                 yield "socialpulse_conversion_rate", w, d["conversion_rate"]
             for model, by_cur in agg["rev"].items():
@@ -255,7 +264,7 @@ class Conversion:
             for i, (name, c) in enumerate(ranked):
                 if i >= self.max_campaigns:
                     break
-                cd = derived(c["clk"], c["orders"], c["rev"], c["spend"])
+                cd = derived(c["clk"], c["orders"], c["rev"], c["spend"], c.get("cust", 0))
                 for cur, v in cd["cpa"].items():
                     yield "socialpulse_campaign_cost_per_acquisition", (platform, account, name, label, cur), float(v)
                 for cur, v in cd["roi"].items():
@@ -266,10 +275,11 @@ class Conversion:
         for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)
             last = agg["rev"].get("last_touch", {})
-            d = derived(agg["clk"], agg["orders"], last, agg["spend"])
+            d = derived(agg["clk"], agg["orders"], last, agg["spend"], agg.get("cust", 0))
             out["windows"][self.spec.label(size)] = {
                 "clicks": agg["clk"],
                 "attributed_orders": agg["orders"],
+                "new_customers": agg.get("cust", 0),
                 "conversion_rate": d["conversion_rate"],
                 "attributed_revenue": agg["rev"],
                 "average_order_value": {
@@ -283,8 +293,8 @@ class Conversion:
                     name: {
                         "clicks": c["clk"], "attributed_orders": c["orders"], "revenue_last_touch": c["rev"],
                         "spend": c["spend"],
-                        "cost_per_acquisition": {k: str(v) for k, v in derived(c["clk"], c["orders"], c["rev"], c["spend"])["cpa"].items()},
-                        "return_on_investment": {k: str(v) for k, v in derived(c["clk"], c["orders"], c["rev"], c["spend"])["roi"].items()},
+                        "cost_per_acquisition": {k: str(v) for k, v in derived(c["clk"], c["orders"], c["rev"], c["spend"], c.get("cust", 0))["cpa"].items()},
+                        "return_on_investment": {k: str(v) for k, v in derived(c["clk"], c["orders"], c["rev"], c["spend"], c.get("cust", 0))["roi"].items()},
                     }
                     for name, c in sorted(agg["camp"].items())
                 },

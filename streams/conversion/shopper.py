@@ -15,15 +15,23 @@ clicks and orders does not matter. An order still without touches when it
 settles counts as unattributed. A cancelled or refunded order forwards the exact
 negation of what it is credited with. Clicks and remembered orders expire after
 the lookback, so state stays bounded.
+
+Site sessions and checkouts are the shopper's too: a session is a touch with a
+source (a platform, or direct, search, email, other), kept for the lookback; a
+checkout started and not completed within ``CHECKOUT_TIMEOUT`` is abandoned. Each
+checkout is counted by the source of the shopper's last touch before it
+(``socialpulse_checkouts_total{source,outcome}``), so abandonment by source is
+``abandoned / started`` (is it higher for social visitors?). A completion that
+arrives before its start waits for it until the timeout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
-from schemas.events import Click, Event, Order, OrderStatus, account_key, of_shopper
+from schemas.events import Checkout, Click, Event, Order, OrderStatus, Session, account_key, of_shopper
 
 from ..family import Forward, Gauge, Output, Route, Sample, Tally
 from ..windows import WindowSpec
@@ -48,28 +56,36 @@ class State(TypedDict):
 
     clicks: list[list[Any]]  # touches in the lookback: [ts, platform|account, campaign, click_id, ...]
     orders: dict[str, dict[str, Any]]  # order id -> the order, its credits and whether it settled
+    sessions: NotRequired[list[list[Any]]]  # site sessions in the lookback: [ts, source, duration_s]
+    checkouts: NotRequired[dict[str, dict[str, Any]]]  # checkouts until their timeout: id -> {ts, src, started, done}
 
 
 class Shopper:
     name = "attribution"
-    topics = frozenset({"clicks", "orders"})
+    topics = frozenset({"clicks", "orders", "sessions", "checkouts"})
     # a click is counted once, on its account (``Engagement``); here it is a touch of its shopper
-    routes = (Route("clicks", of_shopper, primary=False), Route("orders", of_shopper))
+    routes = (Route("clicks", of_shopper, primary=False), Route("orders", of_shopper),
+              Route("sessions", of_shopper), Route("checkouts", of_shopper))
     gauges: tuple[Gauge, ...] = ()
     counters: tuple[Gauge, ...] = (
         Gauge("socialpulse_unattributed_orders", "Placed orders with no click in the lookback, by currency.",
               ("currency",), "counter"),
+        Gauge("socialpulse_checkouts", "Checkouts started, completed and abandoned (CHECKOUT_TIMEOUT), by the "
+              "source of the shopper's last touch.", ("source", "outcome"), "counter"),
     )
     merge = None
 
     @classmethod
     def from_settings(cls, settings: Any, spec: WindowSpec) -> Shopper:
-        return cls(settings.attribution_lookback, settings.attribution_half_life, settings.grace)
+        return cls(settings.attribution_lookback, settings.attribution_half_life, settings.grace,
+                   settings.checkout_timeout)
 
     def constants(self) -> Iterable[tuple[Gauge, float]]:
         return ()
 
-    def __init__(self, lookback_ms: int, half_life_ms: int = 7 * 86_400_000, grace_ms: int = 300_000) -> None:
+    def __init__(self, lookback_ms: int, half_life_ms: int = 7 * 86_400_000, grace_ms: int = 300_000,
+                 checkout_timeout_ms: int = 3_600_000) -> None:
+        self.checkout_timeout_ms = checkout_timeout_ms
         self.lookback_ms = lookback_ms
         self.grace_ms = grace_ms
         self.half_life_s = half_life_ms / 1000
@@ -78,10 +94,15 @@ class Shopper:
         return {"clicks": [], "orders": {}}
 
     def decode_state(self, raw: dict[str, Any]) -> State:
-        return {"clicks": raw["clicks"], "orders": raw["orders"]}
+        state: State = {"clicks": raw["clicks"], "orders": raw["orders"]}
+        if raw.get("sessions"):
+            state["sessions"] = raw["sessions"]
+        if raw.get("checkouts"):
+            state["checkouts"] = raw["checkouts"]
+        return state
 
     def is_empty(self, state: State) -> bool:
-        return not state["clicks"] and not state["orders"]
+        return not state["clicks"] and not state["orders"] and not state.get("sessions") and not state.get("checkouts")
 
     def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         out: list[Output] = []
@@ -96,6 +117,13 @@ class Shopper:
                 for o in state["orders"].values():
                     if not o["settled"] and not o["reversed"] and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]:
                         out.extend(self._credit(state, o))
+            elif isinstance(event, Session):
+                sessions = state.setdefault("sessions", [])
+                sessions.append([event.ts, event.source, event.duration_s])
+                if len(sessions) > 1 and sessions[-2][0] > event.ts:
+                    sessions.sort(key=lambda s: s[0])
+            elif isinstance(event, Checkout):
+                out.extend(self._checkout(state, event))
             elif isinstance(event, Order):
                 if event.status == OrderStatus.placed:
                     out.extend(self._placed(state, event))
@@ -131,6 +159,7 @@ class Shopper:
         o["version"] += 1
         amount = Decimal(o["amount"])
         by_model = credits([(o["ts"] - c[0]) / 1000 for c in hits], self.half_life_s)
+        o["new"] = self._is_first(state, o)  # a new customer: the shopper's first order in the lookback
         records = []
         for i, c in enumerate(hits):
             revenue = {m: str((amount * shares[i]).quantize(Decimal("1e-6"))) for m, shares in by_model.items()}
@@ -138,9 +167,63 @@ class Shopper:
                 "event_id": f"{o['event_id']}@v{o['version']}#{i}", "ts": o["ts"], "platform": c[1],
                 "account_id": c[2], "campaign_id": c[3], "order_id": order_id, "currency": o["currency"],
                 "revenue": revenue, "orders": 1 if i == len(hits) - 1 else 0,
+                "customers": 1 if o["new"] and i == len(hits) - 1 else 0,
             })
         o["credits"] = records
+        earlier = self._first_order(state, o)
+        if earlier is not None:  # it was the shopper's first order until this one arrived: not new any more
+            out.extend(self._credit(state, earlier))
         return out + [self._forward(r) for r in records]
+
+    @staticmethod
+    def source_at(state: State, ts: int) -> str:
+        """The source of the shopper's last touch at ``ts``: a click's platform or a session's source."""
+        best: tuple[int, str] | None = None
+        for c in state["clicks"]:
+            if c[0] <= ts and (best is None or c[0] >= best[0]):
+                best = (c[0], c[1])
+        for s in state.get("sessions", ()):
+            if s[0] <= ts and (best is None or s[0] >= best[0]):
+                best = (s[0], s[1])
+        return best[1] if best is not None else "none"
+
+    def _checkout(self, state: State, event: Checkout) -> list[Output]:
+        """A checkout starts or completes. It is remembered until ``CHECKOUT_TIMEOUT`` after its
+        start (a repeated start or completion counts once); a completion before its start waits."""
+        open_ = state.setdefault("checkouts", {})
+        co = open_.get(event.checkout_id)
+        if event.status == "started":
+            if co is not None and co["started"]:
+                return []
+            src = self.source_at(state, event.ts)
+            out: list[Output] = [Tally("socialpulse_checkouts", (src, "started"))]
+            if co is not None:  # its completion came first
+                co.update(ts=event.ts, src=src, started=True)
+                return out + [Tally("socialpulse_checkouts", (src, "completed"))]
+            open_[event.checkout_id] = {"ts": event.ts, "src": src, "started": True, "done": False}
+            return out
+        if co is None:
+            open_[event.checkout_id] = {"ts": event.ts, "src": None, "started": False, "done": True}
+            return []
+        if co["started"] and not co["done"]:
+            co["done"] = True
+            return [Tally("socialpulse_checkouts", (co["src"], "completed"))]
+        return []
+
+    @staticmethod
+    def _is_first(state: State, o: dict[str, Any]) -> bool:
+        """No other placed order of the shopper in the lookback is older (ties by event id)."""
+        return not any(
+            other is not o and not other["reversed"] and (other["ts"], other["event_id"]) < (o["ts"], o["event_id"])
+            for other in state["orders"].values()
+        )
+
+    def _first_order(self, state: State, o: dict[str, Any]) -> dict[str, Any] | None:
+        """Another order credited as the shopper's first that ``o`` now precedes."""
+        if not o.get("new"):
+            return None
+        return next((other for other in state["orders"].values()
+                     if other is not o and other.get("new") and not other["reversed"] and other["credits"]), None)
 
     def _reverse(self, o: dict[str, Any] | None, event_id: str, ts: int) -> list[Output]:
         """Forward the exact negation of what the order is credited with now."""
@@ -153,6 +236,7 @@ class Shopper:
             self._forward(r | {
                 "event_id": f"{event_id}#{i}", "ts": ts,
                 "revenue": {m: str(-Decimal(v)) for m, v in r["revenue"].items()}, "orders": -r["orders"],
+                "customers": -r.get("customers", 0),
             })
             for i, r in enumerate(o["credits"])
         ]
@@ -178,6 +262,25 @@ class Shopper:
         keep = [c for c in clicks if c[0] >= low]
         if len(keep) != len(clicks):
             state["clicks"], changed = keep, True
+        sessions = state.get("sessions")
+        if sessions and sessions[0][0] < low:
+            state["sessions"], changed = [s for s in sessions if s[0] >= low], True
+            if not state["sessions"]:
+                del state["sessions"]
+        checkouts = state.get("checkouts")
+        if checkouts:
+            for cid, co in list(checkouts.items()):
+                if co["ts"] + self.checkout_timeout_ms > watermark:
+                    continue
+                if co["started"] and not co["done"]:  # not completed in time
+                    out.append(Tally("socialpulse_checkouts", (co["src"], "abandoned")))
+                elif not co["started"]:  # a completion whose start never came: it was started, where it completed
+                    src = self.source_at(state, co["ts"])
+                    out += [Tally("socialpulse_checkouts", (src, "started")), Tally("socialpulse_checkouts", (src, "completed"))]
+                del checkouts[cid]
+                changed = True
+            if not checkouts:
+                del state["checkouts"]
         return out, changed
 
     def windowed(self, state: State) -> None:
@@ -190,4 +293,5 @@ class Shopper:
         return ()
 
     def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
-        return {"clicks": len(state["clicks"]), "orders": len(state["orders"])}
+        return {"clicks": len(state["clicks"]), "orders": len(state["orders"]), "sessions": len(state.get("sessions", ())),
+                "open_checkouts": len(state.get("checkouts", {}))}

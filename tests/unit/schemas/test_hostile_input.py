@@ -30,6 +30,9 @@ VALID = {
     "messages": {"platform": "x", "account_id": "a", "conversation_id": "c", "direction": "inbound", "author_id": "u"},
     "orders": {"order_id": "o", "actor_id": "u", "amount": "9.99", "currency": "USD"},
     "spend": {"platform": "x", "account_id": "a", "campaign_id": "c", "amount": "1", "currency": "EUR"},
+    "leads": {"platform": "x", "account_id": "a", "actor_id": "u", "kind": "form"},
+    "sessions": {"actor_id": "u", "source": "instagram", "account_id": "a", "duration_s": 30.5, "pages": 3},
+    "checkouts": {"checkout_id": "k", "actor_id": "u", "status": "started", "amount": "20", "currency": "USD"},
 }
 
 

@@ -44,4 +44,4 @@ def test_routes_that_contradict_each_other_stop_start_up():
 
 def test_a_family_is_registered_in_one_place():
     names = {cls.name for classes in STAGES.values() for cls in classes}
-    assert names == {"engagement", "replies", "conversion", "attribution"}
+    assert names == {"engagement", "replies", "conversion", "funnel", "attribution"}

@@ -155,24 +155,88 @@ def test_clicks_and_orders_expire_after_the_lookback(t0):
 
 
 def test_worked_example_cpa_twenty_dollars(t0):
-    """A Facebook post cost $40, brought 10 sign-ups, 20% bought: CPA = $40 / 2 = $20."""
-    fam = Conversion(SPEC)
-    state = fam.new_state()
-    events = [Spend(event_id="s", ts=t0, platform="facebook", account_id="acme", campaign_id="post", amount=Decimal(40), currency="USD")]
-    events += [click(i, t0 + i, actor=f"u{i}", campaign="post") for i in range(10)]
-    events += [Credit(event_id=f"o{i}#0", ts=t0 + 100, platform="facebook", account_id="acme", campaign_id="post",
-                      order_id=f"ord{i}", currency="USD", revenue={"last_touch": Decimal(v)}, orders=1)
-               for i, v in ((0, "25"), (1, "35"))]
-    fam.apply("facebook|acme", state, events, t0)
-    view = fam.view("facebook|acme", state, t0 + 1000)["windows"]["1h"]
-    assert view["attributed_orders"] == 2 and view["conversion_rate"] == 0.2
-    assert view["cost_per_acquisition"] == {"USD": "20"}
-    assert view["return_on_investment"] == {"USD": "0.5"}  # (60 - 40) / 40
-    assert view["average_order_value"] == {"USD": "30"}
+    """The seed: a Facebook post cost $40 and brought 10 sign-ups; 20% of them bought: 2
+    customers, CPA = $40 / 2 = $20. The sign-ups are leads, not clicks: the post's 100 clicks
+    are the click conversion rate's denominator (2%, beside the 2-3% benchmark), and a
+    customer's second order is not a second acquisition."""
+    from schemas.events import Lead
+    from streams.funnel import Funnel
+
+    key, shopper, conversion, funnel = "facebook|acme", Shopper(7 * 86_400_000), Conversion(SPEC), Funnel(SPEC)
+    spend = Spend(event_id="s", ts=t0, platform="facebook", account_id="acme", campaign_id="post", amount=Decimal(40), currency="USD")
+    clicks = [click(i, t0 + i, actor=f"u{i}", campaign="post") for i in range(100)]
+    leads = [Lead(event_id=f"l{i}", ts=t0 + 1000 + i, platform="facebook", account_id="acme", actor_id=f"u{i}",
+                  campaign_id="post") for i in range(10)]
+    orders = [order(0, t0 + 2000, "25", actor="u0", order_id="first-0"), order(1, t0 + 2001, "35", actor="u1", order_id="first-1"),
+              order(2, t0 + 3000, "10", actor="u1", order_id="again-1")]  # u1 buys again
+    credit_events = []
+    for actor in ("u0", "u1"):
+        state = shopper.new_state()
+        mine = [c for c in clicks if c.actor_id == actor] + [o for o in orders if o.actor_id == actor]
+        credit_events += [Credit.model_validate(f.event) for f in shopper.apply(actor, state, mine, t0) if isinstance(f, Forward)]
+    assert [(c.order_id, c.orders, c.customers) for c in credit_events] == [
+        ("first-0", 1, 1), ("first-1", 1, 1), ("again-1", 1, 0)]
+    conv_state, funnel_state = conversion.new_state(), funnel.new_state()
+    conversion.apply(key, conv_state, [spend, *clicks, *credit_events], t0)
+    funnel.apply(key, funnel_state, [spend, *clicks, *leads], t0)
+    view = conversion.view(key, conv_state, t0 + 10_000)["windows"]["1h"]
+    assert view["new_customers"] == 2 and view["attributed_orders"] == 3
+    assert view["cost_per_acquisition"] == {"USD": "20"}  # $40 / 2 new customers
+    assert view["conversion_rate"] == 0.03  # 3 attributed orders / 100 clicks
     assert view["campaigns"]["post"]["cost_per_acquisition"] == {"USD": "20"}
+    leads_view = funnel.view(key, funnel_state, t0 + 10_000)["windows"]["1h"]
+    assert leads_view["leads"] == 10 and leads_view["lead_rate"] == 0.1  # 10 leads / 100 clicks
+    assert leads_view["cost_per_lead"] == {"USD": "4"} and leads_view["campaigns"]["post"]["cost_per_lead"] == {"USD": "4"}
 
 
 def test_roi_needs_matching_currencies():
-    d = derived(10, 2, {"EUR": "50"}, {"USD": "40"})
+    d = derived(10, 2, {"EUR": "50"}, {"USD": "40"}, customers=2)
     assert d["roi"] == {} and d["mismatched"] == ["USD"] and d["cpa"] == {"USD": Decimal(20)}
     assert derived(0, 0, {}, {})["conversion_rate"] is None
+
+
+def test_checkouts_by_the_source_of_the_last_touch_and_abandoned_after_the_timeout(t0):
+    """CHECKOUT_TIMEOUT (here 1 h): a checkout started and not completed by then is abandoned;
+    each checkout counts under the source of the shopper's last touch before it."""
+    from schemas.events import Checkout, Session
+
+    fam = Shopper(7 * 86_400_000, checkout_timeout_ms=60 * MIN)
+    state = fam.new_state()
+
+    def co(i, ts, cid, status):
+        return Checkout(event_id=f"co{i}", ts=ts, checkout_id=cid, actor_id="u1", status=status)
+
+    tallies = fam.apply("u1", state, [
+        co(0, t0, "k0", "started"),  # no touch yet
+        click(1, t0 + MIN, actor="u1", platform="instagram"),
+        co(2, t0 + 2 * MIN, "k1", "started"), co(3, t0 + 3 * MIN, "k1", "completed"),  # after the instagram click
+        Session(event_id="s4", ts=t0 + 4 * MIN, actor_id="u1", source="direct", duration_s=30),
+        co(5, t0 + 5 * MIN, "k2", "started"),  # after a direct visit: never completed
+        co(6, t0 + 7 * MIN, "k3", "completed"), co(7, t0 + 6 * MIN, "k3", "started"),  # completion first
+        co(8, t0 + 8 * MIN, "k1", "completed"),  # again: nothing
+    ], t0 + 8 * MIN)
+    assert [t.labels for t in tallies if isinstance(t, Tally)] == [
+        ("none", "started"), ("instagram", "started"), ("instagram", "completed"), ("direct", "started"),
+        ("direct", "started"), ("direct", "completed")]
+    early, _ = fam.close("u1", state, t0 + 60 * MIN)  # k0 times out at t0 + 60 min, k2 at t0 + 65 (k3 at + 66)
+    assert [t.labels for t in early] == [("none", "abandoned")]
+    later, changed = fam.close("u1", state, t0 + 66 * MIN)  # k1, k3: done, forgotten silently
+    assert [t.labels for t in later] == [("direct", "abandoned")] and changed and "checkouts" not in state
+
+
+def test_a_session_from_social_counts_for_the_account_that_brought_it(t0):
+    from schemas.events import Session
+    from streams.families import ROUTER
+    from streams.funnel import Funnel
+
+    social = Session(event_id="s1", ts=t0, actor_id="u1", source="tiktok", account_id="brand", duration_s=45)
+    direct = Session(event_id="s2", ts=t0, actor_id="u1", source="direct")
+    unknown = Session(event_id="s3", ts=t0, actor_id="u2", source="instagram")  # no account: the shopper's only
+    assert ROUTER.routes("sessions", social) == [("actor", "u1", True), ("account", "tiktok|brand", False)]
+    assert ROUTER.routes("sessions", direct) == [("actor", "u1", True)]
+    assert ROUTER.routes("sessions", unknown) == [("actor", "u2", True)]
+    fam = Funnel(SPEC)
+    state = fam.new_state()
+    fam.apply("tiktok|brand", state, [social], t0)
+    view = fam.view("tiktok|brand", state, t0 + 1000)["windows"]["1h"]
+    assert view["social_sessions"] == 1 and view["leads"] == 0 and view["lead_rate_by_sessions"] == 0.0

@@ -1,0 +1,78 @@
+"""The funnel's window aggregate and its ratios (pure functions).
+
+An aggregate (``Agg``) of one bucket or window of an account:
+
+    {"leads": n, "kinds": {kind: n}, "clk": n, "soc": n,   # social sessions the account's links brought
+     "spend": {currency: "decimal"}, "camp": {campaign: {"leads": n, "spend": {currency: "decimal"}}}}
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from schemas.events import Click, Event, Lead, Session, Spend
+
+from ..windows import Agg
+
+__all__ = ["empty", "fold", "merge", "lead_rate", "lead_rate_by_sessions", "cost_per_lead", "NO_CAMPAIGN"]
+
+NO_CAMPAIGN = "(none)"
+
+
+def empty() -> Agg:
+    return {"leads": 0, "kinds": {}, "clk": 0, "soc": 0, "spend": {}, "camp": {}}
+
+
+def _add(d: dict[str, str], cur: str, v: Decimal | str) -> None:
+    d[cur] = str(Decimal(d.get(cur, "0")) + Decimal(v))
+
+
+def _camp(agg: Agg, name: str | None) -> dict[str, Any]:
+    return agg["camp"].setdefault(name or NO_CAMPAIGN, {"leads": 0, "spend": {}})  # type: ignore[no-any-return]
+
+
+def fold(agg: Agg, event: Event) -> None:
+    if isinstance(event, Lead):
+        agg["leads"] += 1
+        agg["kinds"][event.kind] = agg["kinds"].get(event.kind, 0) + 1
+        _camp(agg, event.campaign_id)["leads"] += 1
+    elif isinstance(event, Click):
+        agg["clk"] += 1
+    elif isinstance(event, Session):
+        agg["soc"] += 1
+    elif isinstance(event, Spend):
+        _add(agg["spend"], event.currency, event.amount)
+        _add(_camp(agg, event.campaign_id)["spend"], event.currency, event.amount)
+
+
+def merge(into: Agg, other: Agg) -> None:
+    into["leads"] += other["leads"]
+    into["clk"] += other["clk"]
+    into["soc"] += other["soc"]
+    for kind, n in other["kinds"].items():
+        into["kinds"][kind] = into["kinds"].get(kind, 0) + n
+    for cur, v in other["spend"].items():
+        _add(into["spend"], cur, v)
+    for name, c in other["camp"].items():
+        mine = _camp(into, name)
+        mine["leads"] += c["leads"]
+        for cur, v in c["spend"].items():
+            _add(mine["spend"], cur, v)
+
+
+def lead_rate(agg: Agg) -> float | None:
+    """Leads / clicks (None without clicks)."""
+    return agg["leads"] / agg["clk"] if agg["clk"] else None
+
+
+def lead_rate_by_sessions(agg: Agg) -> float | None:
+    """Leads / sessions from social the account's links brought (None without sessions)."""
+    return agg["leads"] / agg["soc"] if agg["soc"] else None
+
+
+def cost_per_lead(spend: dict[str, str], leads: int) -> dict[str, Decimal]:
+    """Spend / leads, per spend currency (nothing without leads or spend)."""
+    if leads <= 0:
+        return {}
+    return {cur: Decimal(v) / leads for cur, v in sorted(spend.items()) if Decimal(v) > 0}
