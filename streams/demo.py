@@ -105,13 +105,16 @@ def summary(m: Metrics, elapsed: float, active: list[dict[str, Any]] | None, pro
     clk = _by_platform(m, "socialpulse_clicks", window="5m")
     rev = _by_platform(m, "socialpulse_attributed_revenue", window="5m", model="last_touch", currency="USD")
     spend = _by_platform(m, "socialpulse_spend", window="5m", currency="USD")
-    sell = Table(title="engagement and conversion, last 5 minutes", title_justify="left", box=None, pad_edge=False)
-    for col, just in (("platform", "left"), ("eng. rate", "right"), ("CTR", "right"), ("revenue USD", "right"),
-                      ("spend USD", "right"), ("ROI", "right")):
+    leads = _by_platform(m, "socialpulse_leads", window="5m")
+    customers = _by_platform(m, "socialpulse_new_customers", window="5m")
+    sell = Table(title="engagement, funnel and conversion, last 5 minutes", title_justify="left", box=None, pad_edge=False)
+    for col, just in (("platform", "left"), ("eng. rate", "right"), ("CTR", "right"), ("leads", "right"),
+                      ("new cust.", "right"), ("revenue USD", "right"), ("spend USD", "right"), ("ROI", "right")):
         sell.add_column(col, justify=just)  # type: ignore[arg-type]
     for p in platforms:
         r, s = sum(rev.get(p, [])), sum(spend.get(p, []))
         sell.add_row(p, _ratio(eng.get(p, []), imp.get(p, [])), _ratio(clk.get(p, []), imp.get(p, [])),
+                     f"{sum(leads.get(p, [])):,.0f}", f"{sum(customers.get(p, [])):,.0f}",
                      f"{r:,.0f}", f"{s:,.0f}", f"{(r - s) / s:+.0%}" if s else "-")
 
     p50 = _by_platform(m, "socialpulse_reply_latency_window_seconds", window="5m", quantile="0.5")

@@ -41,6 +41,8 @@ LINK_SHARE = 0.05
 PLATFORM_MIX = {"instagram": 0.3, "tiktok": 0.25, "facebook": 0.2, "linkedin": 0.15, "x": 0.1}
 KINDS = (("like", 0.7), ("comment", 0.12), ("share", 0.08), ("save", 0.05), ("reaction", 0.05))
 CURRENCIES = (("USD", 0.6), ("EUR", 0.3), ("GBP", 0.1))
+LEAD_KINDS = (("signup", 0.6), ("form", 0.4))
+SOURCES = (("direct", 0.5), ("search", 0.35), ("email", 0.15))
 AGENTS = ("ana", "ben", "chloe", "dev", "emre")
 
 
@@ -175,6 +177,7 @@ class Traffic:
                         "event_id": self._id("sp"), "platform": acct.platform, "account_id": acct.account_id,
                         "campaign_id": campaign, "amount": f"{rng.uniform(1, 40):.2f}", "currency": "USD",
                     })
+        self._visits(t0)
         self.now += 1000
         self.seconds += 1
         out: list[tuple[str, bytes, int]] = []
@@ -183,15 +186,55 @@ class Traffic:
             out.extend(self._emit(item))
         return out
 
+    def _session(self, actor: str, ts: int, source: str, **fields: Any) -> None:
+        """A site visit: log-normal time on site (median ~50 s) and pages."""
+        rng = self.rng
+        self._schedule("sessions", ts, {
+            "event_id": self._id("ss"), "actor_id": actor, "source": source,
+            "duration_s": round(max(rng.lognormvariate(math.log(50), 1.0), 1.0), 1), "pages": 1 + int(rng.expovariate(0.5)),
+            **{k: v for k, v in fields.items() if v is not None},
+        })
+
+    def _checkout(self, actor: str, ts: int, completed_at: int | None, currency: str = "USD", amount: str | None = None) -> None:
+        checkout_id = self._id("co")
+        base = {"checkout_id": checkout_id, "actor_id": actor, "currency": currency}
+        if amount is not None:
+            base["amount"] = amount
+        self._schedule("checkouts", ts, {"event_id": self._id("ch"), "status": "started", **base})
+        if completed_at is not None:
+            self._schedule("checkouts", completed_at, {"event_id": self._id("ch"), "status": "completed", **base})
+
+    def _visits(self, t0: int) -> None:
+        """Visitors who come back directly, from search or from email; some start a checkout."""
+        rng = self.rng
+        for _ in range(self._poisson(0.4 * max(self.rate, 1) / 200)):
+            actor, ts = f"u{rng.randrange(20_000)}", t0 + rng.randrange(1000)
+            self._session(actor, ts, self._pick(SOURCES))
+            if rng.random() < 0.1:  # most of these carts are left behind (CHECKOUT_TIMEOUT decides)
+                done = ts + int(rng.uniform(60, 600) * 1000) if rng.random() < 0.3 else None
+                self._checkout(actor, ts + int(rng.uniform(20, 120) * 1000), done)
+
     def _click(self, acct: Account, ts: int) -> None:
         rng = self.rng
         actor = f"u{rng.randrange(20_000)}"
         click_id = self._id("ck")
+        post, campaign = rng.choice(acct.posts), rng.choice(acct.campaigns)
         self._schedule("clicks", ts, {
             "event_id": self._id("cl"), "platform": acct.platform, "account_id": acct.account_id,
-            "actor_id": actor, "post_id": rng.choice(acct.posts), "campaign_id": rng.choice(acct.campaigns),
-            "click_id": click_id,
+            "actor_id": actor, "post_id": post, "campaign_id": campaign, "click_id": click_id,
+            "paid": rng.random() < 0.3,
         })
+        if rng.random() < 0.85:  # most clicks land on the site, a moment later
+            self._session(actor, ts + rng.randint(300, 3000), acct.platform, platform=acct.platform,
+                          account_id=acct.account_id, campaign_id=campaign, post_id=post, click_id=click_id)
+        if rng.random() < 0.06:  # a sign-up or a form, within minutes
+            self._schedule("leads", ts + int(rng.uniform(20, 300) * 1000), {
+                "event_id": self._id("ld"), "platform": acct.platform, "account_id": acct.account_id,
+                "actor_id": actor, "kind": self._pick(LEAD_KINDS), "campaign_id": campaign, "post_id": post,
+                "click_id": click_id,
+            })
+        if rng.random() < 0.03:  # a cart left behind
+            self._checkout(actor, ts + int(rng.uniform(30, 300) * 1000), None)
         if rng.random() < 0.03:  # a few percent of clicks convert, minutes later
             order_id = self._id("ord")
             currency = self._pick(CURRENCIES)
@@ -199,6 +242,7 @@ class Traffic:
             at = ts + int(max(rng.lognormvariate(math.log(45), 0.8), 3) * 1000)  # median 45 s after the click
             order = {"event_id": self._id("o"), "order_id": order_id, "actor_id": actor, "amount": amount,
                      "currency": currency, "status": "placed"}
+            self._checkout(actor, at - int(rng.uniform(10, 40) * 1000), at, currency, amount)
             if rng.random() < 0.5:
                 order["click_id"] = click_id
             self._schedule("orders", at, order)
@@ -216,6 +260,10 @@ class Traffic:
             self._schedule("messages", t, base | {"event_id": self._id("m"), "direction": "inbound", "author_id": customer})
             last = t
             t += int(rng.uniform(5, 90) * 1000)
+        if rng.random() < 0.05:  # a DM that turns into a lead
+            self._schedule("leads", last + 60_000, {
+                "event_id": self._id("ld"), "platform": acct.platform, "account_id": acct.account_id,
+                "actor_id": customer, "kind": "dm"})
         if rng.random() < 0.2:  # an auto-acknowledgement, which must not stop the clock
             self._schedule("messages", ts + 2000, base | {
                 "event_id": self._id("m"), "direction": "outbound", "author_id": "bot", "automated": True})
