@@ -20,8 +20,9 @@ Site sessions and checkouts are the shopper's too: a session is a touch with a
 source (a platform, or direct, search, email, other), kept for the lookback; a
 checkout started and not completed within ``CHECKOUT_TIMEOUT`` is abandoned. Each
 checkout is counted by the source of the shopper's last touch before it
-(``socialpulse_checkouts_total{source,outcome}``), so abandonment by source is
-``abandoned / started`` (is it higher for social visitors?). A completion that
+(``socialpulse_checkouts_total{source,outcome}``), judged once the watermark passes its
+start plus grace, so the order the topics are read in does not matter; abandonment by
+source is ``abandoned / started`` (is it higher for social visitors?). A completion that
 arrives before its start waits for it until the timeout.
 """
 
@@ -188,27 +189,49 @@ class Shopper:
         return best[1] if best is not None else "none"
 
     def _checkout(self, state: State, event: Checkout) -> list[Output]:
-        """A checkout starts or completes. It is remembered until ``CHECKOUT_TIMEOUT`` after its
-        start (a repeated start or completion counts once); a completion before its start waits."""
+        """A checkout starts or completes. It is counted once the watermark passes its start
+        plus grace (every touch before it has arrived by then, whatever order the topics were
+        read in) and remembered until ``CHECKOUT_TIMEOUT`` after its start, so a repeated start
+        or completion counts once; a completion before its start waits for it."""
         open_ = state.setdefault("checkouts", {})
         co = open_.get(event.checkout_id)
         if event.status == "started":
-            if co is not None and co["started"]:
-                return []
-            src = self.source_at(state, event.ts)
-            out: list[Output] = [Tally("socialpulse_checkouts", (src, "started"))]
-            if co is not None:  # its completion came first
-                co.update(ts=event.ts, src=src, started=True)
-                return out + [Tally("socialpulse_checkouts", (src, "completed"))]
-            open_[event.checkout_id] = {"ts": event.ts, "src": src, "started": True, "done": False}
-            return out
+            if co is None:
+                open_[event.checkout_id] = {"ts": event.ts, "src": None, "started": True, "done": False}
+            elif not co["started"]:  # its completion came first
+                co.update(ts=event.ts, started=True)
+            return []
         if co is None:
             open_[event.checkout_id] = {"ts": event.ts, "src": None, "started": False, "done": True}
             return []
-        if co["started"] and not co["done"]:
-            co["done"] = True
-            return [Tally("socialpulse_checkouts", (co["src"], "completed"))]
-        return []
+        if co["done"]:
+            return []
+        co["done"] = True
+        return [Tally("socialpulse_checkouts", (co["src"], "completed"))] if co["src"] is not None else []
+
+    def _judge_checkouts(self, state: State, watermark: int) -> tuple[list[Output], bool]:
+        out: list[Output] = []
+        checkouts = state.get("checkouts")
+        if not checkouts:
+            return out, False
+        changed = False
+        for cid, co in list(checkouts.items()):
+            timed_out = co["ts"] + self.checkout_timeout_ms <= watermark
+            if co["src"] is None and (co["ts"] + self.grace_ms <= watermark or timed_out):
+                if not co["started"] and not timed_out:
+                    continue  # a completion waits for its start until the timeout
+                co["src"], changed = self.source_at(state, co["ts"]), True
+                out.append(Tally("socialpulse_checkouts", (co["src"], "started")))
+                if co["done"]:
+                    out.append(Tally("socialpulse_checkouts", (co["src"], "completed")))
+            if timed_out:
+                if not co["done"]:  # not completed in time
+                    out.append(Tally("socialpulse_checkouts", (co["src"], "abandoned")))
+                del checkouts[cid]
+                changed = True
+        if not checkouts:
+            del state["checkouts"]
+        return out, changed
 
     @staticmethod
     def _is_first(state: State, o: dict[str, Any]) -> bool:
@@ -267,20 +290,9 @@ class Shopper:
             state["sessions"], changed = [s for s in sessions if s[0] >= low], True
             if not state["sessions"]:
                 del state["sessions"]
-        checkouts = state.get("checkouts")
-        if checkouts:
-            for cid, co in list(checkouts.items()):
-                if co["ts"] + self.checkout_timeout_ms > watermark:
-                    continue
-                if co["started"] and not co["done"]:  # not completed in time
-                    out.append(Tally("socialpulse_checkouts", (co["src"], "abandoned")))
-                elif not co["started"]:  # a completion whose start never came: it was started, where it completed
-                    src = self.source_at(state, co["ts"])
-                    out += [Tally("socialpulse_checkouts", (src, "started")), Tally("socialpulse_checkouts", (src, "completed"))]
-                del checkouts[cid]
-                changed = True
-            if not checkouts:
-                del state["checkouts"]
+        judged, judged_changed = self._judge_checkouts(state, watermark)
+        out.extend(judged)
+        changed = changed or judged_changed
         return out, changed
 
     def windowed(self, state: State) -> None:
