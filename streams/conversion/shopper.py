@@ -220,13 +220,14 @@ class Shopper:
             if co["src"] is None and (co["ts"] + self.grace_ms <= watermark or timed_out):
                 if not co["started"] and not timed_out:
                     continue  # a completion waits for its start until the timeout
-                co["src"], changed = self.source_at(state, co["ts"]), True
-                out.append(Tally("socialpulse_checkouts", (co["src"], "started")))
+                src = co["src"] = self.source_at(state, co["ts"])
+                changed = True
+                out.append(Tally("socialpulse_checkouts", (src, "started")))
                 if co["done"]:
-                    out.append(Tally("socialpulse_checkouts", (co["src"], "completed")))
+                    out.append(Tally("socialpulse_checkouts", (src, "completed")))
             if timed_out:
                 if not co["done"]:  # not completed in time
-                    out.append(Tally("socialpulse_checkouts", (co["src"], "abandoned")))
+                    out.append(Tally("socialpulse_checkouts", (str(co["src"]), "abandoned")))
                 del checkouts[cid]
                 changed = True
         if not checkouts:
