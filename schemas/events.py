@@ -285,6 +285,9 @@ class Credit(Event):
     revenue: dict[str, Decimal]  # model -> credited amount
     orders: int = Field(0, ge=-1, le=1)  # last-touch order count (the touch that got the order)
     customers: int = Field(0, ge=-1, le=1)  # last touch of a shopper's first order: a new customer
+    # last touch only: the shopper's site sessions in the lookback before the order, and their time
+    sessions: int = Field(0, ge=-100_000, le=100_000)
+    site_seconds: float = Field(0.0, ge=-1e9, le=1e9, allow_inf_nan=False)
 
 
 #: every model the keyed stages may see, input topics plus internal records

@@ -44,13 +44,15 @@ def _camp() -> dict[str, Any]:
 
 
 def empty() -> Agg:
-    return {"clk": 0, "orders": 0, "cust": 0, "rev": {}, "cur_orders": {}, "spend": {}, "camp": {}}
+    return {"clk": 0, "orders": 0, "cust": 0, "sess": 0, "site": 0.0, "rev": {}, "cur_orders": {}, "spend": {}, "camp": {}}
 
 
 def merge(into: Agg, other: Agg) -> None:
     into["clk"] += other["clk"]
     into["orders"] += other["orders"]
     into["cust"] = into.get("cust", 0) + other.get("cust", 0)  # (absent in state written before new customers)
+    into["sess"] = into.get("sess", 0) + other.get("sess", 0)
+    into["site"] = into.get("site", 0.0) + other.get("site", 0.0)
     for model, by_cur in other["rev"].items():
         target = into["rev"].setdefault(model, {})
         for cur, v in by_cur.items():
@@ -87,9 +89,21 @@ def fold(agg: Agg, event: Event) -> None:
             agg["orders"] += event.orders
             camp["orders"] += event.orders
             agg["cur_orders"][event.currency] = agg["cur_orders"].get(event.currency, 0) + event.orders
+        if event.sessions or event.site_seconds:
+            agg["sess"] = agg.get("sess", 0) + event.sessions
+            agg["site"] = agg.get("site", 0.0) + event.site_seconds
         if event.customers:
             agg["cust"] = agg.get("cust", 0) + event.customers
             camp["cust"] = camp.get("cust", 0) + event.customers
+
+
+def before_purchase(agg: Agg) -> dict[str, float]:
+    """Sessions and time on site before a purchase, per attributed order (nothing without orders)."""
+    orders = agg["orders"]
+    if orders <= 0:
+        return {}
+    return {"sessions_before_purchase": agg.get("sess", 0) / orders,
+            "time_on_site_before_purchase_seconds": agg.get("site", 0.0) / orders}
 
 
 def derived(clicks: int, orders: int, revenue: dict[str, str], spend: dict[str, str], customers: int = 0) -> dict[str, Any]:
@@ -137,6 +151,10 @@ class Conversion:
         Gauge("socialpulse_conversion_rate", "Attributed orders / clicks in the trailing window (ratio).", _W),
         Gauge("socialpulse_average_order_value", "Last-touch revenue / attributed orders, per currency.", _WC),
         Gauge("socialpulse_spend", "Spend in the trailing window, per currency.", _WC),
+        Gauge("socialpulse_sessions_before_purchase", "Site sessions in the lookback before an attributed order, "
+              "per order (last touch), trailing window.", _W),
+        Gauge("socialpulse_time_on_site_before_purchase_seconds", "Time on site in the lookback before an attributed "
+              "order, per order (last touch), trailing window.", _W),
         Gauge("socialpulse_new_customers", "Shoppers whose first order was attributed here (last touch), trailing window.", _W),
         Gauge("socialpulse_cost_per_acquisition", "Spend / new customers, in the spend's currency.", _WC),
         Gauge("socialpulse_return_on_investment", "(Revenue - spend) / spend, when currencies match (ratio).", _WC),
@@ -207,6 +225,8 @@ class Conversion:
         # clicks are published by the engagement family (one metric name, one key)
         add("attributed_orders", agg["orders"])
         add("new_customers", agg.get("cust", 0))
+        for metric, value in before_purchase(agg).items():
+            add(metric, value)
         add("conversion_rate", d["conversion_rate"])
         for model, by_cur in sorted(agg["rev"].items()):
             for cur, v in sorted(by_cur.items()):
@@ -246,6 +266,8 @@ class Conversion:
             d = derived(agg["clk"], agg["orders"], last, agg["spend"], agg.get("cust", 0))
             yield "socialpulse_attributed_orders", w, float(agg["orders"])
             yield "socialpulse_new_customers", w, float(agg.get("cust", 0))
+            for metric, value in before_purchase(agg).items():
+                yield f"socialpulse_{metric}", w, value
             if d["conversion_rate"] is not None:
                 yield "socialpulse_conversion_rate", w, d["conversion_rate"]
             for model, by_cur in agg["rev"].items():
@@ -280,6 +302,7 @@ class Conversion:
                 "clicks": agg["clk"],
                 "attributed_orders": agg["orders"],
                 "new_customers": agg.get("cust", 0),
+                **before_purchase(agg),
                 "conversion_rate": d["conversion_rate"],
                 "attributed_revenue": agg["rev"],
                 "average_order_value": {

@@ -123,6 +123,11 @@ class Shopper:
                 sessions.append([event.ts, event.source, event.duration_s])
                 if len(sessions) > 1 and sessions[-2][0] > event.ts:
                     sessions.sort(key=lambda s: s[0])
+                # a visit that arrives after an order it precedes (within grace): its time on site counts
+                for o in state["orders"].values():
+                    if (not o["settled"] and not o["reversed"] and o["credits"]
+                            and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]):
+                        out.extend(self._credit(state, o))
             elif isinstance(event, Checkout):
                 out.extend(self._checkout(state, event))
             elif isinstance(event, Order):
@@ -161,6 +166,7 @@ class Shopper:
         amount = Decimal(o["amount"])
         by_model = credits([(o["ts"] - c[0]) / 1000 for c in hits], self.half_life_s)
         o["new"] = self._is_first(state, o)  # a new customer: the shopper's first order in the lookback
+        visits = [s for s in state.get("sessions", ()) if o["ts"] - self.lookback_ms <= s[0] <= o["ts"]]
         records = []
         for i, c in enumerate(hits):
             revenue = {m: str((amount * shares[i]).quantize(Decimal("1e-6"))) for m, shares in by_model.items()}
@@ -169,6 +175,7 @@ class Shopper:
                 "account_id": c[2], "campaign_id": c[3], "order_id": order_id, "currency": o["currency"],
                 "revenue": revenue, "orders": 1 if i == len(hits) - 1 else 0,
                 "customers": 1 if o["new"] and i == len(hits) - 1 else 0,
+                **({"sessions": len(visits), "site_seconds": sum(s[2] for s in visits)} if i == len(hits) - 1 else {}),
             })
         o["credits"] = records
         earlier = self._first_order(state, o)
@@ -261,6 +268,7 @@ class Shopper:
                 "event_id": f"{event_id}#{i}", "ts": ts,
                 "revenue": {m: str(-Decimal(v)) for m, v in r["revenue"].items()}, "orders": -r["orders"],
                 "customers": -r.get("customers", 0),
+                "sessions": -r.get("sessions", 0), "site_seconds": -r.get("site_seconds", 0.0),
             })
             for i, r in enumerate(o["credits"])
         ]

@@ -244,3 +244,28 @@ def test_a_session_from_social_counts_for_the_account_that_brought_it(t0):
     fam.apply("tiktok|brand", state, [social], t0)
     view = fam.view("tiktok|brand", state, t0 + 1000)["windows"]["1h"]
     assert view["social_sessions"] == 1 and view["leads"] == 0 and view["lead_rate_by_sessions"] == 0.0
+
+
+def test_time_on_site_before_purchase_is_the_seeds_six_minutes_45(t0):
+    """The seed: four visits before buying, 30 s + 15 s + 3 min + 3 min = 6 min 45 s. The last
+    visit is read after the order it precedes: the order is credited again with it."""
+    from schemas.events import Session
+
+    shopper, conversion = Shopper(7 * 86_400_000), Conversion(SPEC)
+    state = shopper.new_state()
+
+    def visit(i, ts, seconds):
+        return Session(event_id=f"v{i}", ts=ts, actor_id="u1", source="facebook", account_id="acme", duration_s=seconds)
+
+    first = shopper.apply("u1", state, [
+        click(0, t0, actor="u1"), visit(1, t0 + 1000, 30), visit(2, t0 + 60_000, 15), visit(3, t0 + 120_000, 180),
+        order(4, t0 + 600_000, "50.00", actor="u1", order_id="o1"),
+    ], t0 + 600_000)
+    late = shopper.apply("u1", state, [visit(5, t0 + 300_000, 180)], t0 + 600_000)  # read after the order
+    credits_ = [Credit.model_validate(f.event) for f in [*first, *late] if isinstance(f, Forward)]
+    assert [(c.orders, c.sessions, c.site_seconds) for c in credits_] == [(1, 3, 225.0), (-1, -3, -225.0), (1, 4, 405.0)]
+    cstate = conversion.new_state()
+    conversion.apply("facebook|acme", cstate, credits_, t0 + 600_000)
+    view = conversion.view("facebook|acme", cstate, t0 + 600_000)["windows"]["1h"]
+    assert view["attributed_orders"] == 1 and view["sessions_before_purchase"] == 4
+    assert view["time_on_site_before_purchase_seconds"] == 405.0  # 6 min 45 s
