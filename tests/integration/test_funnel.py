@@ -78,6 +78,9 @@ def test_funnel_and_cpa_on_metrics(run):
     assert metric_value(text, "socialpulse_cost_per_lead", **FB, currency="USD") == 4.0
     assert metric_value(text, "socialpulse_cost_per_acquisition", **FB, currency="USD") == 20.0  # $40 / 2 new customers
     assert metric_value(text, "socialpulse_leads", platform="instagram", account="acme", window="5m") is None
+    # each of the 3 orders' shopper visited once from facebook (30 s) before buying
+    assert metric_value(text, "socialpulse_sessions_before_purchase", **FB) == 1.0
+    assert metric_value(text, "socialpulse_time_on_site_before_purchase_seconds", **FB) == 30.0
 
 
 def test_checkouts_abandoned_by_the_source_of_the_last_touch(run):
