@@ -245,7 +245,8 @@ class SeenIds:
         newest = max(row[1] for row in rows)
         if into is not None and (kept := self.records.get(into)) is not None:
             name = into
-            self.records[name] = (max(kept[0], newest), kept[1] + [row[0] for row in rows], time.monotonic())
+            kept[1].extend(row[0] for row in rows)  # in place: a batch of many runs stays linear
+            self.records[name] = (max(kept[0], newest), kept[1], time.monotonic())
         else:
             self.seq += 1
             name = f"{self.epoch:x}-{self.seq}"

@@ -539,7 +539,12 @@ class KeyedStage:
         prior = out.seen.get(partition)
         record = seen.flush(into=prior[0] if prior is not None else None)
         if record is not None:
-            out.seen[partition] = record if prior is None else (record[0], prior[1] + record[1])
+            if prior is None:
+                out.seen[partition] = record
+            elif record[0] == prior[0]:
+                prior[1].extend(record[1])  # in place: a batch of many runs stays linear
+            else:  # (the earlier runs' record is gone from memory: one record with all of them)
+                out.seen[partition] = (record[0], prior[1] + record[1])
 
     def _bad(self, item: Forwarded, exc: Exception) -> Rejection:
         """A forwarded event that does not validate here: dead-lettered as ``bad_internal``."""
