@@ -89,14 +89,18 @@ class BrokerWatch:
         return f"unreachable for {now - self.down_since:.0f} s"
 
 
+#: what a worker says when the broker no longer holds what its state was built on
+LOST_DATA = ("the broker lost data (an in-memory broker restarted?). This worker's state no longer matches the "
+             "broker; stopping. Restart the workers with empty data dirs.")
+
+
 def shortened(topic: str, partition: int, end: int | None, committed: int | None) -> str | None:
     """A reason to stop if the partition's log ends before an offset already committed."""
     if end is None or committed is None or end >= committed:
         return None
     return (
         f"{topic}[{partition}] now ends at offset {end}, before offset {committed} this worker already "
-        "committed: the broker lost data (an in-memory broker restarted?). This worker's state no longer "
-        "matches the broker; stopping. Restart the workers with empty data dirs."
+        f"committed: {LOST_DATA}"
     )
 
 
@@ -110,8 +114,7 @@ def offsets_gone(held: Mapping[Any, int | None], committed: Mapping[Any, int]) -
     tp, off = next(iter(sorted(known.items())))
     return (
         f"the broker no longer holds this group's committed offsets ({tp.topic}[{tp.partition}] was committed "
-        f"at {off}, the broker has none): the broker lost data (an in-memory broker restarted?). This worker's "
-        "state no longer matches the broker; stopping. Restart the workers with empty data dirs."
+        f"at {off}, the broker has none): {LOST_DATA}"
     )
 
 
