@@ -330,14 +330,14 @@ def test_a_source_two_hours_late_corrects_published_windows_and_three_days_is_la
         assert second["key"] == first["key"] and second["revision"] >= 1
         revisions = [r["revision"] for r in results.all if r["key"] == first["key"]]
         assert revisions == sorted(revisions) and revisions[0] == 0
-        latency = wait_until(lambda: results.find("reply_latency_seconds", "instagram", "late-brand", "1h", hour), 30,
+        latency = wait_until(lambda: results.find("reply_latency_seconds", "instagram", "late-brand", "1h", hour), 60,
                              what="the late reply published")
         assert latency["value"] == 90.0 and latency["count"] == 1
-        orders = wait_until(lambda: results.find("attributed_orders", "instagram", "late-brand", "1h", hour), 30,
+        orders = wait_until(lambda: results.find("attributed_orders", "instagram", "late-brand", "1h", hour), 60,
                             what="the late order published")
         assert orders["value"] == 1
         revenue = wait_until(
-            lambda: results.find("attributed_revenue", "instagram", "late-brand", "1h", hour), 30, what="revenue")
+            lambda: results.find("attributed_revenue", "instagram", "late-brand", "1h", hour), 60, what="revenue")
         assert revenue["value"] == 42.0
 
         # a second late conversation and order: replies and conversion are corrected too
