@@ -280,6 +280,7 @@ class Credit(Event):
     platform: PlatformName
     account_id: KeyId
     campaign_id: Id | None = None
+    post_id: Id | None = None  # the post of the touch's click (per-post revenue)
     order_id: Id
     currency: ISO4217
     revenue: dict[str, Decimal]  # model -> credited amount

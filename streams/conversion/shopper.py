@@ -2,7 +2,7 @@
 
 State per key (``actor_id``):
 
-    {"clicks": [[ts, platform, account, campaign, click_id], ...],   # oldest first, within the lookback
+    {"clicks": [[ts, platform, account, campaign, click_id, event_id, post_id], ...],  # oldest first, in the lookback
      "orders": {order_id: {"ts", "amount", "currency", "click_id", "credits": [credit record, ...],
                            "version", "reversed", "settled", "exp"}}}
 
@@ -109,7 +109,8 @@ class Shopper:
         out: list[Output] = []
         for event in events:
             if isinstance(event, Click):
-                row = [event.ts, event.platform, event.account_id, event.campaign_id, event.click_id]
+                row = [event.ts, event.platform, event.account_id, event.campaign_id, event.click_id, event.event_id,
+                       event.post_id]
                 clicks = state["clicks"]
                 clicks.append(row)
                 if len(clicks) > 1 and clicks[-2][0] > event.ts:
@@ -172,7 +173,7 @@ class Shopper:
             revenue = {m: str((amount * shares[i]).quantize(Decimal("1e-6"))) for m, shares in by_model.items()}
             records.append({
                 "event_id": f"{o['event_id']}@v{o['version']}#{i}", "ts": o["ts"], "platform": c[1],
-                "account_id": c[2], "campaign_id": c[3], "order_id": order_id, "currency": o["currency"],
+                "account_id": c[2], "campaign_id": c[3], "post_id": c[6] if len(c) > 6 else None, "order_id": order_id, "currency": o["currency"],
                 "revenue": revenue, "orders": 1 if i == len(hits) - 1 else 0,
                 "customers": 1 if o["new"] and i == len(hits) - 1 else 0,
                 **({"sessions": len(visits), "site_seconds": sum(s[2] for s in visits)} if i == len(hits) - 1 else {}),
