@@ -7,6 +7,7 @@ or as epoch milliseconds. Unknown extra fields are ignored.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -36,8 +37,13 @@ __all__ = [
     "INPUT_TOPICS",
     "MAX_FUTURE_MS",
     "Credit",
+    "Converted",
+    "Sale",
     "STAGE_MODELS",
+    "SHOP_KEY",
+    "DIRECT_KEY",
     "PLATFORMS",
+    "derived_id",
     "account_key",
     "split_account_key",
     "of_account",
@@ -165,6 +171,7 @@ class Impression(Event):
     account_id: KeyId
     post_id: Id
     count: int = Field(ge=1, le=1_000_000_000, strict=True)
+    paid: bool = Field(False, strict=True)  # an ad impression (organic otherwise)
 
 
 class Audience(Event):
@@ -275,9 +282,10 @@ INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_MODELS)
 class Credit(Event):
     """Internal: one touch's share of an attributed order, sent from the shopper's
     state to the touch's account (``socialpulse.by-account``). Negative amounts
-    and ``orders = -1`` take a cancelled or refunded order back."""
+    and ``orders = -1`` take a cancelled or refunded order back. A direct visit's share goes
+    to the channel ``direct|direct`` (platform and account ``direct``)."""
 
-    platform: PlatformName
+    platform: PlatformName | Literal["direct"]
     account_id: KeyId
     campaign_id: Id | None = None
     post_id: Id | None = None  # the post of the touch's click (per-post revenue)
@@ -291,8 +299,46 @@ class Credit(Event):
     site_seconds: float = Field(0.0, ge=-1e9, le=1e9, allow_inf_nan=False)
 
 
+class Converted(Event):
+    """Internal: a click or a lead of an account converted (``n = 1``) or stopped being
+    converted (``n = -1``, its order was cancelled or re-credited), sent from the shopper's
+    state to the account. ``cohort_ts`` is the click's or lead's own time: the cohort it
+    belongs to; ``ts`` is the time of the event that changed it (an order, click or lead)."""
+
+    platform: PlatformName
+    account_id: KeyId
+    kind: Literal["click", "lead"]
+    cohort_ts: int = Field(ge=0, strict=True)
+    n: int = Field(ge=-1, le=1, strict=True)
+
+
+class Sale(Event):
+    """Internal: an order's amount for the shop's revenue of all orders, and how much of it
+    each attribution model credits to social touches (not direct visits); sent from the
+    shopper's state to the key ``all|all``. A negated copy takes it back (cancelled,
+    refunded, or credited again differently)."""
+
+    order_id: Id
+    currency: ISO4217
+    amount: Decimal = Field(ge=Decimal("-1e12"), le=Decimal("1e12"), allow_inf_nan=False)
+    social: dict[str, Decimal] = {}  # model -> amount credited to social touches
+
+
 #: every model the keyed stages may see, input topics plus internal records
-STAGE_MODELS: dict[str, type[Event]] = TOPIC_MODELS | {"credits": Credit}
+STAGE_MODELS: dict[str, type[Event]] = TOPIC_MODELS | {"credits": Credit, "converted": Converted, "sales": Sale}
+#: the key of the shop's own totals (revenue of all orders) on the account stream
+SHOP_KEY = "all|all"
+#: the key of direct visits' credits on the account stream
+DIRECT_KEY = "direct|direct"
+
+
+def derived_id(base: str, suffix: str) -> str:
+    """The event id of a record derived from an event (``base``): ``base`` + ``suffix``, or a
+    digest of ``base`` + ``suffix`` when that would pass the 128 characters an id may have."""
+    text = base + suffix
+    if len(text) <= 128:
+        return text
+    return hashlib.blake2b(base.encode(), digest_size=16).hexdigest() + suffix[-96:]
 
 
 def account_key(platform: str, account_id: str) -> str:

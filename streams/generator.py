@@ -72,6 +72,8 @@ class Traffic:
         incident: str | None = None, incident_at_s: int = 60, incident_minutes: float = 20.0, answered: float = 0.88,
     ) -> None:
         self.rng = random.Random(seed)
+        # which impressions are ads: a stream of its own, so ``rng`` (and every other record) stays as it was
+        self.ads = random.Random(f"ads-{seed}")
         self.reply_median_s = reply_median_s
         self.answered = answered  # share of conversations a human answers
         #: ``slow-replies``: from ``incident_at_s`` simulated seconds on, for ``incident_minutes``,
@@ -154,6 +156,7 @@ class Traffic:
                 self._schedule("impressions", t0 + rng.randrange(1000), {
                     "event_id": self._id("imp"), "platform": acct.platform, "account_id": acct.account_id,
                     "post_id": rng.choice(acct.posts), "count": n,
+                    "paid": self.ads.random() < 0.35,  # about a third of reach is bought (clicks: 30% paid)
                 })
             for _ in range(self._poisson(imps * ENGAGEMENT_RATE[acct.platform])):
                 self._schedule("likes", t0 + rng.randrange(1000), {

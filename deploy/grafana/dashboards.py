@@ -14,18 +14,35 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import bargauge, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
+from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, VizOrientation
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, DynamicConfigValue, VariableOption, VariableRefresh
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 __all__ = ["BOARDS", "render_all", "panel_queries"]
 
 DS = DataSourceRef(type_val="prometheus", uid="prometheus")
 SEL = 'platform=~"$platform", account=~"$account"'
-#: Published per-post engagement-rate benchmarks (METRICS.md), shown beside the live value.
+# Published benchmarks (METRICS.md), each drawn only beside the live value it is like:
+#: Rival IQ (via Bazaarvoice): engagement rate per post, by followers.
 ENGAGEMENT_BENCHMARKS = {"facebook": 0.0006, "instagram": 0.0047, "tiktok": 0.0569, "x": 0.00035}
+#: Chatdesk: click-through rate by platform and type (organic | paid); no figure where none is published.
+CTR_BENCHMARKS = {
+    ("facebook", "paid"): 0.09, ("instagram", "organic"): 0.18, ("instagram", "paid"): 0.18,
+    ("tiktok", "organic"): 0.14, ("tiktok", "paid"): 0.023,
+}
+#: BigCommerce: an e-commerce conversion rate of 2-3% is good (a click cohort's orders / clicks).
+CONVERSION_BENCHMARK = (0.02, 0.03)
+#: Email pop-ups turn about 3.8% of visitors into leads (so: leads / sessions, not / clicks).
+LEAD_BENCHMARK = 0.038
+#: checkout sources that are not a social platform (socialpulse_checkouts_total{source})
+NOT_SOCIAL = "direct|search|email|other|none"
+#: attribution models (socialpulse_attributed_revenue{model})
+MODELS = "last_touch,last_non_direct,first_touch,linear,time_decay,position_based"
+#: benchmark series get a dashed line
+DASHED = [DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})]
 
 
 def q(expr: str, legend: str = "", instant: bool = False) -> prometheus.Dataquery:
@@ -41,6 +58,8 @@ def ts(title: str, unit: str, *queries: prometheus.Dataquery, desc: str = "", w:
     panel = timeseries.Panel().title(title).unit(unit).datasource(DS).span(w).height(8)
     if desc:
         panel = panel.description(desc)
+    if any("benchmark" in (query.build().legend_format or "") for query in queries):
+        panel = panel.override_by_regexp(".*benchmark.*", DASHED)
     for query in queries:
         panel = panel.with_target(query)
     return panel
@@ -62,6 +81,64 @@ def base(uid: str, title: str, description: str) -> db.Dashboard:
         db.Dashboard(title).uid(uid).description(description).tags(["socialpulse", "generated"])
         .refresh("10s").time("now-1h", "now").timezone("utc")
     )
+
+
+def constant(value: float, **labels: str) -> str:
+    """``vector(value)`` carrying ``labels`` (a benchmark line)."""
+    expr = f"vector({value})"
+    for name, label in labels.items():
+        expr = f'label_replace({expr}, "{name}", "{label}", "", "")'
+    return expr
+
+
+def weighted(rate: str, weight: str, sel: str, by: str = "platform") -> str:
+    """A per-account ratio gauge rolled up ``by`` as a ratio of sums: each account's
+    ``rate`` weighted by its denominator ``weight`` (a mean of ratios lets a one-click
+    account with one order read 100%)."""
+    return (f"sum by ({by}) ({rate}{{{sel}}} * on (platform, account, window) {weight}{{{sel}}}) "
+            f"/ sum by ({by}) ({weight}{{{sel}}} > 0 and on (platform, account, window) {rate}{{{sel}}})")
+
+
+def post_engagement_vs_rival_iq(w: int = 12) -> timeseries.Panel:
+    """Like for like: the per-post engagement rate by followers, as Rival IQ measures it."""
+    bench = " or ".join(constant(v, platform=p) for p, v in sorted(ENGAGEMENT_BENCHMARKS.items()))
+    return ts(
+        "Per-post engagement rate by followers vs Rival IQ", "percentunit",
+        q(f'avg by (platform) (socialpulse_post_engagement_rate_by_followers{{{SEL}, window="$window"}})', "{{platform}}"),
+        q(f"({bench}) and on (platform) group by (platform) (socialpulse_engagements{{{SEL}}})",
+          "{{platform}} benchmark (Rival IQ per post)"),
+        desc="Mean over the window's posts of post engagements / followers (averaged over the selected accounts). "
+             "Dashed: Rival IQ's per-post, by-followers benchmark (via Bazaarvoice): Facebook 0.06%, Instagram "
+             "0.47%, TikTok 5.69%, X 0.035%. Engagements / impressions over a window is a different ratio: "
+             "never compare it with these.", w=w)
+
+
+def ctr_vs_chatdesk(w: int = 12) -> timeseries.Panel:
+    """Organic and paid CTR apart, each beside Chatdesk's figure for that type."""
+    bench = " or ".join(constant(v, platform=p, type=t) for (p, t), v in sorted(CTR_BENCHMARKS.items()))
+    return ts(
+        "Click-through rate, organic and paid, vs Chatdesk", "percentunit",
+        q(f'sum by (platform) (socialpulse_clicks{{{SEL}, window="$window"}}) / '
+          f'sum by (platform) (socialpulse_impressions{{{SEL}, window="$window"}} > 0)', "{{platform}} all"),
+        q(f'avg by (platform, type) (socialpulse_click_through_rate_by_type{{{SEL}, window="$window"}})',
+          "{{platform}} {{type}}"),
+        q(f"({bench}) and on (platform, type) group by (platform, type) "
+          f"(socialpulse_click_through_rate_by_type{{{SEL}}})", "{{platform}} {{type}} benchmark (Chatdesk)"),
+        desc="Clicks / impressions over the trailing window, all and split organic / paid (averaged over the "
+             "selected accounts). Dashed: Chatdesk's benchmarks for the same type: Instagram 18% organic and "
+             "ads, TikTok 14% organic and 2.3% ads, Facebook 9% ads.", w=w)
+
+
+def click_conversion_vs_bigcommerce(w: int = 12) -> timeseries.Panel:
+    low, high = CONVERSION_BENCHMARK
+    return ts(
+        "Click conversion rate vs BigCommerce's 2-3%", "percentunit",
+        q(weighted("socialpulse_click_conversion_rate", "socialpulse_clicks", f'{SEL}, window="$window"'),
+          "{{platform}}"),
+        q(f"vector({low})", "benchmark low 2% (BigCommerce)"), q(f"vector({high})", "benchmark high 3% (BigCommerce)"),
+        desc="Of the window's clicks, the share that are the last non-direct touch of an order (never above 1), "
+             "weighted by each account's clicks. BigCommerce calls a 2-3% e-commerce conversion rate good. "
+             "Leads that became customers are a different ratio (lead-to-customer rate, Funnel board).", w=w)
 
 
 def pipeline() -> db.Dashboard:
@@ -96,27 +173,21 @@ def pipeline() -> db.Dashboard:
 
 
 def engagement() -> db.Dashboard:
-    benchmark = " or ".join(
-        f'label_replace(vector({v}), "platform", "{p}", "", "")' for p, v in sorted(ENGAGEMENT_BENCHMARKS.items())
-    )
     return (
         base("socialpulse-engagement", "socialpulse / Engagement",
-             "Engagement rate against the published benchmark, CTR, reach and follower growth.")
+             "Engagement rate and CTR, each beside the published benchmark it is like; reach and follower growth.")
         .with_variable(variable("platform", "label_values(socialpulse_engagements, platform)"))
         .with_variable(variable("account", 'label_values(socialpulse_engagements{platform=~"$platform"}, account)'))
         .with_variable(window_variable())
         .with_row(db.Row("Rates"))
         .with_panel(ts(
-            "Engagement rate by platform vs benchmark", "percentunit",
+            "Engagement rate by platform (engagements / impressions)", "percentunit",
             q(f'sum by (platform) (socialpulse_engagements{{{SEL}, window="$window"}}) / '
               f'sum by (platform) (socialpulse_impressions{{{SEL}, window="$window"}} > 0)', "{{platform}}"),
-            q(f'({benchmark}) and on (platform) group by (platform) (socialpulse_engagements{{{SEL}}})',
-              "{{platform}} benchmark"),
-            desc="Engagements / impressions over the trailing window; dashed: Rival IQ per-post benchmark."))
-        .with_panel(ts(
-            "Click-through rate by platform", "percentunit",
-            q(f'sum by (platform) (socialpulse_clicks{{{SEL}, window="$window"}}) / '
-              f'sum by (platform) (socialpulse_impressions{{{SEL}, window="$window"}} > 0)', "{{platform}}")))
+            desc="Engagements / impressions over the trailing window. No published benchmark measures this: "
+                 "Rival IQ's figures are per post and by followers (next panel).", w=8))
+        .with_panel(post_engagement_vs_rival_iq(w=8))
+        .with_panel(ctr_vs_chatdesk(w=8))
         .with_row(db.Row("Volume"))
         .with_panel(ts("Engagements", "short", q(
             f'sum by (platform, account) (socialpulse_engagements{{{SEL}, window="$window"}})', "{{platform}} {{account}}")))
@@ -203,16 +274,11 @@ def conversion() -> db.Dashboard:
         .with_variable(variable("account", 'label_values(socialpulse_attributed_orders{platform=~"$platform"}, account)'))
         .with_variable(window_variable())
         .with_variable(
-            db.CustomVariable("model").label("model").values("last_touch,first_touch,linear,time_decay,position_based")
+            db.CustomVariable("model").label("model").values(MODELS)
             .current(VariableOption(selected=True, text="last_touch", value="last_touch"))
         )
         .with_row(db.Row("Conversion"))
-        .with_panel(ts(
-            "Conversion rate by platform vs the 2-3% e-commerce benchmark", "percentunit",
-            q(f"sum by (platform) (socialpulse_attributed_orders{{{w}}}) / sum by (platform) (socialpulse_clicks{{{w}}} > 0)",
-              "{{platform}}"),
-            q("vector(0.02)", "benchmark low (2%)"), q("vector(0.03)", "benchmark high (3%)"),
-            desc="Attributed (last-touch) orders / clicks in the trailing window. BigCommerce calls 2-3% good."))
+        .with_panel(click_conversion_vs_bigcommerce())
         .with_panel(ts("Attributed orders", "short", q(
             f"sum by (platform, account) (socialpulse_attributed_orders{{{w}}})", "{{platform}} {{account}}")))
         .with_row(db.Row("Revenue"))
@@ -220,7 +286,7 @@ def conversion() -> db.Dashboard:
             f'sum by (platform, currency) (socialpulse_attributed_revenue{{{w}, model="$model"}})', "{{platform}} {{currency}}")))
         .with_panel(ts("Revenue by attribution model", "short", q(
             f"sum by (model, currency) (socialpulse_attributed_revenue{{{w}}})", "{{model}} {{currency}}"),
-            desc="The same orders credited five ways; compare how each model shares them across platforms."))
+            desc="The same orders credited six ways; compare how each model shares them across platforms."))
         .with_panel(ts("Average order value", "short", q(
             f"avg by (platform, currency) (socialpulse_average_order_value{{{w}}})", "{{platform}} {{currency}}")))
         .with_panel(ts("Spend", "short", q(
@@ -240,8 +306,128 @@ def conversion() -> db.Dashboard:
     )
 
 
+def funnel() -> db.Dashboard:
+    """Impressions to new customers per platform: the volume at each step, the rate from
+    step to step, what each step costs, and the benchmarks that measure the same thing."""
+    w = f'{SEL}, window="$window"'
+    # checkouts are counted by the source of the shopper's last touch, not per account
+    started = f'socialpulse_checkouts_total{{outcome="started", source=~"$platform", source!~"{NOT_SOCIAL}"}}'
+    started_by_platform = (f'sum by (platform) (label_replace(increase({started}[$window]), '
+                           f'"platform", "$1", "source", "(.*)"))')
+
+    def per_platform(metric: str) -> str:
+        return f"sum by (platform) ({metric}{{{w}}})"
+
+    def cost(title: str, per: str, desc: str, scale: str = "") -> timeseries.Panel:
+        return ts(title, "short", q(
+            f"sum by (platform, currency) (socialpulse_spend{{{w}}}) / on (platform) group_left () "
+            f"sum by (platform) ({per}{{{w}}} > 0){scale}", "{{platform}} {{currency}}"), desc=desc, w=6)
+
+    stages = [
+        ("1 impressions", f"sum(socialpulse_impressions{{{w}}})"),
+        ("2 engagements", f"sum(socialpulse_engagements{{{w}}})"),
+        ("3 clicks", f"sum(socialpulse_clicks{{{w}}})"),
+        ("4 sessions from social", f"sum(socialpulse_social_sessions{{{w}}})"),
+        ("5 leads", f"sum(socialpulse_leads{{{w}}})"),
+        ("6 checkouts started", f"sum(increase({started}[$window]))"),
+        ("7 new customers", f"sum(socialpulse_new_customers{{{w}}})"),
+    ]
+    volumes = (
+        bargauge.Panel().title("Funnel: $platform, trailing $window").datasource(DS).span(24).height(8)
+        .unit("short").orientation(VizOrientation.HORIZONTAL).display_mode(BarGaugeDisplayMode.GRADIENT)
+        .repeat("platform").repeat_direction("h")
+        .description("One funnel per selected platform: impressions, engagements, clicks, sessions its links "
+                     "brought, leads, checkouts started by shoppers whose last touch was this platform (not per "
+                     "account: the account filter does not apply), and new customers (first order attributed here).")
+    )
+    for legend, expr in stages:
+        volumes = volumes.with_target(q(expr, legend, instant=True))
+    abandoned = 'socialpulse_checkouts_total{outcome="abandoned"}'
+    started_all = 'socialpulse_checkouts_total{outcome="started"}'
+    return (
+        base("socialpulse-funnel", "socialpulse / Funnel",
+             "The selling funnel per platform: impressions to new customers, the rate at each step, the cost per "
+             "step, and benchmarks drawn like for like.")
+        .with_variable(variable("platform", "label_values(socialpulse_clicks, platform)"))
+        .with_variable(variable("account", 'label_values(socialpulse_clicks{platform=~"$platform"}, account)'))
+        .with_variable(window_variable())
+        .with_row(db.Row("Funnel"))
+        .with_panel(volumes)
+        .with_row(db.Row("Rate at each step"))
+        .with_panel(ts("Engagement rate (engagements / impressions)", "percentunit", q(
+            f"{per_platform('socialpulse_engagements')} / sum by (platform) (socialpulse_impressions{{{w}}} > 0)",
+            "{{platform}}"), w=8))
+        .with_panel(ts("Click-through rate (clicks / impressions)", "percentunit", q(
+            f"{per_platform('socialpulse_clicks')} / sum by (platform) (socialpulse_impressions{{{w}}} > 0)",
+            "{{platform}}"), w=8))
+        .with_panel(ts("Sessions from social per click", "percentunit", q(
+            f"{per_platform('socialpulse_social_sessions')} / sum by (platform) (socialpulse_clicks{{{w}}} > 0)",
+            "{{platform}}"), desc="Site sessions the platform's links brought / its clicks.", w=8))
+        .with_panel(ts("Lead rate (leads / clicks, leads / sessions)", "percentunit",
+            q(f"{per_platform('socialpulse_leads')} / sum by (platform) (socialpulse_clicks{{{w}}} > 0)",
+              "{{platform}} per click"),
+            q(f"{per_platform('socialpulse_leads')} / sum by (platform) (socialpulse_social_sessions{{{w}}} > 0)",
+              "{{platform}} per session"),
+            desc="An account with no leads and no sessions has no funnel series: it counts in neither sum.", w=8))
+        .with_panel(ts("Checkouts started per session from social", "percentunit", q(
+            f"{started_by_platform} / sum by (platform) (socialpulse_social_sessions{{{w}}} > 0)", "{{platform}}"),
+            desc="Checkouts started by shoppers whose last touch was the platform (counted once judged, a grace "
+                 "period after they start; all accounts) / sessions its links brought.", w=8))
+        .with_panel(ts("New customers per checkout started; lead-to-customer rate", "percentunit",
+            q(f"{per_platform('socialpulse_new_customers')} / ({started_by_platform} > 0)", "{{platform}} per checkout"),
+            q(weighted("socialpulse_lead_to_customer_rate", "socialpulse_leads", w), "{{platform}} leads that bought"),
+            desc="New customers (first order attributed to the platform) / checkouts started from it; and of the "
+                 "window's leads, the share whose shopper became a customer within the lookback (weighted by "
+                 "leads). Neither is a click conversion rate: never compare them with 2-3%.", w=8))
+        .with_row(db.Row("Cost per step (spend in its currency)"))
+        .with_panel(cost("Cost per 1000 impressions", "socialpulse_impressions", "Spend / impressions x 1000.",
+                         " * 1000"))
+        .with_panel(cost("Cost per click", "socialpulse_clicks", "Spend / clicks."))
+        .with_panel(cost("Cost per lead", "socialpulse_leads", "Spend / leads (platform totals)."))
+        .with_panel(cost("Cost per acquisition", "socialpulse_new_customers",
+                         "Spend / new customers: a repeat order is not a second acquisition."))
+        .with_row(db.Row("Benchmarks, like for like"))
+        .with_panel(post_engagement_vs_rival_iq(w=8))
+        .with_panel(ctr_vs_chatdesk(w=8))
+        .with_panel(click_conversion_vs_bigcommerce(w=8))
+        .with_panel(ts(
+            "Lead rate by sessions vs email pop-ups' 3.8%", "percentunit",
+            q(f"{per_platform('socialpulse_leads')} / sum by (platform) (socialpulse_social_sessions{{{w}}} > 0)",
+              "{{platform}}"),
+            q(f"vector({LEAD_BENCHMARK})", "benchmark 3.8% (email pop-ups)"),
+            desc="Leads / sessions from social: the benchmark counts visitors, so sessions, not clicks, are the "
+                 "denominator. Email pop-ups turn about 3.8% of visitors into leads; social should do at least "
+                 "as well.", w=8))
+        .with_panel(ts(
+            "Cart abandonment rate by source (last 1d)", "percentunit",
+            q(f"(sum by (source) (increase({abandoned}[1d])) or 0 * sum by (source) (increase({started_all}[1d]))) "
+              f"/ sum by (source) (increase({started_all}[1d]) > 0)", "{{source}}"),
+            desc="Checkouts abandoned (not completed within CHECKOUT_TIMEOUT) / checkouts started, by the source "
+                 "of the shopper's last touch: is it higher for social visitors? Over a day, because a checkout is "
+                 "judged abandoned only CHECKOUT_TIMEOUT after it started. All accounts.", w=8))
+        .with_panel(ts(
+            "Social share of revenue", "percentunit",
+            q('max by (model, currency) (socialpulse_social_revenue_share{window="$window"})', "{{model}} {{currency}}"),
+            desc="Revenue attributed to social touches / revenue of all orders, per model and currency "
+                 "(direct touches are not social).", w=8))
+        .with_row(db.Row("Before purchase"))
+        .with_panel(ts("Sessions before purchase", "short", q(
+            f"avg by (platform) (socialpulse_sessions_before_purchase{{{w}}})", "{{platform}}"),
+            desc="Per attributed order, the shopper's site sessions in the lookback before it.", w=8))
+        .with_panel(ts("Time on site before purchase", "s", q(
+            f"avg by (platform) (socialpulse_time_on_site_before_purchase_seconds{{{w}}})", "{{platform}}"),
+            desc="Per attributed order, the summed duration of those sessions.", w=8))
+        .with_panel(
+            table.Panel().title("Campaigns: attributed orders / clicks").datasource(DS).span(8).height(8)
+            .unit("percentunit").with_target(q(
+                f"topk(20, sum by (platform, account, campaign) (socialpulse_campaign_attributed_orders{{{w}}}) "
+                f"/ sum by (platform, account, campaign) (socialpulse_campaign_clicks{{{w}}} > 0))", instant=True))
+        )
+    )
+
+
 BOARDS: dict[str, Callable[[], db.Dashboard]] = {
-    "pipeline": pipeline, "engagement": engagement, "replies": replies, "conversion": conversion,
+    "pipeline": pipeline, "engagement": engagement, "replies": replies, "conversion": conversion, "funnel": funnel,
 }
 
 

@@ -10,7 +10,8 @@ import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal, localcontext
 
-__all__ = ["MODELS", "last_touch", "first_touch", "linear", "time_decay", "position_based", "credits"]
+__all__ = ["MODELS", "last_touch", "first_touch", "linear", "time_decay", "position_based", "last_non_direct",
+           "credits"]
 
 ONE = Decimal(1)
 QUANT = Decimal("1e-12")  # credits are kept to 12 decimal places
@@ -72,19 +73,32 @@ def position_based(ages_s: Sequence[float]) -> list[Decimal]:
     return _exact([Decimal("0.4"), *middle, Decimal("0.4")])
 
 
+def last_non_direct(direct: Sequence[bool]) -> list[Decimal]:
+    """All credit to the last touch that is not a direct visit (Matomo's "last non-direct");
+    an order whose every touch is direct credits its last direct touch."""
+    n = len(direct)
+    i = next((k for k in range(n - 1, -1, -1) if not direct[k]), n - 1)
+    return [ONE if k == i else Decimal(0) for k in range(n)]
+
+
 MODELS: dict[str, Callable[..., list[Decimal]]] = {
     "last_touch": last_touch,
     "first_touch": first_touch,
     "linear": linear,
     "time_decay": time_decay,
     "position_based": position_based,
+    "last_non_direct": last_non_direct,
 }
 
 
-def credits(ages_s: Sequence[float], half_life_s: float = 7 * 86400) -> dict[str, list[Decimal]]:
-    """Credits per model for touches of the given ages (oldest first)."""
+def credits(ages_s: Sequence[float], half_life_s: float = 7 * 86400,
+            direct: Sequence[bool] | None = None) -> dict[str, list[Decimal]]:
+    """Credits per model for touches of the given ages (oldest first); ``direct`` marks the
+    touches that are direct visits (the five position and time models treat them like any
+    touch; ``last_non_direct`` passes over them)."""
     if not ages_s:
         raise ValueError("an attributed order has at least one touch")
-    out = {name: fn(ages_s) for name, fn in MODELS.items() if name != "time_decay"}
+    out = {name: fn(ages_s) for name, fn in MODELS.items() if name not in ("time_decay", "last_non_direct")}
     out["time_decay"] = time_decay(ages_s, half_life_s)
+    out["last_non_direct"] = last_non_direct(direct if direct is not None else [False] * len(ages_s))
     return out

@@ -32,13 +32,31 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, NotRequired, TypedDict
 
-from schemas.events import Checkout, Click, Event, Order, OrderStatus, Session, account_key, of_shopper
+from schemas.events import (
+    SHOP_KEY,
+    Checkout,
+    Click,
+    Event,
+    Lead,
+    Order,
+    OrderStatus,
+    Session,
+    account_key,
+    derived_id,
+    of_shopper,
+)
 
 from ..family import Forward, Gauge, Output, Route, Sample, Tally
 from ..windows import WindowSpec
 from .attribution import credits
 
 __all__ = ["Shopper", "touches"]
+
+#: the input topic of each event a shopper sees (what a derived record is counted under)
+_SOURCE: dict[type[Event], str] = {Click: "clicks", Order: "orders", Session: "sessions", Checkout: "checkouts",
+                                   Lead: "leads"}
+#: a direct visit as a touch: [ts, platform, account, campaign, click_id, event_id, post_id]
+_DIRECT = ("direct", "direct", None, None, None, None)
 
 
 def touches(clicks: list[list[Any]], order_ts: int, lookback_ms: int, click_id: str | None) -> list[list[Any]]:
@@ -59,14 +77,16 @@ class State(TypedDict):
     orders: dict[str, dict[str, Any]]  # order id -> the order, its credits and whether it settled
     sessions: NotRequired[list[list[Any]]]  # site sessions in the lookback: [ts, source, duration_s]
     checkouts: NotRequired[dict[str, dict[str, Any]]]  # checkouts until their timeout: id -> {ts, src, started, done}
+    leads: NotRequired[list[list[Any]]]  # the shopper's leads in the lookback: [ts, platform, account, event_id]
 
 
 class Shopper:
     name = "attribution"
-    topics = frozenset({"clicks", "orders", "sessions", "checkouts"})
-    # a click is counted once, on its account (``Engagement``); here it is a touch of its shopper
+    topics = frozenset({"clicks", "orders", "sessions", "checkouts", "leads"})
+    # a click is counted once, on its account (``Engagement``); here it is a touch of its shopper;
+    # a lead is counted on its account (``Funnel``); here it waits for the shopper's first order
     routes = (Route("clicks", of_shopper, primary=False), Route("orders", of_shopper),
-              Route("sessions", of_shopper), Route("checkouts", of_shopper))
+              Route("sessions", of_shopper), Route("checkouts", of_shopper), Route("leads", of_shopper, primary=False))
     gauges: tuple[Gauge, ...] = ()
     counters: tuple[Gauge, ...] = (
         Gauge("socialpulse_unattributed_orders", "Placed orders with no click in the lookback, by currency.",
@@ -100,48 +120,91 @@ class Shopper:
             state["sessions"] = raw["sessions"]
         if raw.get("checkouts"):
             state["checkouts"] = raw["checkouts"]
+        if raw.get("leads"):
+            state["leads"] = raw["leads"]
         return state
 
     def is_empty(self, state: State) -> bool:
-        return not state["clicks"] and not state["orders"] and not state.get("sessions") and not state.get("checkouts")
+        return (not state["clicks"] and not state["orders"] and not state.get("sessions")
+                and not state.get("checkouts") and not state.get("leads"))
 
     def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         out: list[Output] = []
         for event in events:
-            if isinstance(event, Click):
-                row = [event.ts, event.platform, event.account_id, event.campaign_id, event.click_id, event.event_id,
-                       event.post_id]
-                clicks = state["clicks"]
-                clicks.append(row)
-                if len(clicks) > 1 and clicks[-2][0] > event.ts:
-                    clicks.sort(key=lambda c: c[0])
-                # a click that arrives after an order it precedes (within grace): credit again
-                for o in state["orders"].values():
-                    if not o["settled"] and not o["reversed"] and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]:
-                        out.extend(self._credit(state, o))
-            elif isinstance(event, Session):
-                sessions = state.setdefault("sessions", [])
-                sessions.append([event.ts, event.source, event.duration_s])
-                if len(sessions) > 1 and sessions[-2][0] > event.ts:
-                    sessions.sort(key=lambda s: s[0])
-                # a visit that arrives after an order it precedes (within grace): its time on site counts
-                for o in state["orders"].values():
-                    if (not o["settled"] and not o["reversed"] and o["credits"]
-                            and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]):
-                        out.extend(self._credit(state, o))
-            elif isinstance(event, Checkout):
-                out.extend(self._checkout(state, event))
-            elif isinstance(event, Order):
-                if event.status == OrderStatus.placed:
-                    out.extend(self._placed(state, event))
-                elif event.order_id in state["orders"]:
-                    out.extend(self._reverse(state["orders"][event.order_id], event.event_id, event.ts))
-                else:  # cancelled before its placement arrived: remember, so the placement credits nothing
-                    state["orders"][event.order_id] = {
-                        "event_id": event.event_id, "ts": event.ts, "amount": "0", "currency": event.currency,
-                        "click_id": None, "exp": event.ts + self.lookback_ms, "credits": [], "version": 0,
-                        "reversed": True, "settled": False,
-                    }
+            before = self._conversions(state) if state["orders"] else set()
+            self._apply(state, event, out)
+            if state["orders"] or before:
+                out.extend(self._converted(event, before, self._conversions(state)))
+        return out
+
+    def _apply(self, state: State, event: Event, out: list[Output]) -> None:
+        if isinstance(event, Click):
+            row = [event.ts, event.platform, event.account_id, event.campaign_id, event.click_id, event.event_id,
+                   event.post_id]
+            clicks = state["clicks"]
+            clicks.append(row)
+            if len(clicks) > 1 and clicks[-2][0] > event.ts:
+                clicks.sort(key=lambda c: c[0])
+            # a click that arrives after an order it precedes (within grace): credit again
+            for o in state["orders"].values():
+                if not o["settled"] and not o["reversed"] and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]:
+                    out.extend(self._credit(state, o))
+        elif isinstance(event, Session):
+            sessions = state.setdefault("sessions", [])
+            sessions.append([event.ts, event.source, event.duration_s])
+            if len(sessions) > 1 and sessions[-2][0] > event.ts:
+                sessions.sort(key=lambda s: s[0])
+            # a visit that arrives after an order it precedes (within grace): its time on site
+            # counts, and a direct visit is a touch
+            for o in state["orders"].values():
+                if (not o["settled"] and not o["reversed"] and (o["credits"] or event.source == "direct")
+                        and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]):
+                    out.extend(self._credit(state, o))
+        elif isinstance(event, Lead):
+            leads = state.setdefault("leads", [])
+            leads.append([event.ts, event.platform, event.account_id, event.event_id])
+            if len(leads) > 1 and leads[-2][0] > event.ts:
+                leads.sort(key=lambda lead: lead[0])
+        elif isinstance(event, Checkout):
+            out.extend(self._checkout(state, event))
+        elif isinstance(event, Order):
+            if event.status == OrderStatus.placed:
+                out.extend(self._placed(state, event))
+            elif event.order_id in state["orders"]:
+                o = state["orders"][event.order_id]
+                out.extend(self._reverse(o, event.event_id, event.ts))
+                out.extend(self._resale(o, event.order_id, event.ts))
+            else:  # cancelled before its placement arrived: remember, so the placement credits nothing
+                state["orders"][event.order_id] = {
+                    "event_id": event.event_id, "ts": event.ts, "amount": "0", "currency": event.currency,
+                    "click_id": None, "exp": event.ts + self.lookback_ms, "credits": [], "version": 0,
+                    "reversed": True, "settled": False,
+                }
+
+    def _conversions(self, state: State) -> set[tuple[Any, ...]]:
+        """What the shopper's orders convert now: the last non-direct click of each live
+        attributed order, and every lead in the lookback before the shopper's first order
+        (the lead became a customer). ``(kind, cohort_ts, platform, account, id)``."""
+        live = [o for o in state["orders"].values() if not o["reversed"]]
+        out: set[tuple[Any, ...]] = {("click", *o["conv"]) for o in live if o.get("conv")}
+        leads = state.get("leads")
+        if leads and live:
+            first = min(live, key=lambda o: (o["ts"], o["event_id"]))
+            low, high = first["ts"] - self.lookback_ms, first["ts"]
+            out.update(("lead", *lead) for lead in leads if low <= lead[0] <= high)
+        return out
+
+    @staticmethod
+    def _converted(event: Event, before: set[tuple[Any, ...]], after: set[tuple[Any, ...]]) -> list[Output]:
+        """Forward what ``event`` changed in the conversions: +1 for each new, -1 for each gone."""
+        out: list[Output] = []
+        for sign, items in ((1, after - before), (-1, before - after)):
+            for kind, cohort_ts, platform, account, ident in sorted(items, key=str):
+                record = {"event_id": derived_id(event.event_id, f"~{kind}{'+' if sign > 0 else '-'}{ident}"),
+                          "ts": event.ts, "platform": platform, "account_id": account, "kind": kind,
+                          "cohort_ts": cohort_ts, "n": sign}
+                out.append(Forward("account", account_key(platform, account), "converted", record,
+                                   _SOURCE[type(event)]))
         return out
 
     def _placed(self, state: State, order: Order) -> list[Output]:
@@ -158,21 +221,30 @@ class Shopper:
     def _credit(self, state: State, o: dict[str, Any], order_id: str | None = None) -> list[Output]:
         """(Re)compute an order's credits; forward the difference as whole records."""
         order_id = order_id or next(k for k, v in state["orders"].items() if v is o)
-        hits = touches(state["clicks"], o["ts"], self.lookback_ms, o["click_id"])
-        if not hits:
-            return []  # unattributed, unless a click turns up within grace (tallied when settled)
+        rows = state["clicks"]
+        direct = [[s[0], *_DIRECT] for s in state.get("sessions", ()) if s[1] == "direct"]
+        if direct:
+            rows = sorted(rows + direct, key=lambda c: c[0])  # (stable: a click before a visit of its time)
+        hits = touches(rows, o["ts"], self.lookback_ms, o["click_id"])
+        if not hits:  # unattributed, unless a touch turns up within grace (tallied when settled)
+            return self._resale(o, order_id, o["ts"])
         out = self._reverse(o, f"{o['event_id']}@r{o['version']}", o["ts"]) if o["credits"] else []
         o["reversed"] = False
         o["version"] += 1
         amount = Decimal(o["amount"])
-        by_model = credits([(o["ts"] - c[0]) / 1000 for c in hits], self.half_life_s)
+        is_direct = [c[1] == "direct" for c in hits]
+        by_model = credits([(o["ts"] - c[0]) / 1000 for c in hits], self.half_life_s, is_direct)
+        clicked = [c for c in hits if c[1] != "direct"]
+        # the click this order converts: its last non-direct touch
+        o["conv"] = [clicked[-1][0], clicked[-1][1], clicked[-1][2], str(clicked[-1][5] if len(clicked[-1]) > 5
+                                                                         else clicked[-1][4])] if clicked else None
         o["new"] = self._is_first(state, o)  # a new customer: the shopper's first order in the lookback
         visits = [s for s in state.get("sessions", ()) if o["ts"] - self.lookback_ms <= s[0] <= o["ts"]]
         records = []
         for i, c in enumerate(hits):
             revenue = {m: str((amount * shares[i]).quantize(Decimal("1e-6"))) for m, shares in by_model.items()}
             records.append({
-                "event_id": f"{o['event_id']}@v{o['version']}#{i}", "ts": o["ts"], "platform": c[1],
+                "event_id": derived_id(o["event_id"], f"@v{o['version']}#{i}"), "ts": o["ts"], "platform": c[1],
                 "account_id": c[2], "campaign_id": c[3], "post_id": c[6] if len(c) > 6 else None, "order_id": order_id, "currency": o["currency"],
                 "revenue": revenue, "orders": 1 if i == len(hits) - 1 else 0,
                 "customers": 1 if o["new"] and i == len(hits) - 1 else 0,
@@ -182,7 +254,36 @@ class Shopper:
         earlier = self._first_order(state, o)
         if earlier is not None:  # it was the shopper's first order until this one arrived: not new any more
             out.extend(self._credit(state, earlier))
-        return out + [self._forward(r) for r in records]
+        return out + [self._forward(r) for r in records] + self._resale(o, order_id, o["ts"])
+
+    @staticmethod
+    def _resale(o: dict[str, Any], order_id: str, ts: int) -> list[Output]:
+        """Bring the shop's record of this order (revenue of all orders, and the part each
+        model credits to social touches) up to date: take back the old one, send the new."""
+        want: dict[str, Any] | None = None
+        if not o["reversed"]:
+            social: dict[str, Decimal] = {}
+            for r in o["credits"]:
+                if r["platform"] != "direct":
+                    for model, v in r["revenue"].items():
+                        social[model] = social.get(model, Decimal(0)) + Decimal(v)
+            want = {"amount": o["amount"], "social": {m: str(v) for m, v in sorted(social.items())}}
+        have = o.get("sale")
+        if have == want:
+            return []
+        out: list[Output] = []
+        n = o.get("sales", 0)
+        for sign, sale in ((-1, have), (1, want)):
+            if sale is None:
+                continue
+            n += 1
+            record = {"event_id": derived_id(o["event_id"], f"$s{n}"), "ts": o["ts"] if sign > 0 else ts,
+                      "order_id": order_id, "currency": o["currency"],
+                      "amount": sale["amount"] if sign > 0 else str(-Decimal(sale["amount"])),
+                      "social": sale["social"] if sign > 0 else {m: str(-Decimal(v)) for m, v in sale["social"].items()}}
+            out.append(Forward("account", SHOP_KEY, "sales", record, "orders"))
+        o["sale"], o["sales"] = want, n
+        return out
 
     @staticmethod
     def source_at(state: State, ts: int) -> str:
@@ -300,6 +401,11 @@ class Shopper:
             state["sessions"], changed = [s for s in sessions if s[0] >= low], True
             if not state["sessions"]:
                 del state["sessions"]
+        leads = state.get("leads")
+        if leads and leads[0][0] < low:
+            state["leads"], changed = [lead for lead in leads if lead[0] >= low], True
+            if not state["leads"]:
+                del state["leads"]
         judged, judged_changed = self._judge_checkouts(state, watermark)
         out.extend(judged)
         changed = changed or judged_changed

@@ -1,7 +1,41 @@
-"""Engagement family: likes, impressions, audience and clicks per platform account.
+"""Engagement family: likes, impressions, audience and clicks per platform account, and
+per post the engagements, impressions, clicks, leads and credited revenue.
 
 State per key (``platform|account``): the windowed aggregates of
 ``engagement.metrics`` plus the latest follower snapshot ever seen.
+
+Its events on the ``account`` stream: ``likes``, ``impressions``, ``audience``, ``clicks``
+(its own primary routes), ``leads`` (routed here by the funnel family) and ``credits``
+(each touch's share of an order, forwarded by the shopper stage): only leads and credits
+that name a post count, and only per post.
+
+Per post (results topic and API only, never Prometheus labels). Closed-window results:
+
+- ``metric="posts"``: ``value`` = posts seen in the window (any engagement, impression,
+  click, lead or credited revenue); ``posts`` = the per-post table, one row per post sorted
+  by post id: ``post_id``, ``engagements``, ``impressions``, ``engagement_rate`` (eng ÷
+  imp), ``engagement_rate_by_followers`` (eng ÷ the account's latest follower count, also
+  in ``followers``), ``clicks``, ``click_through_rate`` (clicks ÷ imp), ``leads``,
+  ``revenue`` ({currency: last-touch credited revenue as Decimal text; negative credits of
+  cancelled or refunded orders included}). Ratios are null where the denominator is 0.
+  A busy window's table is split in pages of ``POSTS_PER_RESULT`` rows so no record grows
+  without bound: ``page`` (0-based) and ``pages``; key ``posts|platform|account|window|
+  window_start|<page>``. Late data only adds posts, so a revision has at least as many
+  pages as the one it replaces and every key is upserted.
+- ``metric="top_posts_by_revenue"``, one per currency: ``value`` = posts listed,
+  ``top_posts_by_revenue`` = up to ``TOP_POSTS`` [{post_id, revenue}] with positive
+  revenue, most first; key ``...|<currency>``.
+- ``metric="post_engagement_rate_by_followers"``: the mean over the window's posts with
+  engagements or impressions of post engagements ÷ followers (Rival IQ's per-post
+  benchmark); ``followers``, and ``posts_counted`` = how many posts the mean is over.
+- ``metric="click_through_rate_by_type"``, one per ``type`` (organic, paid) with
+  impressions of that type: clicks ÷ impressions of the type (Chatdesk's split); key
+  ``...|<type>``.
+
+The account API view carries the same per trailing window: ``posts`` (the table, unpaged),
+``top_posts_by_revenue``, ``post_engagement_rate_by_followers`` and
+``click_through_rate_by_type``. Gauges: ``socialpulse_post_engagement_rate_by_followers``
+and ``socialpulse_click_through_rate_by_type{type}``.
 """
 
 from __future__ import annotations
@@ -47,13 +81,22 @@ METRICS: tuple[Metric, ...] = (
            lambda agg, followers: m.click_through_rate(agg)),
     Metric("follower_growth", "Latest minus first follower snapshot in the trailing window.",
            lambda agg, followers: m.follower_growth(agg)),
+    Metric("post_engagement_rate_by_followers", "Mean over the trailing window's posts (with engagements or "
+           "impressions) of post engagements / latest follower count (ratio; Rival IQ's per-post benchmark).",
+           m.post_engagement_rate_by_followers),
 )
+#: rows of the per-post table in one ``posts`` result (more posts: more pages)
+POSTS_PER_RESULT = 500
 #: what a result of a metric carries besides its value
 EXTRAS: dict[str, Callable[[windows.Agg, int | None], dict[str, Any]]] = {
     "engagements": lambda agg, followers: {"by_kind": dict(sorted(agg["kinds"].items()))},
     "engagement_rate_by_followers": lambda agg, followers: {"followers": followers},
+    "post_engagement_rate_by_followers": lambda agg, followers: {
+        "followers": followers, "posts_counted": len(set(agg["posts"]) | set(agg.get("pi", {})))},
 }
 FOLLOWERS = Gauge("socialpulse_followers", "Latest follower count snapshot.", ("platform", "account"))
+CTR_BY_TYPE = Gauge("socialpulse_click_through_rate_by_type",
+                    "Clicks / impressions of one type (organic, paid) in the trailing window (ratio).", (*_W, "type"))
 
 
 class State(TypedDict):
@@ -65,10 +108,11 @@ class State(TypedDict):
 
 class Engagement:
     name = "engagement"
-    topics = frozenset({"likes", "impressions", "audience", "clicks"})
-    routes = tuple(Route(topic, of_account) for topic in sorted(topics))
+    # leads: routed to the account stage by the funnel family; credits: forwarded by ``Shopper``
+    topics = frozenset({"likes", "impressions", "audience", "clicks", "leads", "credits"})
+    routes = tuple(Route(topic, of_account) for topic in ("audience", "clicks", "impressions", "likes"))
     counters: tuple[Gauge, ...] = ()
-    gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), FOLLOWERS)
+    gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), FOLLOWERS, CTR_BY_TYPE)
 
     merge = staticmethod(m.merge)
 
@@ -133,6 +177,18 @@ class Engagement:
         if agg["posts"]:
             top = m.top_posts(agg, self.top_n)
             values.append(("top_posts", len(top), {"top_posts": top}))
+        # (metric, value, fields, key suffix): the per-post and per-type results
+        keyed: list[tuple[str, float | None, dict[str, Any], tuple[str, ...]]] = []
+        for kind, ctr in m.click_through_rate_by_type(agg).items():
+            keyed.append(("click_through_rate_by_type", ctr, {"type": kind}, (kind,)))
+        table = m.post_table(agg, followers)
+        pages = -(-len(table) // POSTS_PER_RESULT)
+        for page in range(pages):
+            rows = table[page * POSTS_PER_RESULT:(page + 1) * POSTS_PER_RESULT]
+            keyed.append(("posts", len(table), {"posts": rows, "page": page, "pages": pages, "followers": followers},
+                          (str(page),)))
+        for cur, top_rev in m.top_posts_by_revenue(agg, self.top_n).items():
+            keyed.append(("top_posts_by_revenue", len(top_rev), {"currency": cur, "top_posts_by_revenue": top_rev}, (cur,)))
         return [
             Result(
                 family="engagement",
@@ -143,11 +199,11 @@ class Engagement:
                 window_start=start,
                 window_end=end,
                 value=value,
-                key=result_key(metric, platform, account, cw.label, start),
+                key=result_key(metric, platform, account, cw.label, start, *suffix),
                 revision=revision,
                 **extra,
             )
-            for metric, value, extra in values
+            for metric, value, extra, suffix in [(a, b, c, ()) for a, b, c in values] + keyed
             if value is not None  # a ratio with a zero denominator is not a value
         ]
 
@@ -168,6 +224,9 @@ class Engagement:
                 value = x.value(agg, followers)
                 if value is not None:
                     yield f"socialpulse_{x.name}", lv, float(value)
+            for kind, ctr in m.click_through_rate_by_type(agg).items():
+                if ctr is not None:
+                    yield CTR_BY_TYPE.name, (*lv, kind), ctr
 
     def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
         followers = state["followers"][1] if state["followers"] else None
@@ -177,5 +236,8 @@ class Engagement:
             view: dict[str, Any] = {x.name: x.value(agg, followers) for x in METRICS}
             view["by_kind"] = dict(sorted(agg["kinds"].items()))
             view["top_posts"] = m.top_posts(agg, self.top_n)
+            view["click_through_rate_by_type"] = m.click_through_rate_by_type(agg)
+            view["posts"] = m.post_table(agg, followers)
+            view["top_posts_by_revenue"] = m.top_posts_by_revenue(agg, self.top_n)
             out["windows"][self.spec.label(size)] = view
         return out

@@ -5,14 +5,26 @@ An aggregate (``agg``) is what the windowing core keeps per bucket and window:
     {"eng": int, "kinds": {kind: int}, "imp": int, "clk": int,
      "posts": {post_id: int},            # engagements per post, for top posts
      "f0": [ts, followers] | None,       # first follower snapshot in the window
-     "f1": [ts, followers] | None}       # latest follower snapshot in the window
+     "f1": [ts, followers] | None,       # latest follower snapshot in the window
+     # per post and paid/organic (absent in aggregates written before them: read with .get)
+     "impp": int, "clkp": int,           # paid impressions, paid clicks (organic = total - paid)
+     "pi": {post_id: int},               # impressions per post
+     "pc": {post_id: int},               # clicks per post (clicks that name a post)
+     "pl": {post_id: int},               # leads per post (leads that name a post)
+     "pr": {post_id: {currency: "amount"}}}  # last-touch credited revenue per post (Decimal text)
+
+Per-post entries exist only for the posts that had an event in the bucket or window, so a
+window's memory grows with the posts active in it, not with the account's history. A lead
+or a credit without ``post_id`` counts for no post (the account's leads and revenue are the
+funnel's and conversion's).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-from schemas.events import Audience, Click, Event, Impression, Like
+from schemas.events import Audience, Click, Credit, Event, Impression, Lead, Like
 
 from ..windows import Agg
 
@@ -25,15 +37,31 @@ __all__ = [
     "click_through_rate",
     "follower_growth",
     "top_posts",
+    "post_engagement_rate_by_followers",
+    "click_through_rate_by_type",
+    "post_table",
+    "top_posts_by_revenue",
     "BENCHMARK_ENGAGEMENT_RATE",
+    "CTR_TYPES",
 ]
 
 #: Published per-post engagement-rate benchmarks (Rival IQ via Bazaarvoice, METRICS.md).
 BENCHMARK_ENGAGEMENT_RATE = {"facebook": 0.0006, "instagram": 0.0047, "tiktok": 0.0569, "x": 0.00035}
 
 
+#: ``type`` label values of the click-through rate by type
+CTR_TYPES = ("organic", "paid")
+#: per-post counters (post -> int), beside ``posts`` (engagements per post)
+_PER_POST = ("pi", "pc", "pl")
+
+
 def empty() -> Agg:
-    return {"eng": 0, "kinds": {}, "imp": 0, "clk": 0, "posts": {}, "f0": None, "f1": None}
+    return {"eng": 0, "kinds": {}, "imp": 0, "clk": 0, "posts": {}, "f0": None, "f1": None,
+            "impp": 0, "clkp": 0, "pi": {}, "pc": {}, "pl": {}, "pr": {}}
+
+
+def _add_money(d: dict[str, str], currency: str, amount: Decimal | str) -> None:
+    d[currency] = str(Decimal(d.get(currency, "0")) + Decimal(amount))
 
 
 def fold(agg: Agg, event: Event) -> None:
@@ -46,8 +74,26 @@ def fold(agg: Agg, event: Event) -> None:
         posts[event.post_id] = posts.get(event.post_id, 0) + 1
     elif isinstance(event, Impression):
         agg["imp"] += event.count
+        pi = agg["pi"]
+        pi[event.post_id] = pi.get(event.post_id, 0) + event.count
+        if event.paid:
+            agg["impp"] += event.count
     elif isinstance(event, Click):
         agg["clk"] += 1
+        if event.paid:
+            agg["clkp"] += 1
+        if event.post_id is not None:
+            pc = agg["pc"]
+            pc[event.post_id] = pc.get(event.post_id, 0) + 1
+    elif isinstance(event, Lead):
+        if event.post_id is not None:
+            pl = agg["pl"]
+            pl[event.post_id] = pl.get(event.post_id, 0) + 1
+    elif isinstance(event, Credit):
+        # last-touch revenue of the click's post; negative when a cancelled order takes it back
+        amount = event.revenue.get("last_touch")
+        if event.post_id is not None and amount is not None and amount != 0:
+            _add_money(agg["pr"].setdefault(event.post_id, {}), event.currency, amount)
     elif isinstance(event, Audience):
         snap = [event.ts, event.followers]
         if agg["f0"] is None or snap[0] < agg["f0"][0]:
@@ -57,14 +103,26 @@ def fold(agg: Agg, event: Event) -> None:
 
 
 def merge(into: Agg, other: Agg) -> None:
-    """Fold ``other`` into ``into`` (associative and commutative)."""
+    """Fold ``other`` into ``into`` (associative and commutative). Either may have been
+    written before the per-post and paid fields existed (``.get``/``setdefault``)."""
     into["eng"] += other["eng"]
     into["imp"] += other["imp"]
     into["clk"] += other["clk"]
+    into["impp"] = into.get("impp", 0) + other.get("impp", 0)
+    into["clkp"] = into.get("clkp", 0) + other.get("clkp", 0)
     for name in ("kinds", "posts"):
         target = into[name]
         for k, v in other[name].items():
             target[k] = target.get(k, 0) + v
+    for name in _PER_POST:
+        target = into.setdefault(name, {})
+        for k, v in other.get(name, {}).items():
+            target[k] = target.get(k, 0) + v
+    revenue = into.setdefault("pr", {})
+    for post, by_cur in other.get("pr", {}).items():
+        mine = revenue.setdefault(post, {})
+        for cur, v in by_cur.items():
+            _add_money(mine, cur, v)
     f0, f1 = other["f0"], other["f1"]
     if f0 is not None and (into["f0"] is None or f0[0] < into["f0"][0]):
         into["f0"] = list(f0)
@@ -102,3 +160,57 @@ def top_posts(agg: Agg, n: int) -> list[dict[str, Any]]:
     """The ``n`` posts with most engagements (ties broken by post id, for stable output)."""
     ranked = sorted(agg["posts"].items(), key=lambda kv: (-kv[1], kv[0]))[:n]
     return [{"post_id": post, "engagements": count} for post, count in ranked]
+
+
+def _posts_with_content(agg: Agg) -> set[str]:
+    """Posts with engagements or impressions in the window (the per-post benchmark's posts)."""
+    return set(agg["posts"]) | set(agg.get("pi", {}))
+
+
+def post_engagement_rate_by_followers(agg: Agg, followers: int | None) -> float | None:
+    """Mean over the window's posts with engagements or impressions of post engagements ÷
+    the latest follower count (Rival IQ's per-post benchmark). Every engagement names its
+    post, so this is engagements ÷ (posts × followers). None without posts or followers."""
+    n = len(_posts_with_content(agg))
+    if not n or not followers:
+        return None
+    return sum(agg["posts"].values()) / (n * followers)
+
+
+def click_through_rate_by_type(agg: Agg) -> dict[str, float | None]:
+    """{"organic": organic clicks ÷ organic impressions, "paid": paid clicks ÷ paid impressions},
+    None where that type had no impressions."""
+    imp_paid, clk_paid = agg.get("impp", 0), agg.get("clkp", 0)
+    return {"organic": _ratio(agg["clk"] - clk_paid, agg["imp"] - imp_paid), "paid": _ratio(clk_paid, imp_paid)}
+
+
+def post_table(agg: Agg, followers: int | None) -> list[dict[str, Any]]:
+    """One row per post seen in the window (any of engagements, impressions, clicks, leads,
+    credited revenue), sorted by post id. Ratios are None where the denominator is 0;
+    revenue is last-touch credited revenue per currency as Decimal text."""
+    eng, imp, clk, leads, rev = agg["posts"], agg.get("pi", {}), agg.get("pc", {}), agg.get("pl", {}), agg.get("pr", {})
+    rows = []
+    for post in sorted(set(eng) | set(imp) | set(clk) | set(leads) | set(rev)):
+        e, i, c = eng.get(post, 0), imp.get(post, 0), clk.get(post, 0)
+        rows.append({
+            "post_id": post, "engagements": e, "impressions": i, "engagement_rate": _ratio(e, i),
+            "engagement_rate_by_followers": _ratio(e, followers) if followers else None,
+            "clicks": c, "click_through_rate": _ratio(c, i), "leads": leads.get(post, 0),
+            "revenue": dict(sorted(rev.get(post, {}).items())),
+        })
+    return rows
+
+
+def top_posts_by_revenue(agg: Agg, n: int) -> dict[str, list[dict[str, Any]]]:
+    """Per currency, the ``n`` posts with the most positive last-touch revenue (ties by post id).
+    Currencies are never added together: there is no exchange rate here."""
+    by_cur: dict[str, list[tuple[Decimal, str]]] = {}
+    for post, revenue in agg.get("pr", {}).items():
+        for cur, v in revenue.items():
+            amount = Decimal(v)
+            if amount > 0:
+                by_cur.setdefault(cur, []).append((amount, post))
+    return {
+        cur: [{"post_id": post, "revenue": str(amount)} for amount, post in sorted(rows, key=lambda r: (-r[0], r[1]))[:n]]
+        for cur, rows in sorted(by_cur.items())
+    }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.grafana.dashboards import panel_queries, render_all
+from deploy.grafana.dashboards import BOARDS, panel_queries, render_all
 from streams import generator
 from streams.settings import Settings
 
@@ -29,7 +29,9 @@ PREFIX = "obs."
 @pytest.fixture(scope="module")
 def fed_worker(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("obs")
-    env = worker_env(broker, PREFIX, tmp / "data", SOCIALPULSE_APP_ID="obs-socialpulse", SOCIALPULSE_REPLY_SLO="15s")
+    # short grace and checkout timeout: the Funnel board's checkout panels need judged checkouts within the run
+    env = worker_env(broker, PREFIX, tmp / "data", SOCIALPULSE_APP_ID="obs-socialpulse", SOCIALPULSE_REPLY_SLO="15s",
+                     SOCIALPULSE_GRACE="10s", SOCIALPULSE_CHECKOUT_TIMEOUT="30s")
     worker = spawn_worker(env, tmp)
     worker.wait_ready(60)
     settings = Settings(broker=f"kafka://{broker}", topic_prefix=PREFIX, partitions=2)
@@ -106,7 +108,7 @@ def test_prometheus_scrapes_the_worker(prom):
 
 
 @needs_prometheus
-@pytest.mark.parametrize("board", ["pipeline", "engagement", "replies", "conversion"])
+@pytest.mark.parametrize("board", sorted(BOARDS))
 def test_every_panel_query_returns_data(prom, board):
     text = render_all()[f"{board}.json"]
     queries = list(panel_queries(text))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.events import Click, Credit, Order, Spend
+from schemas.events import Click, Credit, Lead, Order, Session, Spend
 from streams.conversion import Conversion, Shopper
 from streams.conversion.attribution import MODELS, credits, position_based, time_decay
 from streams.conversion.family import derived
@@ -17,6 +17,7 @@ from streams.windows import WindowSpec
 
 DAY = 86_400_000
 MIN = 60_000
+HOUR = 3_600_000
 SPEC = WindowSpec(bucket_ms=MIN, trailing_ms=(60 * MIN,), closed_ms=(60 * MIN,), grace_ms=5 * MIN)
 
 
@@ -71,7 +72,7 @@ def test_position_based_spreads_twenty_percent_over_the_middle():
     shares = position_based([5.0, 4.0, 3.0, 2.0, 1.0])
     assert shares[0] == Decimal("0.4") and abs(sum(shares[1:-1]) - Decimal("0.2")) < Decimal("1e-11")
     assert sum(shares) == 1
-    assert set(MODELS) == {"last_touch", "first_touch", "linear", "time_decay", "position_based"}
+    assert set(MODELS) == {"last_touch", "first_touch", "linear", "time_decay", "position_based", "last_non_direct"}
 
 
 def click(i, ts, actor="u1", platform="facebook", account="acme", campaign="c1", click_id=None):
@@ -96,16 +97,21 @@ def test_an_order_credits_its_touches_and_a_cancellation_takes_back_exactly_that
     fam = Shopper(lookback_ms=7 * DAY)
     state = fam.new_state()
     fam.apply("u1", state, [click(1, t0, account="a"), click(2, t0 + 1000, platform="x", account="b")], t0)
-    out = fam.apply("u1", state, [order(1, t0 + 2000, "90.00")], t0)
+    out = credited(fam.apply("u1", state, [order(1, t0 + 2000, "90.00")], t0))
     assert [type(o) for o in out] == [Forward, Forward]
     a, b = out[0].event, out[1].event
     assert (out[0].key, out[1].key) == ("facebook|a", "x|b")
     assert a["revenue"]["linear"] == "45.000000" and b["revenue"]["last_touch"] == "90.000000"
     assert (a["orders"], b["orders"]) == (0, 1)
-    back = fam.apply("u1", state, [order(2, t0 + 5000, "90.00", status="refunded", order_id="ord1")], t0)
+    back = credited(fam.apply("u1", state, [order(2, t0 + 5000, "90.00", status="refunded", order_id="ord1")], t0))
     assert [f.event["revenue"]["linear"] for f in back] == ["-45.000000", "-45.000000"]
     assert [f.event["orders"] for f in back] == [0, -1]
     assert fam.apply("u1", state, [order(3, t0 + 6000, "90.00", status="cancelled", order_id="ord1")], t0) == []
+
+
+def credited(out: list) -> list:
+    """The credits among a shopper's outputs (it also sends sales and conversions)."""
+    return [f for f in out if isinstance(f, Forward) and f.topic == "credits"]
 
 
 def test_a_refund_that_overtakes_its_order_leaves_nothing_credited(t0):
@@ -121,7 +127,7 @@ def test_an_order_without_touches_is_unattributed_once_it_settles(t0):
     fam = Shopper(lookback_ms=7 * DAY, grace_ms=5 * MIN)
     state = fam.new_state()
     fam.apply("u1", state, [click(1, t0 - 8 * DAY)], t0)
-    assert fam.apply("u1", state, [order(1, t0, "10", currency="EUR")], t0) == []
+    assert credited(fam.apply("u1", state, [order(1, t0, "10", currency="EUR")], t0)) == []
     assert fam.close("u1", state, t0 + 5 * MIN - 1)[0] == []  # a click may still turn up
     assert fam.close("u1", state, t0 + 5 * MIN)[0] == [Tally("socialpulse_unattributed_orders", ("EUR",))]
     assert fam.close("u1", state, t0 + 10 * MIN)[0] == []  # tallied once
@@ -131,9 +137,17 @@ def test_a_click_arriving_after_its_order_re_credits_it(t0):
     fam = Shopper(lookback_ms=7 * DAY, grace_ms=5 * MIN)
     state = fam.new_state()
     fam.apply("u1", state, [click(1, t0, account="a")], t0)
-    first = fam.apply("u1", state, [order(1, t0 + 3000, "90.00")], t0)
+    first_all = fam.apply("u1", state, [order(1, t0 + 3000, "90.00")], t0)
+    first = credited(first_all)
     assert [f.event["revenue"]["linear"] for f in first] == ["90.000000"]
-    late = fam.apply("u1", state, [click(2, t0 + 1000, platform="x", account="b")], t0)  # older than the order
+    late_all = fam.apply("u1", state, [click(2, t0 + 1000, platform="x", account="b")], t0)  # older than the order
+    late = credited(late_all)
+    # the click the order converts moves from a to b; the shop's sale (all social) stays as it was
+    conv = [(f.key, f.event["cohort_ts"], f.event["n"]) for f in first_all + late_all if f.topic == "converted"]
+    assert conv == [("facebook|a", t0, 1), ("x|b", t0 + 1000, 1), ("facebook|a", t0, -1)]
+    sales = [f.event for f in first_all + late_all if f.topic == "sales"]
+    assert [(s["amount"], s["social"]["linear"]) for s in sales] == [("90.00", "90.000000")]
+    assert {f.key for f in first_all + late_all if f.topic == "sales"} == {"all|all"}
     # the old credit is negated, then both touches are credited: the account totals end exact
     totals: dict[str, Decimal] = {}
     for f in first + late:
@@ -173,7 +187,7 @@ def test_worked_example_cpa_twenty_dollars(t0):
     for actor in ("u0", "u1"):
         state = shopper.new_state()
         mine = [c for c in clicks if c.actor_id == actor] + [o for o in orders if o.actor_id == actor]
-        credit_events += [Credit.model_validate(f.event) for f in shopper.apply(actor, state, mine, t0) if isinstance(f, Forward)]
+        credit_events += [Credit.model_validate(f.event) for f in shopper.apply(actor, state, mine, t0) if isinstance(f, Forward) and f.topic == "credits"]
     assert [(c.order_id, c.orders, c.customers) for c in credit_events] == [
         ("first-0", 1, 1), ("first-1", 1, 1), ("again-1", 1, 0)]
     conv_state, funnel_state = conversion.new_state(), funnel.new_state()
@@ -262,10 +276,85 @@ def test_time_on_site_before_purchase_is_the_seeds_six_minutes_45(t0):
         order(4, t0 + 600_000, "50.00", actor="u1", order_id="o1"),
     ], t0 + 600_000)
     late = shopper.apply("u1", state, [visit(5, t0 + 300_000, 180)], t0 + 600_000)  # read after the order
-    credits_ = [Credit.model_validate(f.event) for f in [*first, *late] if isinstance(f, Forward)]
+    credits_ = [Credit.model_validate(f.event) for f in [*first, *late] if isinstance(f, Forward) and f.topic == "credits"]
     assert [(c.orders, c.sessions, c.site_seconds) for c in credits_] == [(1, 3, 225.0), (-1, -3, -225.0), (1, 4, 405.0)]
     cstate = conversion.new_state()
     conversion.apply("facebook|acme", cstate, credits_, t0 + 600_000)
     view = conversion.view("facebook|acme", cstate, t0 + 600_000)["windows"]["1h"]
     assert view["attributed_orders"] == 1 and view["sessions_before_purchase"] == 4
     assert view["time_on_site_before_purchase_seconds"] == 405.0  # 6 min 45 s
+
+
+def session(n: int, ts: int, source: str, actor: str = "u1", duration_s: float = 0.0) -> Session:
+    return Session(event_id=f"s{n}", ts=ts, actor_id=actor, source=source, duration_s=duration_s)
+
+
+def test_a_direct_visit_is_a_touch_and_last_non_direct_passes_over_it(t0):
+    t = t0 - 3 * DAY  # (the newest event must not be ahead of the clock)
+    """Click on x, then the shopper comes back directly and buys: the direct visit is the last
+    touch (its share goes to ``direct|direct``), last non-direct credits the click, and social's
+    share of the order is what each model gives the click."""
+    fam = Shopper(lookback_ms=7 * DAY, grace_ms=5 * MIN)
+    state = fam.new_state()
+    fam.apply("u1", state, [click(1, t, platform="x", account="b"), session(1, t + HOUR, "direct")], t)
+    out = fam.apply("u1", state, [order(1, t + 2 * HOUR, "100.00")], t)
+    by_key = {f.key: f.event for f in credited(out)}
+    assert set(by_key) == {"x|b", "direct|direct"}
+    assert by_key["direct|direct"]["revenue"]["last_touch"] == "100.000000"
+    assert by_key["direct|direct"]["orders"] == 1  # the last touch holds the order
+    assert by_key["x|b"]["revenue"]["last_non_direct"] == "100.000000"
+    assert by_key["direct|direct"]["revenue"]["last_non_direct"] == "0.000000"
+    assert by_key["x|b"]["revenue"]["linear"] == "50.000000"
+    [sale] = [f.event for f in out if f.topic == "sales"]
+    assert sale["amount"] == "100.00"
+    assert sale["social"] == {"first_touch": "100.000000", "last_non_direct": "100.000000", "last_touch": "0.000000",
+                              "linear": "50.000000", "position_based": "50.000000",
+                              "time_decay": by_key["x|b"]["revenue"]["time_decay"]}
+    # the click converted (last non-direct), though the order's last touch was direct
+    assert [(f.key, f.event["n"]) for f in out if f.topic == "converted"] == [("x|b", 1)]
+
+
+def test_an_order_with_only_direct_visits_credits_direct_and_converts_no_click(t0):
+    t = t0 - 3 * DAY  # (the newest event must not be ahead of the clock)
+    fam = Shopper(lookback_ms=7 * DAY, grace_ms=5 * MIN)
+    state = fam.new_state()
+    out = fam.apply("u1", state, [session(1, t, "direct"), order(1, t + 1000, "20.00")], t)
+    [credit] = credited(out)
+    assert credit.key == "direct|direct"
+    assert credit.event["revenue"]["last_non_direct"] == "20.000000"  # every touch direct: the last one
+    assert [f.event["social"] for f in out if f.topic == "sales"] == [{}]
+    assert not [f for f in out if f.topic == "converted"]
+    assert fam.close("u1", state, t + DAY)[0] == []  # attributed (to direct), not unattributed
+
+
+def test_an_unattributed_order_is_in_the_revenue_of_all_orders_and_a_refund_takes_it_back(t0):
+    t = t0 - 3 * DAY  # (the newest event must not be ahead of the clock)
+    fam = Shopper(lookback_ms=7 * DAY, grace_ms=5 * MIN)
+    state = fam.new_state()
+    placed = fam.apply("u1", state, [order(1, t, "30.00", currency="EUR")], t)
+    back = fam.apply("u1", state, [order(2, t + DAY, "30.00", currency="EUR", status="refunded", order_id="ord1")], t)
+    sales = [(f.event["ts"], f.event["amount"], f.event["currency"]) for f in placed + back if f.topic == "sales"]
+    assert sales == [(t, "30.00", "EUR"), (t + DAY, "-30.00", "EUR")]
+
+
+def test_a_lead_converts_when_its_shopper_places_a_first_order_within_the_lookback(t0):
+    t = t0 - 3 * DAY  # (the newest event must not be ahead of the clock)
+    """Two leads before the first order both became customers; a lead after it did not (the
+    shopper already was one); a second order converts nothing new; cancelling the first order
+    makes the second the first: the lead between the two converts now, the earlier ones stay."""
+    fam = Shopper(lookback_ms=7 * DAY, grace_ms=5 * MIN)
+    state = fam.new_state()
+    leads = [Lead(event_id=f"l{i}", ts=ts, platform="facebook", account_id="a", actor_id="u1")
+             for i, ts in enumerate((t - 8 * DAY, t - DAY, t - HOUR, t + HOUR))]
+    fam.apply("u1", state, leads, t)
+    out = fam.apply("u1", state, [order(1, t, "40.00", order_id="first")], t)
+    conv = sorted((f.event["cohort_ts"], f.event["n"]) for f in out if f.topic == "converted")
+    assert conv == [(t - DAY, 1), (t - HOUR, 1)]  # the 8-day-old lead is outside the lookback
+    assert not [f for f in fam.apply("u1", state, [order(2, t + 2 * HOUR, "5.00", order_id="second")], t)
+                if f.topic == "converted"]
+    back = fam.apply("u1", state, [order(3, t + 3 * HOUR, "40.00", status="cancelled", order_id="first")], t)
+    conv = sorted((f.event["cohort_ts"], f.event["n"]) for f in back if f.topic == "converted")
+    # the first order is now "second" (t + 2h): every lead in its lookback converts, the ones before
+    # "first" were already counted; the lead at t + 1h is new
+    assert conv == [(t + HOUR, 1)]
+    assert all(f.key == "facebook|a" for f in back if f.topic == "converted")
