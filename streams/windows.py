@@ -38,6 +38,7 @@ __all__ = [
     "bucket_start",
     "new_windowed",
     "add",
+    "add_bucket",
     "is_late",
     "trailing",
     "close_due",
@@ -222,6 +223,18 @@ def add(
             merge(per_size[start], part)
         else:
             per_size[start] = _copy(part)
+
+
+def add_bucket(state: Windowed, ts: int, part: Agg, spec: WindowSpec, merge: Merge, watermark: int) -> None:
+    """Fold ``part`` into the trailing bucket of ``ts`` only (if a trailing window still reaches
+    it), not into closed windows: for values a family publishes another way (e.g. cohorts)."""
+    b = bucket_start(ts, spec.bucket_ms)
+    if b > watermark - spec.keep_buckets_ms:
+        buckets = state["b"]
+        if b in buckets:
+            merge(buckets[b], part)
+        else:
+            buckets[b] = _copy(part)
 
 
 def take_late(state: Windowed) -> list[tuple[int, int, Agg]]:

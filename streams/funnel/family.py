@@ -2,16 +2,45 @@
 site sessions its links bring (the account stage's part of the selling funnel; new customers
 and CPA are the conversion family's, checkouts the shopper's).
 
-State per key (``platform|account``): the windowed aggregates of ``funnel.metrics``.
+State per key (``platform|account``): the windowed aggregates of ``funnel.metrics`` and the
+account's daily cohorts of clicks and leads.
+
+**Cohorts.** A click converts when it is the last non-direct touch of an order placed within
+the attribution lookback after it; a lead converts when its shopper places a first order
+within the lookback after it (the shopper's state decides: ``conversion.shopper``, which
+forwards ``Converted`` records). The click conversion rate of a UTC day is its converted
+clicks ÷ its clicks, so it never exceeds 1; the lead-to-customer rate is its converted
+leads ÷ its leads. A day's cohort is published (window ``1d``, revision 0) when the
+watermark passes its end plus grace, and again with the next revision each time a
+conversion (or a late click or lead) changes it, until the attribution lookback plus the
+allowed lateness after its end, when no order can convert it any more. The live gauges are
+the same ratios over the trailing windows' clicks and leads, converted so far.
+
+**The shop's key** ``all|all`` holds the revenue of all orders (``Sale`` records: placed
+minus cancelled or refunded, by event time) and the part each model credits to social
+touches: social's share of revenue = social credit ÷ revenue of all orders, per model and
+currency (direct visits are the rest; orders without any touch count in the whole only).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from decimal import Decimal
+from typing import Any, NotRequired, TypedDict
 
-from schemas.events import PLATFORMS, Event, Session, account_key, of_account, split_account_key
+from schemas.events import (
+    PLATFORMS,
+    SHOP_KEY,
+    Click,
+    Converted,
+    Event,
+    Lead,
+    Session,
+    account_key,
+    of_account,
+    split_account_key,
+)
 from schemas.results import Result, result_key
 
 from .. import windows
@@ -19,10 +48,12 @@ from ..family import Gauge, Output, Route, Sample
 from ..windows import Agg, Windowed, WindowSpec, iso
 from . import metrics as m
 
-__all__ = ["Funnel", "social_account"]
+__all__ = ["Funnel", "social_account", "COHORT_MS"]
 
 _W = ("platform", "account", "window")
 _WC = ("platform", "account", "window", "currency")
+#: a cohort of clicks and leads: one UTC day
+COHORT_MS = 86_400_000
 
 
 def social_account(event: Event) -> str | None:
@@ -48,33 +79,48 @@ METRICS: tuple[Metric, ...] = (
     Metric("lead_rate_by_sessions", "Leads / sessions from social in the trailing window (ratio).",
            m.lead_rate_by_sessions),
     Metric("social_sessions", "Site sessions this account's links brought, trailing window.", lambda agg: agg["soc"]),
+    Metric("click_conversion_rate", "Of the trailing window's clicks, the share that is already the last non-direct "
+           "touch of an order (never above 1).", lambda agg: m.converted_share(agg.get("cclk", 0), agg["clk"])),
+    Metric("lead_to_customer_rate", "Of the trailing window's leads, the share whose shopper has placed a first "
+           "order since (within the attribution lookback).", lambda agg: m.converted_share(agg.get("lcust", 0), agg["leads"])),
 )
 CPL = Gauge("socialpulse_cost_per_lead", "Spend / leads in the trailing window, in the spend's currency.", _WC)
+ORDER_REVENUE = Gauge("socialpulse_order_revenue", "Revenue of all orders (placed minus cancelled and refunded) in the "
+                      "trailing window, per currency.", ("window", "currency"))
+SOCIAL_SHARE = Gauge("socialpulse_social_revenue_share", "Revenue credited to social touches / revenue of all orders, "
+                     "trailing window, per attribution model and currency (ratio).", ("window", "model", "currency"))
+#: the cohort results: (metric, numerator, denominator)
+COHORT_RESULTS = (("click_conversion_rate", m.CCLK, m.CLK), ("lead_to_customer_rate", m.LCUST, m.LEADS))
 
 
 class State(TypedDict):
     """A key's funnel slot (its changelog JSON has the same keys)."""
 
     win: Windowed
+    coh: NotRequired[dict[int, m.Cohort]]  # UTC day -> the day's clicks and leads and their conversions
 
 
 class Funnel:
     name = "funnel"
-    topics = frozenset({"leads", "clicks", "sessions", "spend"})
+    # converted, sales: from the shopper stream (``conversion.shopper``)
+    topics = frozenset({"leads", "clicks", "sessions", "spend", "converted", "sales"})
     routes = (
         Route("leads", of_account), Route("clicks", of_account), Route("spend", of_account),
         Route("sessions", social_account, primary=False),  # counted on its shopper (``Shopper``)
     )
     counters: tuple[Gauge, ...] = ()
-    gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), CPL)
+    gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), CPL,
+                                 ORDER_REVENUE, SOCIAL_SHARE)
     merge = staticmethod(m.merge)
 
-    def __init__(self, spec: WindowSpec) -> None:
+    def __init__(self, spec: WindowSpec, lookback_ms: int = 7 * 86_400_000) -> None:
         self.spec = spec
+        #: how long after its end a cohort can still change: an order within the lookback, arriving late
+        self.cohort_open_ms = lookback_ms + spec.lateness_ms
 
     @classmethod
     def from_settings(cls, settings: Any, spec: WindowSpec) -> Funnel:
-        return cls(spec)
+        return cls(spec, settings.attribution_lookback)
 
     def constants(self) -> Iterable[tuple[Gauge, float]]:
         return ()
@@ -84,10 +130,13 @@ class Funnel:
         return {"win": windows.new_windowed()}
 
     def decode_state(self, raw: dict[str, Any]) -> State:
-        return {"win": windows.decode_windowed(raw["win"])}
+        state: State = {"win": windows.decode_windowed(raw["win"])}
+        if raw.get("coh"):
+            state["coh"] = {int(day): c for day, c in raw["coh"].items()}
+        return state
 
     def is_empty(self, state: State) -> bool:
-        return windows.is_empty(state["win"])
+        return windows.is_empty(state["win"]) and not state.get("coh")
 
     def windowed(self, state: State) -> Windowed:
         return state["win"]
@@ -96,6 +145,11 @@ class Funnel:
     def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         parts: dict[int, Agg] = {}
         for event in events:
+            if isinstance(event, Converted):
+                self._convert(state, event, watermark)
+                continue
+            if isinstance(event, Click | Lead):
+                self._cohort(state, event.ts)[m.CLK if isinstance(event, Click) else m.LEADS] += 1
             b = windows.bucket_start(event.ts, self.spec.bucket_ms)
             agg = parts.get(b)
             if agg is None:
@@ -105,14 +159,62 @@ class Funnel:
             windows.add(state["win"], b, agg, self.spec, m.merge, watermark)
         return []
 
+    @staticmethod
+    def _cohort(state: State, ts: int) -> m.Cohort:
+        coh = state.setdefault("coh", {})
+        day = windows.bucket_start(ts, COHORT_MS)
+        c = coh.get(day)
+        if c is None:
+            c = coh[day] = [0, 0, 0, 0, -1, 0]
+        c[m.CHANGED] = 1
+        return c
+
+    def _convert(self, state: State, event: Converted, watermark: int) -> None:
+        """A click or lead of this account converted (or stopped being converted)."""
+        click = event.kind == "click"
+        part = m.empty()
+        part["cclk" if click else "lcust"] = event.n
+        windows.add_bucket(state["win"], event.cohort_ts, part, self.spec, m.merge, watermark)
+        self._cohort(state, event.cohort_ts)[m.CCLK if click else m.LCUST] += event.n
+
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
-        return [], windows.prune(state["win"], watermark, self.spec)
+        changed = windows.prune(state["win"], watermark, self.spec)
+        coh = state.get("coh")
+        if not coh:
+            return [], changed
+        out: list[Output] = []
+        for day, c in sorted(coh.items()):
+            end = day + COHORT_MS
+            if end + self.spec.grace_ms > watermark:
+                break  # (later days are open too)
+            if c[m.CHANGED]:
+                c[m.REV] += 1
+                c[m.CHANGED] = 0
+                out.extend(self._cohort_results(key, day, c))
+                changed = True
+            if end + self.cohort_open_ms <= watermark:  # no order can convert it any more
+                del coh[day]
+                changed = True
+        if not coh:
+            del state["coh"]
+        return out, changed
+
+    def _cohort_results(self, key: str, day: int, c: m.Cohort) -> list[Output]:
+        platform, account = split_account_key(key)
+        start, label = iso(day), self.spec.label(COHORT_MS)
+        common = {"family": "funnel", "platform": platform, "account_id": account, "window": label,
+                  "window_start": start, "window_end": iso(day + COHORT_MS), "revision": c[m.REV]}
+        out: list[Output] = []
+        for metric, num, den in COHORT_RESULTS:
+            if c[den] > 0:
+                extra = {"converted": min(c[num], c[den]), "total": c[den], "cohort": True}
+                out.append(Result(metric=metric, value=m.converted_share(c[num], c[den]), **common, **extra,  # type: ignore[arg-type]
+                                  key=result_key(metric, platform, account, label, start)))
+        return out
 
     def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         platform, account = split_account_key(key)
         agg, start = cw.agg, iso(cw.start)
-        if not (agg["leads"] or agg["soc"]):
-            return []  # clicks and spend alone are the engagement and conversion families' results
         common = {"family": "funnel", "platform": platform, "account_id": account, "window": cw.label,
                   "window_start": start, "window_end": iso(cw.end), "revision": revision}
         out: list[Output] = []
@@ -122,7 +224,17 @@ class Funnel:
                 out.append(Result(metric=metric, value=float(value), **common, **fields,  # type: ignore[arg-type]
                                   key=result_key(metric, platform, account, cw.label, start, *key_extra)))
 
+        if key == SHOP_KEY:
+            for cur, v in sorted(agg.get("orev", {}).items()):
+                add("order_revenue", Decimal(v), cur, currency=cur, amount=v)
+            for (model, cur), share in m.social_share(agg).items():
+                add("social_revenue_share", share, model, cur, model=model, currency=cur)
+            return out
+        if not (agg["leads"] or agg["soc"]):
+            return []  # clicks and spend alone are the engagement and conversion families' results
         for x in METRICS:
+            if x.name in ("click_conversion_rate", "lead_to_customer_rate"):
+                continue  # published per daily cohort, corrected as conversions come (``close``)
             extra = {"by_kind": dict(sorted(agg["kinds"].items()))} if x.name == "leads" else {}
             add(x.name, x.value(agg), **extra)
         for cur, v in m.cost_per_lead(agg["spend"], agg["leads"]).items():
@@ -142,8 +254,15 @@ class Funnel:
         platform, account = split_account_key(key)
         for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)
-            if not (agg["leads"] or agg["soc"]):
-                continue  # no funnel series for an account without leads or sessions
+            if key == SHOP_KEY:
+                label = self.spec.label(size)
+                for cur, v in agg.get("orev", {}).items():
+                    yield ORDER_REVENUE.name, (label, cur), float(v)
+                for (model, cur), share in m.social_share(agg).items():
+                    yield SOCIAL_SHARE.name, (label, model, cur), float(share)
+                continue
+            if not (agg["leads"] or agg["soc"] or agg["clk"]):
+                continue  # no funnel series for an account without clicks, leads or sessions
             w = (platform, account, self.spec.label(size))
             for x in METRICS:
                 value = x.value(agg)
@@ -153,10 +272,19 @@ class Funnel:
                 yield CPL.name, (*w, cur), float(v)
 
     def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"windows": {}}
+        out: dict[str, Any] = {"windows": {}, "cohorts": {
+            iso(day): {"clicks": c[m.CLK], "converted_clicks": min(c[m.CCLK], c[m.CLK]),
+                       "click_conversion_rate": m.converted_share(c[m.CCLK], c[m.CLK]),
+                       "leads": c[m.LEADS], "converted_leads": min(c[m.LCUST], c[m.LEADS]),
+                       "lead_to_customer_rate": m.converted_share(c[m.LCUST], c[m.LEADS]),
+                       "revision": c[m.REV] if c[m.REV] >= 0 else None}
+            for day, c in sorted(state.get("coh", {}).items())}}
         for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)
             view: dict[str, Any] = {x.name: x.value(agg) for x in METRICS}
+            if key == SHOP_KEY:
+                view["order_revenue"] = dict(sorted(agg.get("orev", {}).items()))
+                view["social_revenue_share"] = {f"{model}/{cur}": str(v) for (model, cur), v in m.social_share(agg).items()}
             view["leads_by_kind"] = dict(sorted(agg["kinds"].items()))
             view["cost_per_lead"] = {cur: str(v) for cur, v in m.cost_per_lead(agg["spend"], agg["leads"]).items()}
             view["campaigns"] = {

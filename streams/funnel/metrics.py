@@ -3,7 +3,13 @@
 An aggregate (``Agg``) of one bucket or window of an account:
 
     {"leads": n, "kinds": {kind: n}, "clk": n, "soc": n,   # social sessions the account's links brought
-     "spend": {currency: "decimal"}, "camp": {campaign: {"leads": n, "spend": {currency: "decimal"}}}}
+     "spend": {currency: "decimal"}, "camp": {campaign: {"leads": n, "spend": {currency: "decimal"}}},
+     "cclk": n, "lcust": n,          # (trailing buckets only) of the bucket's clicks / leads, converted so far
+     "orev": {currency: "decimal"},  # (the shop's key ``all|all``) revenue of all orders
+     "srev": {model: {currency: "decimal"}}}  # (the shop's key) the part credited to social touches
+
+A cohort (``Cohort``) is one UTC day of an account's clicks and leads and how many of them
+converted so far: ``[clicks, converted clicks, leads, converted leads, revision, changed]``.
 """
 
 from __future__ import annotations
@@ -11,11 +17,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from schemas.events import Click, Event, Lead, Session, Spend
+from schemas.events import Click, Event, Lead, Sale, Session, Spend
 
 from ..windows import Agg
 
-__all__ = ["empty", "fold", "merge", "lead_rate", "lead_rate_by_sessions", "cost_per_lead", "NO_CAMPAIGN"]
+__all__ = ["empty", "fold", "merge", "lead_rate", "lead_rate_by_sessions", "cost_per_lead", "NO_CAMPAIGN",
+           "converted_share", "social_share", "Cohort", "CLK", "CCLK", "LEADS", "LCUST", "REV", "CHANGED"]
+
+#: a cohort's fields (a list, to keep an account's changelog record small)
+Cohort = list[int]
+CLK, CCLK, LEADS, LCUST, REV, CHANGED = range(6)
 
 NO_CAMPAIGN = "(none)"
 
@@ -44,6 +55,11 @@ def fold(agg: Agg, event: Event) -> None:
     elif isinstance(event, Spend):
         _add(agg["spend"], event.currency, event.amount)
         _add(_camp(agg, event.campaign_id)["spend"], event.currency, event.amount)
+    elif isinstance(event, Sale):
+        _add(agg.setdefault("orev", {}), event.currency, event.amount)
+        srev = agg.setdefault("srev", {})
+        for model, v in event.social.items():
+            _add(srev.setdefault(model, {}), event.currency, v)
 
 
 def merge(into: Agg, other: Agg) -> None:
@@ -59,6 +75,17 @@ def merge(into: Agg, other: Agg) -> None:
         mine["leads"] += c["leads"]
         for cur, v in c["spend"].items():
             _add(mine["spend"], cur, v)
+    for name in ("cclk", "lcust"):  # (absent before cohorts)
+        if other.get(name):
+            into[name] = into.get(name, 0) + other[name]
+    if other.get("orev"):
+        for cur, v in other["orev"].items():
+            _add(into.setdefault("orev", {}), cur, v)
+    if other.get("srev"):
+        srev = into.setdefault("srev", {})
+        for model, by_cur in other["srev"].items():
+            for cur, v in by_cur.items():
+                _add(srev.setdefault(model, {}), cur, v)
 
 
 def lead_rate(agg: Agg) -> float | None:
@@ -76,3 +103,22 @@ def cost_per_lead(spend: dict[str, str], leads: int) -> dict[str, Decimal]:
     if leads <= 0:
         return {}
     return {cur: Decimal(v) / leads for cur, v in sorted(spend.items()) if Decimal(v) > 0}
+
+
+def converted_share(converted: int, total: int) -> float | None:
+    """Converted ÷ total, never above 1 (None without any): a conversion can reach the
+    account a moment before the click or lead it converts is counted there."""
+    return min(converted, total) / total if total > 0 else None
+
+
+def social_share(agg: Agg) -> dict[tuple[str, str], Decimal]:
+    """Revenue credited to social touches ÷ revenue of all orders, per (model, currency)
+    (nothing for a currency without revenue)."""
+    out: dict[tuple[str, str], Decimal] = {}
+    for cur, total in sorted(agg.get("orev", {}).items()):
+        whole = Decimal(total)
+        if whole <= 0:
+            continue
+        for model, by_cur in sorted(agg.get("srev", {}).items()):
+            out[(model, cur)] = Decimal(by_cur.get(cur, "0")) / whole
+    return out
