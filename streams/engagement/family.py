@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from schemas.events import Audience, Event, of_account, split_account_key
+from schemas.events import Audience, Credit, Event, Lead, of_account, split_account_key
 from schemas.results import Result, result_key
 
 from .. import windows
@@ -146,6 +146,8 @@ class Engagement:
         spec = self.spec
         parts: dict[int, windows.Agg] = {}
         for event in events:
+            if isinstance(event, Lead | Credit) and event.post_id is None:
+                continue  # counts for no post (and must not open buckets, e.g. for the ``direct`` channel)
             b = windows.bucket_start(event.ts, spec.bucket_ms)
             agg = parts.get(b)
             if agg is None:

@@ -187,6 +187,8 @@ def test_closed_window_is_published_once_with_exact_values(scenario):
         "engagements": 5, "impressions": 2000, "clicks": 40, "engagement_rate": 0.0025,
         "engagement_rate_by_followers": 0.005, "click_through_rate": 0.02, "followers": 1000,
         "follower_growth": 100, "top_posts": 2,
+        # per post: p1 2 and p2 3 engagements / 1000 followers, averaged; the clicks name no post and are organic
+        "post_engagement_rate_by_followers": 0.0025, "click_through_rate_by_type": 0.02, "posts": 2,
     }
     assert mine["engagements"]["by_kind"] == {"comment": 1, "like": 3, "share": 1}
     assert mine["top_posts"]["top_posts"][0] == {"post_id": "p2", "engagements": 3}
