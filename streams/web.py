@@ -10,7 +10,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from schemas.events import Platform, account_key
+from schemas.events import DIRECT_KEY, SHOP_KEY, Platform, account_key
 
 from .exporter import Metrics
 from .health import Watchdog
@@ -64,7 +64,7 @@ def register_views(app: faust.App, pipeline: Served) -> None:
 
     @app.page("/api/v1/accounts/{platform}/{account_id}")
     async def account(self: View, request: Request, platform: str, account_id: str) -> Response:
-        if platform not in Platform.__members__:
+        if platform not in Platform.__members__ and account_key(platform, account_id) not in (SHOP_KEY, DIRECT_KEY):
             return self.error(400, f"unknown platform {platform!r}", platforms=sorted(Platform.__members__))
         if not _ID.match(account_id):
             return self.error(400, "bad account_id")

@@ -158,6 +158,10 @@ class Conversion:
         Gauge("socialpulse_new_customers", "Shoppers whose first order was attributed here (last touch), trailing window.", _W),
         Gauge("socialpulse_cost_per_acquisition", "Spend / new customers, in the spend's currency.", _WC),
         Gauge("socialpulse_return_on_investment", "(Revenue - spend) / spend, when currencies match (ratio).", _WC),
+        Gauge("socialpulse_campaign_clicks", "Campaign clicks in the trailing window (campaigns capped).",
+              ("platform", "account", "campaign", "window")),
+        Gauge("socialpulse_campaign_attributed_orders", "Campaign last-touch credited orders in the trailing window "
+              "(campaigns capped).", ("platform", "account", "campaign", "window")),
         Gauge("socialpulse_campaign_cost_per_acquisition", "Campaign spend / campaign new customers (campaigns capped).", _CAMP),
         Gauge("socialpulse_campaign_return_on_investment", "Campaign ROI, last touch (campaigns capped).", _CAMP),
         Gauge("socialpulse_currency_mismatch_total", "Closed windows whose spend and revenue currencies differ (no ROI).",
@@ -287,6 +291,8 @@ class Conversion:
                 if i >= self.max_campaigns:
                     break
                 cd = derived(c["clk"], c["orders"], c["rev"], c["spend"], c.get("cust", 0))
+                yield "socialpulse_campaign_clicks", (platform, account, name, label), float(c["clk"])
+                yield "socialpulse_campaign_attributed_orders", (platform, account, name, label), float(c["orders"])
                 for cur, v in cd["cpa"].items():
                     yield "socialpulse_campaign_cost_per_acquisition", (platform, account, name, label, cur), float(v)
                 for cur, v in cd["roi"].items():

@@ -1,7 +1,10 @@
 """The selling funnel end to end on a real broker and worker: leads, lead rates, cost per
 lead, sessions from social, new customers and CPA (the seed's $40 post: 10 sign-ups, 2 buy,
 CPA $20, with a repeat order that is not a second acquisition) and checkouts abandoned by the
-source of the shopper's last touch; equal on /metrics, the API and the results topic."""
+source of the shopper's last touch; the click conversion rate (never above 1) and the
+lead-to-customer rate (the seed's 20%), live and as daily cohorts corrected when orders come
+two days after their clicks; direct visits as touches; revenue of all orders and social's
+share; equal on /metrics, the API and the results topic."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ def run(broker, tmp_path_factory):
         broker, PREFIX, tmp / "data", SOCIALPULSE_BUCKET="1s", SOCIALPULSE_TRAILING_WINDOWS="5m",
         SOCIALPULSE_CLOSED_WINDOWS="10s", SOCIALPULSE_GRACE="15s", SOCIALPULSE_IDLE="1s",
         SOCIALPULSE_CHECKOUT_TIMEOUT="20s",
+        SOCIALPULSE_ALLOWED_LATENESS="3d",  # a source two days late is within it (test_a_click_cohort_...)
     )
     worker = spawn_worker(env, tmp)
     worker.wait_ready(60)
@@ -49,7 +53,10 @@ def run(broker, tmp_path_factory):
                for i in range(10)]
     events += [ev("orders", b + 5000, order_id="o0", actor_id="u0", amount="25.00", currency="USD"),
                ev("orders", b + 5000, order_id="o1", actor_id="u1", amount="35.00", currency="USD"),
-               ev("orders", b + 6000, order_id="o1b", actor_id="u1", amount="10.00", currency="USD")]  # a repeat order
+               ev("orders", b + 6000, order_id="o1b", actor_id="u1", amount="10.00", currency="USD"),  # a repeat order
+               ev("sessions", b + 1000, actor_id="w1", source="direct"),
+               ev("orders", b + 5000, order_id="ow1", actor_id="w1", amount="15.00", currency="USD"),  # direct only
+               ev("orders", b + 5000, order_id="ow2", actor_id="w2", amount="5.00", currency="USD")]  # no touch
 
     def checkout(ts, cid, actor, status):
         return ev("checkouts", ts, checkout_id=cid, actor_id=actor, status=status)
@@ -64,7 +71,7 @@ def run(broker, tmp_path_factory):
         producer.produce(PREFIX + topic, orjson.dumps(value))
     assert producer.flush(15) == 0
     wait_until(lambda: metric_value(worker.metrics(), "socialpulse_new_customers", **FB) == 2, 40, what="new customers")
-    yield worker, b, broker
+    yield worker, b, broker, ev
     stop_process(worker.proc)
 
 
@@ -81,6 +88,28 @@ def test_funnel_and_cpa_on_metrics(run):
     # each of the 3 orders' shopper visited once from facebook (30 s) before buying
     assert metric_value(text, "socialpulse_sessions_before_purchase", **FB) == 1.0
     assert metric_value(text, "socialpulse_time_on_site_before_purchase_seconds", **FB) == 30.0
+    # 3 orders from 2 distinct clicks (u1 bought twice): of 100 clicks, 2 converted, where
+    # orders / clicks says 3%; 2 of the 10 leads became customers: the seed's 20%
+    assert metric_value(text, "socialpulse_click_conversion_rate", **FB) == 0.02
+    assert metric_value(text, "socialpulse_lead_to_customer_rate", **FB) == 0.2
+
+
+def test_direct_visits_and_socials_share_of_the_revenue_of_all_orders(run):
+    """Orders: 25 + 35 + 10 from facebook clicks, 15 after a direct visit only, 5 without any
+    touch: 90 in all; social's share is 70/90 by last touch and by last non-direct."""
+    worker, *_ = run
+    shop = {"window": "5m", "currency": "USD"}
+    wait_until(lambda: metric_value(worker.metrics(), "socialpulse_order_revenue", **shop) == 90, 40, what="revenue of all orders")
+    text = worker.metrics()
+    for model in ("last_touch", "last_non_direct", "linear"):
+        assert metric_value(text, "socialpulse_social_revenue_share", **shop, model=model) == pytest.approx(70 / 90)
+    direct = {"platform": "direct", "account": "direct", "window": "5m"}
+    assert metric_value(text, "socialpulse_attributed_revenue", **direct, model="last_touch", currency="USD") == 15
+    assert metric_value(text, "socialpulse_attributed_orders", **direct) == 1
+    wait_until(lambda: metric_value(worker.metrics(), "socialpulse_unattributed_orders_total", currency="USD") == 1, 60,
+               what="the order without a touch settled as unattributed")
+    body = orjson.loads(worker.get("/api/v1/accounts/all/all")[1])
+    assert body["funnel"]["windows"]["5m"]["order_revenue"] == {"USD": "90.00"}
 
 
 def test_checkouts_abandoned_by_the_source_of_the_last_touch(run):
@@ -118,7 +147,7 @@ def test_api_funnel_block_agrees(run):
 
 
 def test_closed_window_results_agree(run):
-    worker, b, broker = run
+    worker, b, broker, _ = run
     wait_until(lambda: (metric_value(worker.metrics(), "socialpulse_results_published_total", family="funnel") or 0) >= 5, 60,
                what="funnel results")
     records = [orjson.loads(m.value()) for m in consume_all(broker, PREFIX + "socialpulse.results", expect=30)]
@@ -132,3 +161,46 @@ def test_closed_window_results_agree(run):
     assert mine[("funnel", "campaign_cost_per_lead", "USD", "post")]["value"] == 4.0
     assert mine[("conversion", "new_customers", None, None)]["value"] == 2
     assert mine[("conversion", "cost_per_acquisition", "USD", None)]["value"] == 20.0
+    shop = {(r["metric"], r.get("model")): r["value"] for r in records
+            if r["window_start"] == iso(b) and r["platform"] == "all" and r["account_id"] == "all"}
+    assert shop[("order_revenue", None)] == 90
+    assert shop[("social_revenue_share", "last_non_direct")] == pytest.approx(70 / 90)
+
+
+def test_a_click_cohort_is_corrected_when_its_orders_come_two_days_later(run):
+    """A source delivers two-day-old clicks and leads of facebook|old: their day's cohort is
+    published (0 of 10 clicks converted); orders come now for two of the shoppers (one buys
+    twice): the same key is published again, next revision, 2 of 10; 2 of 4 leads converted."""
+    worker, b, broker, ev = run
+    day = b - 2 * 86_400_000
+    old = {"platform": "facebook", "account_id": "old"}
+    producer = Producer({"bootstrap.servers": broker})
+
+    def send(events):
+        for topic, value in events:
+            producer.produce(PREFIX + topic, orjson.dumps(value))
+        assert producer.flush(15) == 0
+
+    def cohort(metric):
+        records = [orjson.loads(m.value()) for m in consume_all(broker, PREFIX + "socialpulse.results", expect=10**6,
+                                                                 timeout=6)]
+        mine = [r for r in records if r["metric"] == metric and r["account_id"] == "old" and r["window"] == "1d"]
+        return max(mine, key=lambda r: r["revision"]) if mine else None
+
+    send([ev("clicks", day + i * 1000, **old, actor_id=f"v{i}") for i in range(10)]
+         + [ev("leads", day + 20_000 + i, **old, actor_id=f"v{i}") for i in range(4)])
+    wait_until(lambda: cohort("click_conversion_rate") is not None, 60, what="the cohort's first publication")
+    first = cohort("click_conversion_rate")
+    assert (first["value"], first["converted"], first["total"], first["revision"]) == (0.0, 0, 10, 0)
+    now = int(time.time() * 1000)
+    send([ev("orders", now, order_id="p0", actor_id="v0", amount="9.00", currency="USD"),
+          ev("orders", now, order_id="p1", actor_id="v1", amount="9.00", currency="USD"),
+          ev("orders", now + 1, order_id="p1b", actor_id="v1", amount="9.00", currency="USD")])
+    wait_until(lambda: (cohort("click_conversion_rate") or {}).get("value") == 0.2, 60, what="the corrected cohort")
+    fixed, leads = cohort("click_conversion_rate"), cohort("lead_to_customer_rate")
+    assert fixed["revision"] >= 1 and fixed["key"] == first["key"] and (fixed["converted"], fixed["total"]) == (2, 10)
+    assert (leads["value"], leads["converted"], leads["total"]) == (0.5, 2, 4)
+    assert fixed["window_start"] == iso(day - day % 86_400_000)
+    body = orjson.loads(worker.get("/api/v1/accounts/facebook/old")[1])
+    view = body["funnel"]["cohorts"][fixed["window_start"]]
+    assert (view["clicks"], view["converted_clicks"], view["leads"], view["converted_leads"]) == (10, 2, 4, 2)
