@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     max_campaigns: int = Field(50, ge=1, le=10_000)
     attribution_half_life: Duration = "7d"  # type: ignore[assignment]
     conversation_ttl: Duration = "7d"  # type: ignore[assignment]
+    #: an outreach conversation (the seller wrote first) counts as answered when the prospect
+    #: replies within this
+    outreach_window: Duration = "7d"  # type: ignore[assignment]
     #: a checkout started and not completed within this is abandoned
     checkout_timeout: Duration = "1h"  # type: ignore[assignment]
     #: per-account time zone for hour-of-week reply times: ``platform|account=Zone,...``
@@ -140,7 +143,7 @@ class Settings(BaseSettings):
             raise ValueError("only letters, digits, '.', '_' and '-'")
         return value
 
-    @field_validator("bucket", "idle", "grace", "reply_slo", "dedup_horizon", "attribution_lookback", "attribution_half_life", "broker_timeout", "checkout_timeout",
+    @field_validator("bucket", "idle", "grace", "reply_slo", "dedup_horizon", "attribution_lookback", "attribution_half_life", "broker_timeout", "checkout_timeout", "outreach_window",
                      "rebalance_timeout")
     @classmethod
     def _positive(cls, value: int) -> int:
