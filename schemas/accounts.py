@@ -35,14 +35,11 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from streams.durations import parse_duration
 
-from .events import KeyId, PlatformName
+from .events import CHANNELS, ChannelName, KeyId, PlatformName
 
 __all__ = ["AccountSettings", "AccountsFile", "Schedule", "SlaPolicy", "ChannelName", "CHANNELS", "DAYS",
            "parse_range", "schedule_from_text", "describe"]
 
-#: where a message was written: a direct message, a public comment, a mention, a review
-ChannelName = Literal["dm", "comment", "mention", "review"]
-CHANNELS: tuple[str, ...] = ("dm", "comment", "mention", "review")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 _LEGACY = re.compile(r"^\s*([a-z]{3})(?:-([a-z]{3}))?\s+(\d{1,2}:\d{2}-\d{1,2}:\d{2})\s*$")

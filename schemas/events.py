@@ -43,6 +43,8 @@ __all__ = [
     "SHOP_KEY",
     "DIRECT_KEY",
     "PLATFORMS",
+    "ChannelName",
+    "CHANNELS",
     "derived_id",
     "account_key",
     "split_account_key",
@@ -100,6 +102,10 @@ LeadKindName = Literal["signup", "form", "dm"]
 SourceName = Literal["linkedin", "x", "facebook", "instagram", "tiktok", "youtube", "pinterest", "other",
                      "direct", "search", "email"]
 CheckoutStatusName = Literal["started", "completed"]
+#: where a message was written: a direct message, a public comment (and the brand's answer),
+#: a mention, a review
+ChannelName = Literal["dm", "comment", "mention", "review"]
+CHANNELS: tuple[str, ...] = ("dm", "comment", "mention", "review")
 #: the platform names, as a set (a session's ``source`` is social when it is one of them)
 PLATFORMS = frozenset(Platform.__members__)
 
@@ -240,7 +246,11 @@ class Message(Event):
     direction: DirectionName
     author_id: Id
     agent_id: Id | None = None
+    #: an auto-acknowledgement ("we'll get back to you"): never stops the clock
     automated: bool = Field(False, strict=True)
+    #: written by a conversational bot: it ends the wait without a human reply time (bot-resolved)
+    bot: bool = Field(False, strict=True)
+    channel: ChannelName = "dm"
 
 
 class Order(Event):

@@ -75,5 +75,9 @@ class ReplyBreach(BaseModel):
     conversation_id: str
     waiting_since: str
     breached_at: str
-    slo_seconds: float
+    slo_seconds: float  # the target the spell missed (the policy's first- or next-reply target)
+    policy: str = "default"  # the SLA policy (``default``: REPLY_SLO)
+    target: Literal["first_reply", "next_reply"] = "first_reply"
+    hours: Literal["calendar", "business"] = "calendar"  # how the target's time is counted
+    channel: str = "dm"
     detail: dict[str, Any] = {}

@@ -43,7 +43,7 @@ from schemas.events import (
 )
 from schemas.results import Result, result_key
 
-from .. import windows
+from .. import cohorts, windows
 from ..family import Gauge, Output, Route, Sample
 from ..windows import Agg, Windowed, WindowSpec, iso
 from . import metrics as m
@@ -53,7 +53,7 @@ __all__ = ["Funnel", "social_account", "COHORT_MS"]
 _W = ("platform", "account", "window")
 _WC = ("platform", "account", "window", "currency")
 #: a cohort of clicks and leads: one UTC day
-COHORT_MS = 86_400_000
+COHORT_MS = cohorts.DAY_MS
 
 
 def social_account(event: Event) -> str | None:
@@ -132,7 +132,7 @@ class Funnel:
     def decode_state(self, raw: dict[str, Any]) -> State:
         state: State = {"win": windows.decode_windowed(raw["win"])}
         if raw.get("coh"):
-            state["coh"] = {int(day): c for day, c in raw["coh"].items()}
+            state["coh"] = cohorts.decode(raw["coh"])
         return state
 
     def is_empty(self, state: State) -> bool:
@@ -149,7 +149,7 @@ class Funnel:
                 self._convert(state, event, watermark)
                 continue
             if isinstance(event, Click | Lead):
-                self._cohort(state, event.ts)[m.CLK if isinstance(event, Click) else m.LEADS] += 1
+                self._bump(state, event.ts, m.CLK if isinstance(event, Click) else m.LEADS)
             b = windows.bucket_start(event.ts, self.spec.bucket_ms)
             agg = parts.get(b)
             if agg is None:
@@ -160,14 +160,8 @@ class Funnel:
         return []
 
     @staticmethod
-    def _cohort(state: State, ts: int) -> m.Cohort:
-        coh = state.setdefault("coh", {})
-        day = windows.bucket_start(ts, COHORT_MS)
-        c = coh.get(day)
-        if c is None:
-            c = coh[day] = [0, 0, 0, 0, -1, 0]
-        c[m.CHANGED] = 1
-        return c
+    def _bump(state: State, ts: int, index: int, n: int = 1) -> None:
+        cohorts.bump(state.setdefault("coh", {}), ts, index, n, 4)
 
     def _convert(self, state: State, event: Converted, watermark: int) -> None:
         """A click or lead of this account converted (or stopped being converted)."""
@@ -175,7 +169,7 @@ class Funnel:
         part = m.empty()
         part["cclk" if click else "lcust"] = event.n
         windows.add_bucket(state["win"], event.cohort_ts, part, self.spec, m.merge, watermark)
-        self._cohort(state, event.cohort_ts)[m.CCLK if click else m.LCUST] += event.n
+        self._bump(state, event.cohort_ts, m.CCLK if click else m.LCUST, event.n)
 
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         changed = windows.prune(state["win"], watermark, self.spec)
@@ -183,18 +177,10 @@ class Funnel:
         if not coh:
             return [], changed
         out: list[Output] = []
-        for day, c in sorted(coh.items()):
-            end = day + COHORT_MS
-            if end + self.spec.grace_ms > watermark:
-                break  # (later days are open too)
-            if c[m.CHANGED]:
-                c[m.REV] += 1
-                c[m.CHANGED] = 0
-                out.extend(self._cohort_results(key, day, c))
-                changed = True
-            if end + self.cohort_open_ms <= watermark:  # no order can convert it any more
-                del coh[day]
-                changed = True
+        publish, moved = cohorts.due(coh, watermark, self.spec.grace_ms, self.cohort_open_ms)
+        for day, c in publish:
+            out.extend(self._cohort_results(key, day, c))
+        changed = changed or moved
         if not coh:
             del state["coh"]
         return out, changed

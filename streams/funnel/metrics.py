@@ -24,7 +24,7 @@ from ..windows import Agg
 __all__ = ["empty", "fold", "merge", "lead_rate", "lead_rate_by_sessions", "cost_per_lead", "NO_CAMPAIGN",
            "converted_share", "social_share", "Cohort", "CLK", "CCLK", "LEADS", "LCUST", "REV", "CHANGED"]
 
-#: a cohort's fields (a list, to keep an account's changelog record small)
+#: a cohort's counts (``streams.cohorts``; revision and changed follow them)
 Cohort = list[int]
 CLK, CCLK, LEADS, LCUST, REV, CHANGED = range(6)
 
