@@ -119,7 +119,7 @@ def schedule_from_text(text: str) -> Schedule:
     first = DAYS.index(m.group(1))
     last = DAYS.index(m.group(2)) if m.group(2) else first
     days = range(first, last + 1) if first <= last else [*range(first, 7), *range(0, last + 1)]
-    return Schedule(**{DAYS[d]: [m.group(3)] for d in days})
+    return Schedule.model_validate({DAYS[d]: [m.group(3)] for d in days})
 
 
 class SlaPolicy(BaseModel):

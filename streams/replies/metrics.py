@@ -4,6 +4,9 @@ A window aggregate (``agg``):
 
     {"lat": [seconds, ...],        # reply latencies of replies whose ts lies in the window
      "first": [seconds, ...],      # first-response latencies
+     "next": [seconds, ...],       # follow-up reply latencies (after the first response)
+     "bot": int,                   # waits a bot ended (bot-resolved)
+     "ostart": int, "oans": int,   # (trailing buckets) outreach started, and answered by the prospect so far
      "started": int,               # conversations whose first inbound lies in the window
      "replied": int,               # ... of which replied so far
      "met": int, "breached": int,  # SLA outcomes (met by reply ts, breached by deadline)
@@ -19,6 +22,8 @@ from ..windows import Agg
 
 __all__ = [
     "LATENCY_BUCKETS",
+    "PROSPECT_BUCKETS",
+    "hist_merge",
     "empty",
     "merge",
     "hist_new",
@@ -31,10 +36,13 @@ __all__ = [
 
 #: Histogram bucket edges (seconds): 1 min, 5 min, the 15 min SLO, 30 min, 1 h, 4 h, 1 day.
 LATENCY_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0)
+#: Time to a prospect's response to outreach: 5 min, 1 h, 4 h, 1 day, 3 days, 7 days.
+PROSPECT_BUCKETS = (300.0, 3600.0, 14400.0, 86400.0, 259200.0, 604800.0)
 
 
 def empty() -> Agg:
-    return {"lat": [], "first": [], "started": 0, "replied": 0, "met": 0, "breached": 0, "agents": {}}
+    return {"lat": [], "first": [], "next": [], "started": 0, "replied": 0, "met": 0, "breached": 0, "bot": 0,
+            "ostart": 0, "oans": 0, "agents": {}}
 
 
 def merge(into: Agg, other: Agg) -> None:
@@ -42,6 +50,11 @@ def merge(into: Agg, other: Agg) -> None:
     into["first"].extend(other["first"])
     for k in ("started", "replied", "met", "breached"):
         into[k] += other[k]
+    for k in ("bot", "ostart", "oans"):  # (absent in aggregates written before them)
+        if other.get(k):
+            into[k] = into.get(k, 0) + other[k]
+    if other.get("next"):
+        into.setdefault("next", []).extend(other["next"])
     agents = into["agents"]
     for agent, slots in other["agents"].items():
         mine = agents.setdefault(agent, {})
@@ -61,6 +74,12 @@ def hist_observe(hist: dict[str, Any], value: float, buckets: tuple[float, ...] 
     else:
         hist["c"][-1] += 1
     hist["sum"] += value
+
+
+def hist_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Add one histogram's observations to another (same buckets)."""
+    into["c"] = [a + b for a, b in zip(into["c"], other["c"], strict=True)]
+    into["sum"] += other["sum"]
 
 
 def _bucket(value: float, buckets: tuple[float, ...]) -> int:

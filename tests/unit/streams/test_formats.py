@@ -52,8 +52,9 @@ def test_state_written_by_a_released_version_restores_every_family(fixture):
     got = samples(account)
     assert got[("socialpulse_engagements", ("1h",))] == 3.0
     assert got[("socialpulse_impressions", ("1h",))] == 100.0
-    assert got[("socialpulse_reply_sla_total", ("met",))] == 1.0
-    assert got[("socialpulse_reply_latency_seconds", ())][1] == 60.0  # the histogram's sum
+    # written before channels and policies: a dm under the default policy
+    assert got[("socialpulse_reply_sla_total", ("dm", "default", "met"))] == 1.0
+    assert got[("socialpulse_reply_latency_seconds", ("dm",))][1] == 60.0  # the histogram's sum
     assert got[("socialpulse_attributed_revenue", ("1h", "last_touch", "EUR"))] == 50.0
     assert got[("socialpulse_spend", ("1h", "EUR"))] == 20.0
     assert "u1" in actor.states  # the shopper's touches

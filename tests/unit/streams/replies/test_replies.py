@@ -64,12 +64,12 @@ def test_hand_made_conversations_give_hand_computed_metrics(t0):
     breaches = sorted((b.conversation_id, b.breached_at) for b in published)
     from streams.windows import iso
     assert breaches == [("c2", iso(t0 + 910_000)), ("c4", iso(t0 + 1_100_000))]
-    assert state["sla"] == {"met": 4, "breached": 2}
+    assert state["sla"] == {"default|dm": {"met": 4, "breached": 2}}
     assert state["clamped"] == 1
-    buckets, total = m.hist_value(state["hist"]["lat"])
+    buckets, total = m.hist_value(state["hist"]["dm"]["lat"])
     assert total == 0 + 60 + 120 + 200 + 1200
     assert dict(buckets) == {"60.0": 2, "300.0": 4, "900.0": 4, "1800.0": 5, "3600.0": 5, "14400.0": 5, "86400.0": 5, "+Inf": 5}
-    assert m.hist_value(state["hist"]["first"])[1] == total  # each conversation's only latency is its first
+    assert m.hist_value(state["hist"]["dm"]["first"])[1] == total  # each conversation's only latency is its first
     wm = t0 + 1400_000
     view = fam.view(KEY, state, wm)
     win = view["windows"]["1h"]
@@ -84,7 +84,7 @@ def test_hand_made_conversations_give_hand_computed_metrics(t0):
     assert dict(quantiles)["0.9"] == pytest.approx(800.0) and (count, total) == (5, 1580.0)
     assert samples[("socialpulse_awaiting_reply", ("instagram", "acme"))] == 1
     assert samples[("socialpulse_oldest_awaiting_reply_timestamp_seconds", ("instagram", "acme"))] == (t0 + 10_000) / 1000
-    assert samples[("socialpulse_reply_sla_total", ("instagram", "acme", "breached"))] == 2
+    assert samples[("socialpulse_reply_sla_total", ("instagram", "acme", "dm", "default", "breached"))] == 2
     agents = {lv[2]: v[1] for (n, lv), v in samples.items() if n == "socialpulse_agent_reply_latency_seconds"}
     assert agents == {"ana": 0 + 120 + 1200, "ben": 200 + 60}
 
@@ -104,13 +104,17 @@ def test_closed_window_results_carry_the_same_numbers(t0):
     assert ana.key.endswith(f"|ana|{weekday_hour(t0, zone('UTC'))[0]}-{hour:02d}")
 
 
-def test_agents_beyond_the_cap_fold_into_other(t0):
+def test_the_agent_cap_keeps_the_most_recently_active_agents(t0):
+    """Cap 2: a1, a2, a1 again, then a3 and a4 join: a1 (active after a2) outlives a2; the
+    least recently active agent makes room for each newcomer and its history goes to other."""
     fam = Replies(SPEC, slo_ms=15 * MIN, max_agents=2)
     state = fam.new_state()
-    for i, agent in enumerate(("a1", "a2", "a3", "a4")):
+    for i, agent in enumerate(("a1", "a2", "a1", "a3", "a4")):
         fam.apply(KEY, state, [msg(f"i{i}", f"c{i}", t0 + i, "inbound"), msg(f"o{i}", f"c{i}", t0 + 1000 + i, "outbound", agent)], t0)
-    assert sorted(state["agent_hist"]) == ["a1", "a2", "other"]
-    assert sum(state["agent_hist"]["other"]["c"]) == 2
+    assert state["agents"] == ["a3", "a4"]
+    assert sorted(state["agent_hist"]) == ["a3", "a4", "other"]
+    assert sum(state["agent_hist"]["other"]["c"]) == 3  # a2's one reply and a1's two
+    assert sum(sum(h["c"]) for h in state["agent_hist"].values()) == 5  # nothing lost
 
 
 def test_idle_answered_conversations_expire_and_open_ones_stay(t0):
@@ -137,8 +141,8 @@ def test_sla_is_judged_in_business_seconds_when_configured(t0):
     fam = Replies(SPEC, slo_ms=15 * MIN, hours=hours)
     state = fam.new_state()
     fam.apply(KEY, state, [msg("i", "c", t0, "inbound"), msg("o", "c", t0 + 40 * MIN, "outbound", "ana")], t0)
-    assert state["sla"] == {"met": 1, "breached": 0}  # 40 wall minutes, 60 business seconds
-    assert m.hist_value(state["hist"]["business"])[1] == 60.0
+    assert state["sla"] == {"default|dm": {"met": 1, "breached": 0}}  # 40 wall minutes, 60 business seconds
+    assert m.hist_value(state["hist"]["dm"]["business"])[1] == 60.0
 
 
 def test_quantile_interpolates_between_ranks():
@@ -154,9 +158,9 @@ def test_an_older_inbound_arriving_after_the_reply_lengthens_that_spell(t0):
     # event time: in(1s), in(2s), reply(8s) -> latency 7 s, whatever order they arrive in
     fam.apply(KEY, state, [msg("b", "c", t0 + 2 * s, "inbound"), msg("r", "c", t0 + 8 * s, "outbound", "ana")], t0)
     fam.apply(KEY, state, [msg("a", "c", t0 + 1 * s, "inbound")], t0)
-    assert m.hist_value(state["hist"]["lat"])[1] == 7.0
-    assert m.hist_value(state["hist"]["first"])[1] == 7.0
+    assert m.hist_value(state["hist"]["dm"]["lat"])[1] == 7.0
+    assert m.hist_value(state["hist"]["dm"]["first"])[1] == 7.0
     assert m.hist_value(state["agent_hist"]["ana"])[1] == 7.0
     assert fam.view(KEY, state, t0 + 10 * s)["windows"]["1h"]["reply_latency_seconds"]["mean"] == 7.0
     fam.apply(KEY, state, [msg("z", "c", t0 + 500, "inbound")], t0)  # older still: 7.5 s
-    assert m.hist_value(state["hist"]["lat"])[1] == 7.5 and sum(state["hist"]["lat"]["c"]) == 1
+    assert m.hist_value(state["hist"]["dm"]["lat"])[1] == 7.5 and sum(state["hist"]["dm"]["lat"]["c"]) == 1
