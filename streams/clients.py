@@ -28,7 +28,7 @@ from .settings import Settings
 
 __all__ = [
     "servers", "ssl_context", "faust_credentials", "aiokafka_kwargs", "confluent_config",
-    "producer", "consumer", "admin", "explain", "preflight",
+    "producer", "consumer", "reader", "admin", "explain", "preflight",
 ]
 
 _SCRAM = {
@@ -119,6 +119,13 @@ def producer(settings: Settings, **kwargs: Any) -> AIOKafkaProducer:
 
 def consumer(settings: Settings, *topics: str, **kwargs: Any) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(*topics, **aiokafka_kwargs(settings), **kwargs)
+
+
+def reader(settings: Settings, **kwargs: Any) -> AIOKafkaConsumer:
+    """A consumer outside any group: it assigns itself partitions and commits nothing (every
+    worker reads all of ``socialpulse.accounts`` from the start)."""
+    return AIOKafkaConsumer(**aiokafka_kwargs(settings), **({
+        "group_id": None, "enable_auto_commit": False, "auto_offset_reset": "earliest"} | kwargs))
 
 
 def admin(settings: Settings, **kwargs: Any) -> AIOKafkaAdminClient:

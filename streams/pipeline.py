@@ -28,6 +28,8 @@ from faust.types import TP
 
 from schemas.events import INPUT_TOPICS, TOPIC_MODELS, account_key
 
+from .accounts import BookCollector, book_for
+from .accounts_reader import AccountsReader, dead_letter_value
 from .changelog import _hard_exit, delivered, read_one, write_many
 from .exporter import Metrics
 from .families import ROUTER, make_stages
@@ -45,6 +47,7 @@ from .keyed import (
 )
 from .outputs import Outputs
 from .settings import Settings
+from .topics import ACCOUNTS, DLQ
 from .transport import ebb
 from .windows import Mark, WindowSpec
 
@@ -117,6 +120,10 @@ class Pipeline:
             for name in self.stages
         }
         self.outputs = Outputs(app, t, self.bare, settings.topic_prefix, self.metrics)
+        #: per-account settings (file, environment, and socialpulse.accounts read by ``accounts``)
+        self.book = book_for(settings)
+        self.metrics.registry.register(BookCollector(self.book))
+        self.accounts = AccountsReader(settings, self.book, self.metrics.registry, self._reject_account)
         self.tables = {
             name: app.Table(
                 f"{name}-state",
@@ -160,6 +167,10 @@ class Pipeline:
 
         for name in self.stages:
             self._register_stage(name)
+
+        @app.task
+        async def read_accounts() -> None:
+            await self.accounts.run()
 
         @app.timer(1.0, name="tick")
         async def tick() -> None:
@@ -386,6 +397,11 @@ class Pipeline:
     def reject(self, rejections: list[Rejection]) -> None:
         self.outputs.reject(rejections)
 
+    def _reject_account(self, rejection: Rejection) -> None:
+        """A bad socialpulse.accounts record: dead-lettered and counted (not an input event)."""
+        self.outputs.topics[DLQ].send_soon(value=dead_letter_value(rejection))
+        self.metrics.dead_letters.labels(ACCOUNTS, rejection.reason).inc()
+
     # -- keyed stages ------------------------------------------------------
     def emit(self, name: str, out: StageOutput) -> None:
         """Write changed keys once each (one changelog record per key, one RocksDB write
@@ -531,6 +547,7 @@ class Pipeline:
             self.app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
             and not self.app.rebalancing and self.health.fine()
             and self.event_time_known()
+            and self.accounts.caught_up  # results never use settings older than the topic's
         )
         self.metrics.ready.set(1 if self.ready else 0)
 

@@ -6,6 +6,7 @@ A bad value stops start-up with a message that names the setting
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Literal
 
@@ -107,6 +108,8 @@ class Settings(BaseSettings):
     account_timezones: Annotated[dict[str, str], NoDecode, BeforeValidator(_timezones)] = ""  # type: ignore[assignment]
     #: per-account business hours: ``platform|account=mon-fri 09:00-17:00;...``
     business_hours: Annotated[dict[str, str], NoDecode, BeforeValidator(_business_hours)] = ""  # type: ignore[assignment]
+    #: per-account settings as data (YAML or TOML; streams/accounts.py validates its content)
+    accounts_file: str | None = None
     app_id: str = "socialpulse"
     #: accepted for compatibility and ignored: changelog ends are read from a fetch on every
     #: broker (streams/transport.py), so no broker needs a switch for correct results
@@ -134,6 +137,17 @@ class Settings(BaseSettings):
     def _store_url(cls, value: str) -> str:
         if value not in ("rocksdb://", "memory://"):
             raise ValueError("use rocksdb:// or memory://")
+        return value
+
+    @field_validator("accounts_file")
+    @classmethod
+    def _accounts_file(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.lower().endswith((".yaml", ".yml", ".toml")):
+            raise ValueError("use a .yaml, .yml or .toml file")
+        if not os.path.isfile(value) or not os.access(value, os.R_OK):
+            raise ValueError("no readable file there")
         return value
 
     @field_validator("topic_prefix")

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from schemas.events import DIRECT_KEY, SHOP_KEY, Platform, account_key
 
+from .accounts import AccountBook
 from .exporter import Metrics
 from .health import Watchdog
 from .ingest import partition_for
@@ -32,6 +33,7 @@ class Served(Protocol):
     tables: dict[str, Any]
     owned: dict[str, set[int]]  # keyed partitions this worker owns and has recovered, per stream
     ready: bool
+    book: AccountBook  # every account's settings (each worker holds all of them)
 
     def event_time_known(self) -> bool: ...
 
@@ -61,6 +63,15 @@ def register_views(app: faust.App, pipeline: Served) -> None:
         if pipeline.health.lost:
             body["problem"] = pipeline.health.lost
         return self.json(body, status=200 if ready else 503)
+
+    @app.page("/api/v1/accounts/{platform}/{account_id}/settings")
+    async def account_settings(self: View, request: Request, platform: str, account_id: str) -> Response:
+        found = pipeline.book.entry(account_key(platform, account_id))
+        if found is None:
+            return self.error(404, "no settings for this account: the defaults apply", platform=platform,
+                              account_id=account_id)
+        return self.json(found.settings.model_dump(mode="json") | {
+            "source": found.source, "version": pipeline.book.version})
 
     @app.page("/api/v1/accounts/{platform}/{account_id}")
     async def account(self: View, request: Request, platform: str, account_id: str) -> Response:
