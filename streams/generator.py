@@ -4,7 +4,9 @@ A simulated set of brand accounts posts on several platforms. Each simulated
 second, every account gets impressions, and engagements and clicks at that
 platform's published benchmark rates (METRICS.md); customers open conversations
 that agents answer after human-like (log-normal) delays, some only with an
-automated acknowledgement, some never; a few percent of clicks become orders,
+automated acknowledgement or a bot (some then ask for a person), some never; a quarter are
+public comments; sellers also write first (outreach) and some prospects answer; a few
+percent of clicks become orders,
 a few of those are cancelled; campaigns report spend. A small share of records
 are duplicates, late, or malformed, as in production.
 
@@ -74,6 +76,8 @@ class Traffic:
         self.rng = random.Random(seed)
         # which impressions are ads: a stream of its own, so ``rng`` (and every other record) stays as it was
         self.ads = random.Random(f"ads-{seed}")
+        # the channel of a conversation, bots and outreach: a stream of their own too
+        self.talk = random.Random(f"talk-{seed}")
         self.reply_median_s = reply_median_s
         self.answered = answered  # share of conversations a human answers
         #: ``slow-replies``: from ``incident_at_s`` simulated seconds on, for ``incident_minutes``,
@@ -174,6 +178,8 @@ class Traffic:
                 })
             if rng.random() < min(0.02 * self.rate / 100, 0.9) * acct.weight * 15:
                 self._conversation(acct, t0 + rng.randrange(1000))
+            if self.talk.random() < min(0.002 * self.rate / 100, 0.1) * acct.weight * 15:
+                self._outreach(acct, t0 + self.talk.randrange(1000))
             if self.seconds % 60 == 0:  # ad platforms report each campaign's spend once a minute
                 for campaign in acct.campaigns:
                     self._schedule("spend", t0 + rng.randrange(1000), {
@@ -258,6 +264,10 @@ class Traffic:
         conv = self._id("conv")
         customer = f"u{rng.randrange(50_000)}"
         base = {"platform": acct.platform, "account_id": acct.account_id, "conversation_id": conv}
+        talk = self.talk
+        channel = "comment" if talk.random() < 0.25 else "mention" if talk.random() < 0.05 else "dm"
+        if channel != "dm":  # a public comment (or mention) and the brand's answer to it
+            base["channel"] = channel
         t = last = ts
         for _ in range(1 + int(rng.expovariate(1.5))):  # one or a few inbound messages
             self._schedule("messages", t, base | {"event_id": self._id("m"), "direction": "inbound", "author_id": customer})
@@ -270,6 +280,18 @@ class Traffic:
         if rng.random() < 0.2:  # an auto-acknowledgement, which must not stop the clock
             self._schedule("messages", ts + 2000, base | {
                 "event_id": self._id("m"), "direction": "outbound", "author_id": "bot", "automated": True})
+        if not self.in_incident(acct) and talk.random() < 0.12:  # a bot answers; half ask for a person
+            self._schedule("messages", last + 20_000, base | {
+                "event_id": self._id("m"), "direction": "outbound", "author_id": "assistant", "bot": True})
+            if talk.random() < 0.5:
+                again = last + int(talk.uniform(60, 300) * 1000)
+                self._schedule("messages", again, base | {"event_id": self._id("m"), "direction": "inbound",
+                                                          "author_id": customer})
+                agent = talk.choice(AGENTS)
+                self._schedule("messages", again + int(talk.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000),
+                               base | {"event_id": self._id("m"), "direction": "outbound", "author_id": agent,
+                                       "agent_id": agent})
+            return
         if self.in_incident(acct):
             if rng.random() < 0.8:  # the team is swamped: late replies, some never
                 agent = rng.choice(AGENTS)
@@ -285,6 +307,22 @@ class Traffic:
                 again = last + int(rng.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000)
                 self._schedule("messages", again, base | {
                     "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
+
+    def _outreach(self, acct: Account, ts: int) -> None:
+        """A seller writes first to a prospect; about a third answer (median 3 min), and get a reply."""
+        talk = self.talk
+        agent = talk.choice(AGENTS)
+        prospect = f"p{talk.randrange(50_000)}"
+        base = {"platform": acct.platform, "account_id": acct.account_id, "conversation_id": self._id("out")}
+        self._schedule("messages", ts, base | {"event_id": self._id("m"), "direction": "outbound", "author_id": agent,
+                                               "agent_id": agent})
+        if talk.random() < 0.35:
+            answer = ts + int(talk.lognormvariate(math.log(180), 1.0) * 1000)
+            self._schedule("messages", answer, base | {"event_id": self._id("m"), "direction": "inbound",
+                                                       "author_id": prospect})
+            reply = answer + int(talk.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000)
+            self._schedule("messages", reply, base | {"event_id": self._id("m"), "direction": "outbound",
+                                                      "author_id": agent, "agent_id": agent})
 
     #: the account an incident hits (the demo's summary and README point at it)
     INCIDENT_ACCOUNT = ("instagram", "in-brand-1")
