@@ -60,6 +60,7 @@ from schemas.events import Direction, Event, Message, of_account, split_account_
 from schemas.results import ReplyBreach, Result, result_key
 
 from .. import cohorts, windows
+from ..accounts import book_for
 from ..family import Gauge, Output, Record, Route, Sample, Tally
 from ..settings import SettingsError
 from ..topics import BREACHES
@@ -701,10 +702,6 @@ def _new_conv() -> Conversation:
             "last_reply": 0, "last": 0, "pending": []}
 
 
-def _account_book(settings: Any) -> Callable[[str], AccountSettings | None] | None:
-    """The account settings book of the process (file, topic and environment), if there is one."""
-    try:
-        from ..accounts import book_for
-    except ImportError:  # (not built yet)
-        return None
+def _account_book(settings: Any) -> Callable[[str], AccountSettings | None]:
+    """The account settings of the process (topic, file and environment: ``streams.accounts``)."""
     return book_for(settings).get
