@@ -39,6 +39,7 @@ __all__ = [
     "Credit",
     "Converted",
     "Sale",
+    "CheckoutOutcome",
     "STAGE_MODELS",
     "SHOP_KEY",
     "DIRECT_KEY",
@@ -334,8 +335,19 @@ class Sale(Event):
     social: dict[str, Decimal] = {}  # model -> amount credited to social touches
 
 
+class CheckoutOutcome(Event):
+    """Internal: a checkout started, completed or abandoned (``CHECKOUT_TIMEOUT``), by the source
+    of the shopper's last touch before it; sent from the shopper's state to the key ``all|all``
+    and stamped when the outcome was decided."""
+
+    checkout_id: Id
+    source: SourceName | Literal["none"]
+    outcome: Literal["started", "completed", "abandoned"]
+
+
 #: every model the keyed stages may see, input topics plus internal records
-STAGE_MODELS: dict[str, type[Event]] = TOPIC_MODELS | {"credits": Credit, "converted": Converted, "sales": Sale}
+STAGE_MODELS: dict[str, type[Event]] = TOPIC_MODELS | {"credits": Credit, "converted": Converted, "sales": Sale,
+                                                        "checkout_outcomes": CheckoutOutcome}
 #: the key of the shop's own totals (revenue of all orders) on the account stream
 SHOP_KEY = "all|all"
 #: the key of direct visits' credits on the account stream

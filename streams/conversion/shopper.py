@@ -316,7 +316,16 @@ class Shopper:
         if co["done"]:
             return []
         co["done"] = True
-        return [Tally("socialpulse_checkouts", (co["src"], "completed"))] if co["src"] is not None else []
+        return self._outcome(event.checkout_id, co["src"], "completed", event.ts) if co["src"] is not None else []
+
+    @staticmethod
+    def _outcome(checkout_id: str, source: str, outcome: str, ts: int) -> list[Output]:
+        """A checkout's outcome: the process-wide counter, and a record for the shop's windows
+        (``all|all``), stamped when it was decided (so a window needs no correction)."""
+        record = {"event_id": derived_id(checkout_id, f"~{outcome}"), "ts": ts, "checkout_id": checkout_id,
+                  "source": source, "outcome": outcome}
+        return [Tally("socialpulse_checkouts", (source, outcome)),
+                Forward("account", SHOP_KEY, "checkout_outcomes", record, "checkouts")]
 
     def _judge_checkouts(self, state: State, watermark: int) -> tuple[list[Output], bool]:
         out: list[Output] = []
@@ -331,12 +340,12 @@ class Shopper:
                     continue  # a completion waits for its start until the timeout
                 src = co["src"] = self.source_at(state, co["ts"])
                 changed = True
-                out.append(Tally("socialpulse_checkouts", (src, "started")))
+                out.extend(self._outcome(cid, src, "started", watermark))
                 if co["done"]:
-                    out.append(Tally("socialpulse_checkouts", (src, "completed")))
+                    out.extend(self._outcome(cid, src, "completed", watermark))
             if timed_out:
                 if not co["done"]:  # not completed in time
-                    out.append(Tally("socialpulse_checkouts", (str(co["src"]), "abandoned")))
+                    out.extend(self._outcome(cid, str(co["src"]), "abandoned", watermark))
                 del checkouts[cid]
                 changed = True
         if not checkouts:

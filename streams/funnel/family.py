@@ -16,7 +16,9 @@ conversion (or a late click or lead) changes it, until the attribution lookback 
 allowed lateness after its end, when no order can convert it any more. The live gauges are
 the same ratios over the trailing windows' clicks and leads, converted so far.
 
-**The shop's key** ``all|all`` holds the revenue of all orders (``Sale`` records: placed
+**The shop's key** ``all|all`` holds the checkouts' outcomes by source (stamped when each
+was decided: start plus grace, the completion, start plus ``CHECKOUT_TIMEOUT``; cart
+abandonment rate = abandoned ÷ started of a window's decisions) and the revenue of all orders (``Sale`` records: placed
 minus cancelled or refunded, by event time) and the part each model credits to social
 touches: social's share of revenue = social credit ÷ revenue of all orders, per model and
 currency (direct visits are the rest; orders without any touch count in the whole only).
@@ -89,6 +91,9 @@ ORDER_REVENUE = Gauge("socialpulse_order_revenue", "Revenue of all orders (place
                       "trailing window, per currency.", ("window", "currency"))
 SOCIAL_SHARE = Gauge("socialpulse_social_revenue_share", "Revenue credited to social touches / revenue of all orders, "
                      "trailing window, per attribution model and currency (ratio).", ("window", "model", "currency"))
+ABANDONMENT = Gauge("socialpulse_cart_abandonment_rate", "Checkouts abandoned (CHECKOUT_TIMEOUT) / started, of the "
+                    "outcomes decided in the trailing window, by the source of the shopper's last touch (ratio).",
+                    ("window", "source"))
 #: the cohort results: (metric, numerator, denominator)
 COHORT_RESULTS = (("click_conversion_rate", m.CCLK, m.CLK), ("lead_to_customer_rate", m.LCUST, m.LEADS))
 
@@ -103,14 +108,14 @@ class State(TypedDict):
 class Funnel:
     name = "funnel"
     # converted, sales: from the shopper stream (``conversion.shopper``)
-    topics = frozenset({"leads", "clicks", "sessions", "spend", "converted", "sales"})
+    topics = frozenset({"leads", "clicks", "sessions", "spend", "converted", "sales", "checkout_outcomes"})
     routes = (
         Route("leads", of_account), Route("clicks", of_account), Route("spend", of_account),
         Route("sessions", social_account, primary=False),  # counted on its shopper (``Shopper``)
     )
     counters: tuple[Gauge, ...] = ()
     gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), CPL,
-                                 ORDER_REVENUE, SOCIAL_SHARE)
+                                 ORDER_REVENUE, SOCIAL_SHARE, ABANDONMENT)
     merge = staticmethod(m.merge)
 
     def __init__(self, spec: WindowSpec, lookback_ms: int = 7 * 86_400_000) -> None:
@@ -215,6 +220,10 @@ class Funnel:
                 add("order_revenue", Decimal(v), cur, currency=cur, amount=v)
             for (model, cur), share in m.social_share(agg).items():
                 add("social_revenue_share", share, model, cur, model=model, currency=cur)
+            for src, outcomes in sorted(agg.get("co", {}).items()):
+                add("checkouts", outcomes.get("started", 0), src, source=src, **dict(sorted(outcomes.items())))
+            for src, rate in m.abandonment(agg).items():
+                add("cart_abandonment_rate", rate, src, source=src)
             return out
         if not (agg["leads"] or agg["soc"]):
             return []  # clicks and spend alone are the engagement and conversion families' results
@@ -246,6 +255,8 @@ class Funnel:
                     yield ORDER_REVENUE.name, (label, cur), float(v)
                 for (model, cur), share in m.social_share(agg).items():
                     yield SOCIAL_SHARE.name, (label, model, cur), float(share)
+                for src, rate in m.abandonment(agg).items():
+                    yield ABANDONMENT.name, (label, src), rate
                 continue
             if not (agg["leads"] or agg["soc"] or agg["clk"]):
                 continue  # no funnel series for an account without clicks, leads or sessions
@@ -271,6 +282,8 @@ class Funnel:
             if key == SHOP_KEY:
                 view["order_revenue"] = dict(sorted(agg.get("orev", {}).items()))
                 view["social_revenue_share"] = {f"{model}/{cur}": str(v) for (model, cur), v in m.social_share(agg).items()}
+                view["checkouts"] = {src: dict(sorted(o.items())) for src, o in sorted(agg.get("co", {}).items())}
+                view["cart_abandonment_rate"] = m.abandonment(agg)
             view["leads_by_kind"] = dict(sorted(agg["kinds"].items()))
             view["cost_per_lead"] = {cur: str(v) for cur, v in m.cost_per_lead(agg["spend"], agg["leads"]).items()}
             view["campaigns"] = {

@@ -6,7 +6,8 @@ An aggregate (``Agg``) of one bucket or window of an account:
      "spend": {currency: "decimal"}, "camp": {campaign: {"leads": n, "spend": {currency: "decimal"}}},
      "cclk": n, "lcust": n,          # (trailing buckets only) of the bucket's clicks / leads, converted so far
      "orev": {currency: "decimal"},  # (the shop's key ``all|all``) revenue of all orders
-     "srev": {model: {currency: "decimal"}}}  # (the shop's key) the part credited to social touches
+     "srev": {model: {currency: "decimal"}},  # (the shop's key) the part credited to social touches
+     "co": {source: {outcome: n}}}   # (the shop's key) checkouts decided in the bucket, by source
 
 A cohort (``Cohort``) is one UTC day of an account's clicks and leads and how many of them
 converted so far: ``[clicks, converted clicks, leads, converted leads, revision, changed]``.
@@ -17,12 +18,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from schemas.events import Click, Event, Lead, Sale, Session, Spend
+from schemas.events import CheckoutOutcome, Click, Event, Lead, Sale, Session, Spend
 
 from ..windows import Agg
 
 __all__ = ["empty", "fold", "merge", "lead_rate", "lead_rate_by_sessions", "cost_per_lead", "NO_CAMPAIGN",
-           "converted_share", "social_share", "Cohort", "CLK", "CCLK", "LEADS", "LCUST", "REV", "CHANGED"]
+           "converted_share", "social_share", "abandonment", "Cohort", "CLK", "CCLK", "LEADS", "LCUST", "REV", "CHANGED"]
 
 #: a cohort's counts (``streams.cohorts``; revision and changed follow them)
 Cohort = list[int]
@@ -55,6 +56,9 @@ def fold(agg: Agg, event: Event) -> None:
     elif isinstance(event, Spend):
         _add(agg["spend"], event.currency, event.amount)
         _add(_camp(agg, event.campaign_id)["spend"], event.currency, event.amount)
+    elif isinstance(event, CheckoutOutcome):
+        by_src = agg.setdefault("co", {}).setdefault(event.source, {})
+        by_src[event.outcome] = by_src.get(event.outcome, 0) + 1
     elif isinstance(event, Sale):
         _add(agg.setdefault("orev", {}), event.currency, event.amount)
         srev = agg.setdefault("srev", {})
@@ -78,6 +82,10 @@ def merge(into: Agg, other: Agg) -> None:
     for name in ("cclk", "lcust"):  # (absent before cohorts)
         if other.get(name):
             into[name] = into.get(name, 0) + other[name]
+    for src, outcomes in other.get("co", {}).items():
+        mine = into.setdefault("co", {}).setdefault(src, {})
+        for outcome, n in outcomes.items():
+            mine[outcome] = mine.get(outcome, 0) + n
     if other.get("orev"):
         for cur, v in other["orev"].items():
             _add(into.setdefault("orev", {}), cur, v)
@@ -122,3 +130,9 @@ def social_share(agg: Agg) -> dict[tuple[str, str], Decimal]:
         for model, by_cur in sorted(agg.get("srev", {}).items()):
             out[(model, cur)] = Decimal(by_cur.get(cur, "0")) / whole
     return out
+
+
+def abandonment(agg: Agg) -> dict[str, float]:
+    """Checkouts abandoned ÷ started, by source, of the outcomes decided in the window."""
+    return {src: o.get("abandoned", 0) / o["started"] for src, o in sorted(agg.get("co", {}).items())
+            if o.get("started", 0) > 0}

@@ -134,6 +134,28 @@ def test_checkouts_abandoned_by_the_source_of_the_last_touch(run):
     except AssertionError:
         lines = [ln for ln in worker.metrics().splitlines() if "checkout" in ln and not ln.startswith("#")]
         raise AssertionError(f"checkouts by source: {seen[0]}, want {want}; on /metrics: {lines}") from None
+    # the same outcomes in the shop's windows: live, in the API and on the results topic
+    rates = {"facebook": 1 / 3, "direct": 0.0, "search": 1.0}
+    wait_until(lambda: all(metric_value(worker.metrics(), "socialpulse_cart_abandonment_rate", window="5m", source=src)
+                           == pytest.approx(v) for src, v in rates.items()), 30, what="abandonment rates")
+    shop = orjson.loads(worker.get("/api/v1/accounts/all/all")[1])["funnel"]["windows"]["5m"]
+    assert shop["checkouts"]["facebook"] == {"started": 3, "completed": 2, "abandoned": 1}
+    _, _, broker, _ = run
+
+    def published() -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for msg in consume_all(broker, PREFIX + "socialpulse.results", 10**6, 6):
+            r = orjson.loads(msg.value())
+            if r["metric"] == "checkouts" and r["revision"] == 0:
+                mine = out.setdefault(r["source"], {})
+                for outcome in ("started", "completed", "abandoned"):
+                    mine[outcome] = mine.get(outcome, 0) + r.get(outcome, 0)
+        return out
+
+    want_published = {"facebook": {"started": 3, "completed": 2, "abandoned": 1},
+                      "direct": {"started": 1, "completed": 1, "abandoned": 0},
+                      "search": {"started": 1, "completed": 0, "abandoned": 1}}
+    wait_until(lambda: published() == want_published, 90, what="checkouts on the results topic")
 
 
 def test_api_funnel_block_agrees(run):

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.grafana.dashboards import BOARDS, CTR_BENCHMARKS, ENGAGEMENT_BENCHMARKS, panel_queries, render_all
+from deploy.grafana.dashboards import (
+    BOARDS,
+    CTR_BENCHMARKS,
+    ENGAGEMENT_BENCHMARKS,
+    REPLY_OBJECTIVE,
+    panel_queries,
+    render_all,
+)
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="Debian's prometheus is not installed")
 
@@ -22,7 +29,8 @@ def concrete(expr: str, window: str = "5m") -> str:
     """A panel query as Grafana sends it with 'All' selected."""
     return (
         expr.replace("$platform", ".*").replace("$account", ".*").replace("$window", window)
-        .replace("$__rate_interval", "1m").replace("$model", "last_touch")
+        .replace("$__rate_interval", "1m").replace("$model", "last_touch").replace("$channel", ".*")
+        .replace("$policy", ".*")
     )
 
 
@@ -172,3 +180,53 @@ def test_funnel_costs_and_cart_abandonment_on_known_series(tmp_path):
         (query(f, "Cost per acquisition"), [({"platform": "facebook", "currency": "USD"}, 30.0)]),
         (query(f, "Cart abandonment rate by source (last 1d)"), [({"source": "email"}, 0.0), ({"source": "facebook"}, 0.7)]),
     ])
+
+
+def test_replies_board_filters_by_channel_and_policy_and_has_the_new_views():
+    board = json.loads(render_all()["replies.json"])
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert list(variables) == ["platform", "account", "window", "channel", "policy"]
+    assert "socialpulse_reply_sla_total" in variables["policy"]["query"]
+    titles = {p["title"] for p in panels("replies")}
+    assert {"SLA met ratio by policy and channel (1h)", "SLA breaches by policy and channel (last 1h)",
+            "First response vs follow-up reply time p50 / p90 by channel", "Bot-resolved share of waits by channel (1h)",
+            "Outreach started (trailing window)", "Prospect response rate (trailing window)",
+            "Time to prospect response p50 / p90 (1d)",
+            "Median reply time per agent and team, hour by hour (last 7 days)"} <= titles
+    for p in panels("replies"):  # every SLA query honours both filters (bot-resolved waits have no policy)
+        for t in p.get("targets", []):
+            if "socialpulse_reply_sla_total" in t["expr"] and "bot" not in t["expr"]:
+                assert 'channel=~"$channel"' in t["expr"] and 'policy=~"$policy"' in t["expr"], p["title"]
+
+
+def test_agent_hour_view_is_seven_days_of_hourly_cells_one_row_per_agent_and_the_team():
+    p = panel("replies", "Median reply time per agent and team, hour by hour (last 7 days)")
+    assert p["type"] == "heatmap" and p["options"]["calculate"] is False  # rows are the series, not computed buckets
+    assert (p["timeFrom"], p["interval"], p["maxDataPoints"]) == ("7d", "1h", 168)
+    legends = [t["legendFormat"] for t in p["targets"]]
+    assert legends == ["{{agent}}", "team (all agents)"]
+    for t in p["targets"]:  # each cell is exactly its hour: a [1h] rate evaluated every 1h
+        assert "[1h]" in t["expr"] and "$__rate_interval" not in t["expr"]
+        assert "socialpulse_agent_reply_latency_seconds_bucket" in t["expr"]
+    assert "7 days" in p["description"] and "1h" in p["description"]
+
+
+@needs_promtool
+def test_sla_by_policy_and_channel_and_bot_share_on_known_series(tmp_path):
+    a = 'platform="instagram", account="shop"'
+    sla = "socialpulse_reply_sla_total"
+    series = {  # per minute: dm 9 met 1 breached; comment (comments policy) 2 met 2 breached; dm bots 10
+        f'{sla}{{{a}, channel="dm", policy="default", result="met"}}': "0+9x20",
+        f'{sla}{{{a}, channel="dm", policy="default", result="breached"}}': "0+1x20",
+        f'{sla}{{{a}, channel="comment", policy="comments", result="met"}}': "0+2x20",
+        f'{sla}{{{a}, channel="comment", policy="comments", result="breached"}}': "0+2x20",
+        f'socialpulse_bot_resolved_total{{{a}, channel="dm"}}': "0+10x20",
+    }
+    r = "replies"
+    promtool_test(tmp_path, series, [
+        (query(r, "SLA met ratio by policy and channel (1h)", "{{policy}}"),
+         [({"policy": "comments", "channel": "comment"}, 0.5), ({"policy": "default", "channel": "dm"}, 0.9)]),
+        (query(r, "SLA met ratio by policy and channel (1h)", "objective"), [({}, REPLY_OBJECTIVE)]),
+        # comment has judged waits and no bot series: 0, not absent
+        (query(r, "Bot-resolved share of waits by channel (1h)"), [({"channel": "comment"}, 0.0), ({"channel": "dm"}, 0.5)]),
+    ], at="20m")

@@ -232,14 +232,20 @@ def test_checkouts_by_the_source_of_the_last_touch_and_abandoned_after_the_timeo
         co(8, t0 + 8 * MIN, "k1", "completed"),  # again: nothing
     ], t0 + 8 * MIN)
     assert [o for o in applied if isinstance(o, Tally)] == []  # judged on the watermark, not on arrival
-    judged, _ = fam.close("u1", state, t0 + 11 * MIN)  # k0 ... k3 are past their start plus grace
+    judged_all, _ = fam.close("u1", state, t0 + 11 * MIN)  # k0 ... k3 are past their start plus grace
+    judged = [o for o in judged_all if isinstance(o, Tally)]
+    # each outcome also goes to the shop's windows, stamped when it was decided
+    shop = [(f.key, f.event["source"], f.event["outcome"], f.event["ts"]) for f in judged_all if isinstance(f, Forward)]
+    assert shop[:2] == [("all|all", "none", "started", t0 + 11 * MIN), ("all|all", "instagram", "started", t0 + 11 * MIN)]
+    assert [(s, o) for _, s, o, _ in shop] == [t.labels for t in judged]
     assert [t.labels for t in judged] == [
         ("none", "started"), ("instagram", "started"), ("instagram", "completed"), ("direct", "started"),
         ("direct", "started"), ("direct", "completed")]
     early, _ = fam.close("u1", state, t0 + 60 * MIN)  # k0 times out at t0 + 60 min, k2 at t0 + 65 (k3 at + 66)
-    assert [t.labels for t in early] == [("none", "abandoned")]
+    assert [t.labels for t in early if isinstance(t, Tally)] == [("none", "abandoned")]
     later, changed = fam.close("u1", state, t0 + 66 * MIN)  # k1, k3: done, forgotten silently
-    assert [t.labels for t in later] == [("direct", "abandoned")] and changed and "checkouts" not in state
+    assert [t.labels for t in later if isinstance(t, Tally)] == [("direct", "abandoned")]
+    assert changed and "checkouts" not in state
 
 
 def test_a_session_from_social_counts_for_the_account_that_brought_it(t0):

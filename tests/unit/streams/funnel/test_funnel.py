@@ -4,7 +4,7 @@ and the API view agree, and a window with neither leads nor sessions publishes n
 import time
 from decimal import Decimal
 
-from schemas.events import SHOP_KEY, Click, Converted, Lead, Sale, Session, Spend
+from schemas.events import SHOP_KEY, CheckoutOutcome, Click, Converted, Lead, Sale, Session, Spend
 from schemas.results import result_key
 from streams import windows
 from streams.funnel import Funnel
@@ -128,3 +128,21 @@ def test_the_shop_key_publishes_revenue_of_all_orders_and_socials_share():
     assert by[("social_revenue_share", "last_touch")].value == 40 / 140
     assert by[("social_revenue_share", "last_non_direct")].value == 1.0
     assert by[("order_revenue", None)].platform == "all"
+
+
+def test_the_shop_key_publishes_cart_abandonment_by_source_of_the_outcomes_decided_in_the_window():
+    now = int(time.time() * 1000)
+    t0 = now - now % (60 * MIN) - 2 * 60 * MIN
+    fam = Funnel(SPEC)
+    state = fam.new_state()
+    outcomes = [("instagram", "started")] * 4 + [("instagram", "completed")] * 1 + [("instagram", "abandoned")] * 3
+    outcomes += [("direct", "started")] * 2 + [("direct", "abandoned")]
+    fam.apply(SHOP_KEY, state, [CheckoutOutcome(event_id=f"o{i}", ts=t0 + i, checkout_id=f"k{i}", source=src,
+                                                outcome=outcome) for i, (src, outcome) in enumerate(outcomes)], t0)
+    (cw,) = windows.close_due(state["win"], t0 + 66 * MIN, SPEC)
+    by = {(r.metric, r.source): r for r in fam.results(SHOP_KEY, cw, state, 0)}
+    assert by[("cart_abandonment_rate", "instagram")].value == 0.75
+    assert by[("cart_abandonment_rate", "direct")].value == 0.5
+    assert (by[("checkouts", "instagram")].value, by[("checkouts", "instagram")].abandoned) == (4, 3)
+    view = fam.view(SHOP_KEY, state, t0 + 30 * MIN)["windows"]["1h"]
+    assert view["cart_abandonment_rate"] == {"direct": 0.5, "instagram": 0.75}
