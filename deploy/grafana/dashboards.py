@@ -17,8 +17,9 @@ from typing import Any
 from grafana_foundation_sdk.builders import bargauge, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, VizOrientation
+from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, VisibilityMode, VizOrientation
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, DynamicConfigValue, VariableOption, VariableRefresh
+from grafana_foundation_sdk.models.heatmap import HeatmapColorMode, HeatmapColorScale
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 __all__ = ["BOARDS", "render_all", "panel_queries"]
@@ -212,44 +213,121 @@ def window_variable() -> db.CustomVariable:
     )
 
 
+#: the SLO every reply policy is held to (deploy/prometheus/rules/replies.yml): 95% of spells met
+REPLY_OBJECTIVE = 0.95
+
+
+def quantiles(metric: str, sel: str, by: str, legend: str, rng: str = "$__rate_interval") -> list[prometheus.Dataquery]:
+    """p50 and p90 of a histogram, ``by`` labels (besides ``le``)."""
+    return [q(f"histogram_quantile({p}, sum by (le, {by}) (rate({metric}_bucket{{{sel}}}[{rng}])))", f"{legend} p{n}")
+            for p, n in ((0.5, 50), (0.9, 90))]
+
+
+def agent_week(sel: str) -> heatmap.Panel:
+    """Weekday x hour of reply time per agent and for the team: a heatmap whose rows are the
+    agents (and the team) and whose columns are the hours of the last 7 days."""
+    hist = "socialpulse_agent_reply_latency_seconds_bucket"
+    return (
+        heatmap.Panel().title("Median reply time per agent and team, hour by hour (last 7 days)")
+        .datasource(DS).span(24).height(9).time_from("7d").interval("1h").max_data_points(7 * 24)
+        .calculate(False).show_value(VisibilityMode.AUTO)
+        .color(heatmap.HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("RdYlGn").reverse(True)
+               .scale(HeatmapColorScale.EXPONENTIAL).exponent(0.5))
+        .cell_values(heatmap.CellValues().unit("s"))
+        .description(
+            "One row per agent (the MAX_AGENTS most recently active; the rest as 'other') and one for the team, "
+            "one cell per hour of the last 7 days (the panel's own range, 1h resolution): the median of the "
+            "replies made in that hour, from socialpulse_agent_reply_latency_seconds (rate over [1h], evaluated "
+            "every 1h, so each cell is exactly its hour; the x axis reads Mon 00:00 ... Sun 23:00 in UTC). "
+            "An empty cell: no reply that hour. Bounded: 168 columns x (MAX_AGENTS + 2) rows. Not split by "
+            "channel (the agent histogram has no channel label).")
+        .with_target(q(f"histogram_quantile(0.5, sum by (le, agent) (rate({hist}{{{sel}}}[1h])))", "{{agent}}"))
+        .with_target(q(f"histogram_quantile(0.5, sum by (le) (rate({hist}{{{sel}}}[1h])))", "team (all agents)"))
+    )
+
+
 def replies() -> db.Dashboard:
     hist = "socialpulse_reply_latency_seconds_bucket"
+    ch = f'{SEL}, channel=~"$channel"'  # series that carry a channel
+    pol = f'{ch}, policy=~"$policy"'  # socialpulse_reply_sla_total
+    sla = "socialpulse_reply_sla_total"
+    bots = f"sum by (channel) (rate(socialpulse_bot_resolved_total{{{ch}}}[1h]))"
+    judged = f"sum by (channel) (rate({sla}{{{ch}}}[1h]))"
+    w = f'{SEL}, window="$window"'
     return (
         base("socialpulse-replies", "socialpulse / Replies",
-             "How fast customers get an answer: latency, first response, SLA, backlog, agents.")
+             "How fast customers get an answer: latency, first response and follow-ups, SLA per policy and "
+             "channel, bots, backlog, agents by hour, and how prospects answer outreach.")
         .with_variable(variable("platform", "label_values(socialpulse_awaiting_reply, platform)"))
         .with_variable(variable("account", 'label_values(socialpulse_awaiting_reply{platform=~"$platform"}, account)'))
         .with_variable(window_variable())
+        .with_variable(variable(
+            "channel", 'label_values(socialpulse_reply_latency_seconds_count{platform=~"$platform", '
+                       'account=~"$account"}, channel)'))
+        .with_variable(variable(
+            "policy", f'label_values({sla}{{platform=~"$platform", account=~"$account"}}, policy)'))
         .with_row(db.Row("Now"))
         .with_panel(st("Waiting for a reply", "none", q(f"sum(socialpulse_awaiting_reply{{{SEL}}})", instant=True)))
         .with_panel(st("Oldest wait", "s", q(
             f"time() - min(socialpulse_oldest_awaiting_reply_timestamp_seconds{{{SEL}}})", instant=True)))
         .with_panel(st("SLA met (1h)", "percentunit", q(
-            f'sum(rate(socialpulse_reply_sla_total{{{SEL}, result="met"}}[1h])) / sum(rate(socialpulse_reply_sla_total{{{SEL}}}[1h]))',
-            instant=True)))
+            f'sum(rate({sla}{{{pol}, result="met"}}[1h])) / sum(rate({sla}{{{pol}}}[1h]))', instant=True)))
         .with_panel(st("Breaches (1h)", "none", q(
-            f'sum(increase(socialpulse_reply_sla_total{{{SEL}, result="breached"}}[1h]))', instant=True)))
+            f'sum(increase({sla}{{{pol}, result="breached"}}[1h]))', instant=True)))
         .with_row(db.Row("Speed"))
         .with_panel(ts("Reply latency quantiles (trailing window)", "s", q(
-            f'max by (quantile) (socialpulse_reply_latency_window_seconds{{{SEL}, window="$window"}})', "p{{quantile}}"),
-            desc="Exact quantiles of replies whose reply time lies in the trailing window."))
+            f'max by (quantile) (socialpulse_reply_latency_window_seconds{{{w}}})', "p{{quantile}}"),
+            desc="Exact quantiles of replies whose reply time lies in the trailing window (every channel)."))
         .with_panel(ts("Reply latency p50 / p90 (histogram)", "s",
-            q(f"histogram_quantile(0.5, sum by (le) (rate({hist}{{{SEL}}}[$__rate_interval])))", "p50"),
-            q(f"histogram_quantile(0.9, sum by (le) (rate({hist}{{{SEL}}}[$__rate_interval])))", "p90")))
-        .with_panel(ts("First response time p50 / p90", "s",
-            q(f"histogram_quantile(0.5, sum by (le) (rate(socialpulse_first_response_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p50"),
-            q(f"histogram_quantile(0.9, sum by (le) (rate(socialpulse_first_response_seconds_bucket{{{SEL}}}[$__rate_interval])))", "p90")))
+            q(f"histogram_quantile(0.5, sum by (le) (rate({hist}{{{ch}}}[$__rate_interval])))", "p50"),
+            q(f"histogram_quantile(0.9, sum by (le) (rate({hist}{{{ch}}}[$__rate_interval])))", "p90"),
+            desc="Every human reply, first and follow-up, of the selected channels."))
+        .with_panel(ts("First response vs follow-up reply time p50 / p90 by channel", "s",
+            *quantiles("socialpulse_first_response_seconds", ch, "channel", "first {{channel}}"),
+            *quantiles("socialpulse_followup_reply_seconds", ch, "channel", "follow-up {{channel}}"),
+            desc="First response: the customer's first message to the conversation's first human reply. "
+                 "Follow-up: a later message (after the first response, or after a bot's hand-off) to the next "
+                 "human reply. Calendar time."))
+        .with_panel(ts("First response vs follow-up in business hours p50 / p90 by channel", "s",
+            *quantiles("socialpulse_first_response_business_seconds", ch, "channel", "first {{channel}}"),
+            *quantiles("socialpulse_followup_reply_business_seconds", ch, "channel", "follow-up {{channel}}"),
+            desc="The same waits counted in the account's business hours (accounts that have business hours "
+                 "only: the others have no series here)."))
         .with_panel(ts("Response rate", "percentunit", q(
-            f'socialpulse_response_rate{{{SEL}, window="$window"}}', "{{platform}} {{account}}")))
-        .with_row(db.Row("SLA and backlog"))
-        .with_panel(ts("SLA attainment (met / all, 1h)", "percentunit", q(
-            f'sum by (platform, account) (rate(socialpulse_reply_sla_total{{{SEL}, result="met"}}[1h])) '
-            f'/ sum by (platform, account) (rate(socialpulse_reply_sla_total{{{SEL}}}[1h]))', "{{platform}} {{account}}")))
+            f'socialpulse_response_rate{{{w}}}', "{{platform}} {{account}}")))
+        .with_panel(ts("Bot-resolved share of waits by channel (1h)", "percentunit", q(
+            f"({bots} or 0 * {judged}) / ((({bots} or 0 * {judged}) + ({judged} or 0 * {bots})) > 0)",
+            "{{channel}}"),
+            desc="Of the waits that ended in the last hour, the share a bot ended without a human reply: "
+                 "bot-resolved / (bot-resolved + met + breached). A channel with judged waits and no bot-resolved "
+                 "series reads 0. A wait that breached before the bot answered counts in both."))
+        .with_row(db.Row("SLA by policy and channel"))
+        .with_panel(ts("SLA met ratio by policy and channel (1h)", "percentunit",
+            q(f'sum by (policy, channel) (rate({sla}{{{pol}, result="met"}}[1h])) '
+              f'/ (sum by (policy, channel) (rate({sla}{{{pol}}}[1h])) > 0)', "{{policy}} {{channel}}"),
+            q(f"vector({REPLY_OBJECTIVE})", "objective 95% (every policy)"),
+            desc="Waits judged in the last hour against their policy's target (the account's first SLA policy "
+                 "that matches the platform and channel; 'default' = SOCIALPULSE_REPLY_SLO): met / (met + "
+                 "breached). Every policy's objective is 95% met; the burn-rate alerts page per policy."))
+        .with_panel(ts("SLA breaches by policy and channel (last 1h)", "short", q(
+            f'sum by (policy, channel) (increase({sla}{{{pol}, result="breached"}}[1h]))', "{{policy}} {{channel}}"),
+            desc="Waits that breached their policy's target in the trailing hour."))
+        .with_panel(ts("Error budget burn rate by policy (worst account, 1h)", "short", q(
+            f'max by (policy) (socialpulse:reply_sla_error_ratio:rate1h{{{SEL}, policy=~"$policy"}}) '
+            f"/ {1 - REPLY_OBJECTIVE:.2f}", "{{policy}}"),
+            desc="Breached share over 1h / the 5% error budget (recording rule socialpulse:reply_sla_error_"
+                 "ratio:rate1h), the worst account per policy. 1 uses the budget exactly in the SLO period; "
+                 "14.4 (with 5m confirming) pages, 6 over 6h pages, 3 over 1d opens a ticket."))
+        .with_panel(ts("SLA attainment by account (met / all, 1h)", "percentunit", q(
+            f'sum by (platform, account) (rate({sla}{{{pol}, result="met"}}[1h])) '
+            f'/ sum by (platform, account) (rate({sla}{{{pol}}}[1h]))', "{{platform}} {{account}}")))
+        .with_row(db.Row("Backlog"))
         .with_panel(ts("Waiting now and oldest wait", "short",
             q(f"sum by (platform, account) (socialpulse_awaiting_reply{{{SEL}}})", "{{platform}} {{account}} waiting"),
             q(f"time() - min by (platform, account) (socialpulse_oldest_awaiting_reply_timestamp_seconds{{{SEL}}})",
-              "{{platform}} {{account}} oldest (s)")))
+              "{{platform}} {{account}} oldest (s)"), w=24))
         .with_row(db.Row("Team"))
+        .with_panel(agent_week(SEL))
         .with_panel(
             table.Panel().title("Median reply time per agent (1h)").datasource(DS).span(12).height(8).unit("s").with_target(
                 q(f"histogram_quantile(0.5, sum by (agent, le) (rate(socialpulse_agent_reply_latency_seconds_bucket{{{SEL}}}[1h])))",
@@ -259,9 +337,23 @@ def replies() -> db.Dashboard:
         .with_panel(
             heatmap.Panel().title("Replies by latency, hour by hour (set the range to 7 days for the week)")
             .datasource(DS).span(12).height(8).with_target(
-                q(f"sum by (le) (increase({hist}{{{SEL}}}[1h]))", "{{le}}").format(PromQueryFormat.HEATMAP).interval("1h")
+                q(f"sum by (le) (increase({hist}{{{ch}}}[1h]))", "{{le}}").format(PromQueryFormat.HEATMAP).interval("1h")
             )
         )
+        .with_row(db.Row("Outreach (the seller wrote first)"))
+        .with_panel(ts("Outreach started (trailing window)", "short", q(
+            f"sum by (platform, account) (socialpulse_outreach_started{{{w}}})", "{{platform}} {{account}}"),
+            desc="Outreach conversations (the seller's message came first) started in the trailing window; "
+                 "counted once the watermark passes the first message plus grace.", w=8))
+        .with_panel(ts("Prospect response rate (trailing window)", "percentunit", q(
+            weighted("socialpulse_prospect_response_rate", "socialpulse_outreach_started", w), "{{platform}}"),
+            desc="Of the outreach started in the trailing window, the share the prospect has answered so far "
+                 "(within OUTREACH_WINDOW), weighted by each account's outreach. Recent outreach still has time "
+                 "to be answered: the latest points rise later. Daily cohorts: the replies results topic.", w=8))
+        .with_panel(ts("Time to prospect response p50 / p90 (1d)", "s",
+            *quantiles("socialpulse_prospect_response_seconds", SEL, "platform", "{{platform}}", rng="1d"),
+            desc="The seller's first message to the prospect's answer (answered outreach only), over the trailing "
+                 "day: prospects answer in hours, so a short rate window would be mostly empty.", w=8))
     )
 
 

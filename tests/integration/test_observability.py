@@ -6,24 +6,67 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
+import orjson
 import pytest
+import yaml
+from confluent_kafka import Producer
 
 from deploy.grafana.dashboards import BOARDS, panel_queries, render_all
 from streams import generator
 from streams.settings import Settings
+from streams.windows import iso
 
 from ..helpers import ROOT, free_port, http_get, spawn_worker, stop_process, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")
 PREFIX = "obs."
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def accounts_file(path: Path) -> Path:
+    """SLA policies for the generator's instagram, tiktok and facebook accounts (linkedin and x keep
+    the default policy), so the Replies board's policy panels and alerts see several policies; the
+    instagram accounts are open all week in business hours, so the business-time histograms exist."""
+    accounts = []
+    for platform in ("instagram", "tiktok", "facebook"):
+        for i in (1, 2, 3):
+            account: dict = {"platform": platform, "account_id": f"{platform[:2]}-brand-{i}", "sla_policies": [
+                {"name": "dm", "channels": ["dm"], "first_reply": "15s", "next_reply": "30s"},
+                {"name": "comments", "channels": ["comment", "mention"], "first_reply": "20s"}]}
+            if platform == "instagram":
+                account["business_hours"] = dict.fromkeys(DAYS, "open")
+                account["sla_policies"][0]["hours"] = "business"
+            accounts.append(account)
+    path.write_text(yaml.safe_dump({"accounts": accounts}))
+    return path
+
+
+def scripted_messages(now_ms: int) -> list[dict]:
+    """Conversations 45 s of generated traffic rarely holds, for the panels that need them: answered
+    outreach (a prospect answers in minutes, so the generator's rarely do within the run) and a
+    follow-up reply on an account with business hours."""
+    def msg(cid: str, n: int, at_s: int, direction: str, agent: str | None = None) -> dict:
+        return {"event_id": f"obs-{cid}-{n}", "ts": iso(now_ms + at_s * 1000), "platform": "instagram",
+                "account_id": "in-brand-2", "conversation_id": cid, "direction": direction,
+                "author_id": agent or f"{cid}-customer"} | ({"agent_id": agent} if agent else {})
+    out = []
+    for i in range(3):  # the seller writes first, the prospect answers 2 s later, the seller replies
+        cid = f"obs-out-{i}"
+        out += [msg(cid, 1, i, "outbound", "ana"), msg(cid, 2, 2 + i, "inbound"), msg(cid, 3, 4 + i, "outbound", "ana")]
+    cid = "obs-followup"  # first response, then a follow-up question and its reply
+    out += [msg(cid, 1, 0, "inbound"), msg(cid, 2, 2, "outbound", "ben"), msg(cid, 3, 3, "inbound"),
+            msg(cid, 4, 5, "outbound", "ben")]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +74,8 @@ def fed_worker(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("obs")
     # short grace and checkout timeout: the Funnel board's checkout panels need judged checkouts within the run
     env = worker_env(broker, PREFIX, tmp / "data", SOCIALPULSE_APP_ID="obs-socialpulse", SOCIALPULSE_REPLY_SLO="15s",
-                     SOCIALPULSE_GRACE="10s", SOCIALPULSE_CHECKOUT_TIMEOUT="30s")
+                     SOCIALPULSE_GRACE="10s", SOCIALPULSE_CHECKOUT_TIMEOUT="30s",
+                     SOCIALPULSE_ACCOUNTS_FILE=str(accounts_file(tmp / "accounts.yaml")))
     worker = spawn_worker(env, tmp)
     worker.wait_ready(60)
     settings = Settings(broker=f"kafka://{broker}", topic_prefix=PREFIX, partitions=2)
@@ -42,6 +86,12 @@ def fed_worker(broker, tmp_path_factory):
         done.set()
 
     threading.Thread(target=feed, daemon=True).start()
+    # stamped from now on (never behind the watermark, so never late); the generator's traffic then
+    # carries the watermark past them
+    producer = Producer({"bootstrap.servers": broker})
+    for event in scripted_messages(int(time.time() * 1000)):
+        producer.produce(PREFIX + "messages", orjson.dumps(event))
+    assert producer.flush(15) == 0
     wait_until(lambda: "socialpulse_engagement_rate{" in worker.metrics(), 60, what="engagement gauges")
     wait_until(lambda: 'result="breached"} 1' in worker.metrics() or 'result="breached"} 2' in worker.metrics(),
                90, what="a reply-SLA breach")
@@ -55,8 +105,10 @@ def prom(fed_worker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prom")
     port = free_port()
     cfg = tmp / "prometheus.yml"
+    # the replies rules too: the board's burn-rate panel reads their recording rules
     cfg.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{ROOT / 'deploy' / 'prometheus' / 'rules' / 'replies.yml'}']\n"
         "scrape_configs:\n  - job_name: socialpulse\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{fed_worker.web_port}']\n"
     )
@@ -82,7 +134,8 @@ def concrete(expr: str) -> str:
     """A panel query as Grafana would send it with 'All' selected."""
     return (
         expr.replace("$platform", ".*").replace("$account", ".*").replace("$window", "5m")
-        .replace("$__rate_interval", "1m").replace("$model", "last_touch")
+        .replace("$__rate_interval", "1m").replace("$model", "last_touch").replace("$channel", ".*")
+        .replace("$policy", ".*")
     )
 
 
@@ -117,6 +170,27 @@ def test_every_panel_query_returns_data(prom, board):
     for title, expr in queries:
         got = wait_until(lambda e=expr: instant(prom, concrete(e)), 60, what=f"data for panel {title!r}: {expr}")
         assert got, title
+
+
+@needs_prometheus
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_every_variable_query_returns_values(prom, board):
+    """``label_values(metric{matchers}, label)`` as Grafana asks it: the label's values on the series."""
+    for var in json.loads(render_all()[f"{board}.json"]).get("templating", {}).get("list", []):
+        if var["type"] != "query":
+            continue
+        match = re.fullmatch(r"label_values\((.+), *(\w+)\)", var["query"])
+        assert match, var["query"]
+        selector, label = concrete(match[1]), match[2]
+
+        def values(selector: str = selector, label: str = label) -> list[str]:
+            url = f"{prom}/api/v1/label/{label}/values?" + urllib.parse.urlencode({"match[]": selector})
+            return json.loads(http_get(url)[1])["data"]
+
+        got = wait_until(values, 60, what=f"values of ${var['name']}: {var['query']}")
+        assert got, var["name"]
+        if (board, var["name"]) == ("replies", "policy"):  # the accounts file's policies and the default
+            assert {"comments", "default", "dm"} <= set(got)
 
 
 def test_generated_dashboards_have_no_drift():
