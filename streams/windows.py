@@ -192,7 +192,8 @@ def is_late(ts: int, watermark: int, grace: int) -> bool:
 
 
 def add(
-    state: Windowed, ts: int, part: Agg, spec: WindowSpec, merge: Merge, watermark: int | None = None
+    state: Windowed, ts: int, part: Agg, spec: WindowSpec, merge: Merge, watermark: int | None = None,
+    slim: Agg | None = None, detail_from_ms: int = 0,
 ) -> None:
     """Fold a pre-aggregated ``part`` at event time ``ts`` into buckets and windows.
 
@@ -201,14 +202,18 @@ def add(
     correct the published window (``take_late``). A part for a window older than the
     allowed lateness is dropped (only derived updates get there: events that old
     are rejected as late before they reach a family).
+
+    With ``slim`` (the part without detail only the longer windows publish): the trailing
+    buckets and the closed windows shorter than ``detail_from_ms`` get ``slim`` instead.
     """
     b = bucket_start(ts, spec.bucket_ms)
     buckets = state["b"]
     if watermark is None or b > watermark - spec.keep_buckets_ms:
+        this = slim if slim is not None else part
         if b in buckets:
-            merge(buckets[b], part)
+            merge(buckets[b], this)
         else:
-            buckets[b] = _copy(part)
+            buckets[b] = _copy(this)
     windows = state["w"]
     for size in spec.closed_ms:
         start = bucket_start(ts, size)
@@ -219,10 +224,11 @@ def add(
                 continue
             target = state.setdefault("late", {})
         per_size = target.setdefault(size, {})
+        this = slim if slim is not None and size < detail_from_ms else part
         if start in per_size:
-            merge(per_size[start], part)
+            merge(per_size[start], this)
         else:
-            per_size[start] = _copy(part)
+            per_size[start] = _copy(this)
 
 
 def add_bucket(state: Windowed, ts: int, part: Agg, spec: WindowSpec, merge: Merge, watermark: int) -> None:

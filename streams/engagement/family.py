@@ -9,7 +9,9 @@ Its events on the ``account`` stream: ``likes``, ``impressions``, ``audience``, 
 (each touch's share of an order, forwarded by the shopper stage): only leads and credits
 that name a post count, and only per post.
 
-Per post (results topic and API only, never Prometheus labels). Closed-window results:
+Per post (results topic and API only, never Prometheus labels). Closed-window results, for
+closed windows of an hour or more (the longest closed window when all are shorter: shorter
+windows keep no per-post detail, which would be bytes in every changelog write):
 
 - ``metric="posts"``: ``value`` = posts seen in the window (any engagement, impression,
   click, lead or credited revenue); ``posts`` = the per-post table, one row per post sorted
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from schemas.events import Audience, Credit, Event, Lead, of_account, split_account_key
 from schemas.results import Result, result_key
@@ -55,6 +57,12 @@ from . import metrics as m
 __all__ = ["Engagement"]
 
 _W = ("platform", "account", "window")
+
+
+#: per-post tables are published for closed windows of at least an hour
+DETAIL_FROM_MS = 3_600_000
+#: the live per-post tables (API) are kept in slots of 5 minutes, not in every bucket
+POST_SLOT_MS = 300_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +89,8 @@ METRICS: tuple[Metric, ...] = (
            lambda agg, followers: m.click_through_rate(agg)),
     Metric("follower_growth", "Latest minus first follower snapshot in the trailing window.",
            lambda agg, followers: m.follower_growth(agg)),
-    Metric("post_engagement_rate_by_followers", "Mean over the trailing window's posts (with engagements or "
-           "impressions) of post engagements / latest follower count (ratio; Rival IQ's per-post benchmark).",
+    Metric("post_engagement_rate_by_followers", "Mean over the trailing window's posts engaged with of post "
+           "engagements / latest follower count (ratio; Rival IQ's per-post benchmark).",
            m.post_engagement_rate_by_followers),
 )
 #: rows of the per-post table in one ``posts`` result (more posts: more pages)
@@ -92,7 +100,7 @@ EXTRAS: dict[str, Callable[[windows.Agg, int | None], dict[str, Any]]] = {
     "engagements": lambda agg, followers: {"by_kind": dict(sorted(agg["kinds"].items()))},
     "engagement_rate_by_followers": lambda agg, followers: {"followers": followers},
     "post_engagement_rate_by_followers": lambda agg, followers: {
-        "followers": followers, "posts_counted": len(set(agg["posts"]) | set(agg.get("pi", {})))},
+        "followers": followers, "posts_counted": len(agg["posts"])},
 }
 FOLLOWERS = Gauge("socialpulse_followers", "Latest follower count snapshot.", ("platform", "account"))
 CTR_BY_TYPE = Gauge("socialpulse_click_through_rate_by_type",
@@ -104,6 +112,7 @@ class State(TypedDict):
 
     win: Windowed  # aggregates of ``engagement.metrics`` (eng, imp, clk, kinds, posts, f0, f1)
     followers: list[int] | None  # the latest follower snapshot ever seen: [ts, count]
+    pb: NotRequired[dict[int, windows.Agg]]  # per-post detail of the trailing windows, per slot (POST_SLOT_MS)
 
 
 class Engagement:
@@ -119,6 +128,14 @@ class Engagement:
     def __init__(self, spec: WindowSpec, top_n: int = 10) -> None:
         self.spec = spec
         self.top_n = top_n
+        #: closed windows shorter than this keep no per-post detail and publish no per-post
+        #: table: an hour, or the longest closed window when all are shorter (a per-post table
+        #: per minute is bytes in every changelog write for little use)
+        long = [size for size in spec.closed_ms if size >= DETAIL_FROM_MS]
+        self.detail_from_ms = min(long) if long else max(spec.closed_ms)
+        #: the trailing buckets keep no per-post detail either: the API's per-post tables come
+        #: from slots this long (the trailing window rounded out to whole slots)
+        self.slot_ms = max(spec.bucket_ms, min(POST_SLOT_MS, min(spec.trailing_ms)))
 
     @classmethod
     def from_settings(cls, settings: Any, spec: WindowSpec) -> Engagement:
@@ -132,10 +149,13 @@ class Engagement:
         return {"win": windows.new_windowed(), "followers": None}
 
     def decode_state(self, raw: dict[str, Any]) -> State:
-        return {"win": windows.decode_windowed(raw["win"]), "followers": raw.get("followers")}
+        state: State = {"win": windows.decode_windowed(raw["win"]), "followers": raw.get("followers")}
+        if raw.get("pb"):
+            state["pb"] = {int(slot): detail for slot, detail in raw["pb"].items()}
+        return state
 
     def is_empty(self, state: State) -> bool:
-        return windows.is_empty(state["win"])
+        return windows.is_empty(state["win"]) and not state.get("pb")
 
     def windowed(self, state: State) -> Windowed:
         return state["win"]  # type: ignore[no-any-return]
@@ -158,11 +178,37 @@ class Engagement:
                 if latest is None or event.ts >= latest[0]:
                     state["followers"] = [event.ts, event.followers]
         for b, agg in parts.items():
-            windows.add(state["win"], b, agg, spec, m.merge, watermark)
+            slim = m.slim(agg)
+            windows.add(state["win"], b, agg, spec, m.merge, watermark, slim, self.detail_from_ms)
+            if len(slim) != len(agg) and b > watermark - spec.keep_buckets_ms - self.slot_ms:
+                slots = state.setdefault("pb", {})
+                slot = windows.bucket_start(b, self.slot_ms)
+                detail = m.empty() | {k: agg[k] for k in m.DETAIL if k in agg}
+                if slot in slots:
+                    m.merge(slots[slot], detail)
+                else:
+                    slots[slot] = detail
         return []
 
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
-        return [], windows.prune(state["win"], watermark, self.spec)
+        changed = windows.prune(state["win"], watermark, self.spec)
+        slots = state.get("pb")
+        if slots:
+            low = watermark - self.spec.keep_buckets_ms - self.slot_ms
+            for slot in [s for s in slots if s <= low]:
+                del slots[slot]
+                changed = True
+            if not slots:
+                del state["pb"]
+        return [], changed
+
+    def _detailed(self, state: State, watermark: int, size: int) -> windows.Agg:
+        """The trailing window with the per-post detail of the slots it reaches (whole slots)."""
+        agg = self._trailing(state, watermark, size)
+        for slot, detail in state.get("pb", {}).items():
+            if watermark - size < slot + self.slot_ms:  # (a slot ahead of the watermark too: its events are in)
+                m.merge(agg, detail)
+        return agg
 
     def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         """The results of one closed window (``revision`` 0 first, +1 per correction)."""
@@ -183,13 +229,13 @@ class Engagement:
         keyed: list[tuple[str, float | None, dict[str, Any], tuple[str, ...]]] = []
         for kind, ctr in m.click_through_rate_by_type(agg).items():
             keyed.append(("click_through_rate_by_type", ctr, {"type": kind}, (kind,)))
-        table = m.post_table(agg, followers)
+        table = m.post_table(agg, followers) if cw.size >= self.detail_from_ms else []
         pages = -(-len(table) // POSTS_PER_RESULT)
         for page in range(pages):
             rows = table[page * POSTS_PER_RESULT:(page + 1) * POSTS_PER_RESULT]
             keyed.append(("posts", len(table), {"posts": rows, "page": page, "pages": pages, "followers": followers},
                           (str(page),)))
-        for cur, top_rev in m.top_posts_by_revenue(agg, self.top_n).items():
+        for cur, top_rev in (m.top_posts_by_revenue(agg, self.top_n) if table else {}).items():
             keyed.append(("top_posts_by_revenue", len(top_rev), {"currency": cur, "top_posts_by_revenue": top_rev}, (cur,)))
         return [
             Result(
@@ -234,7 +280,7 @@ class Engagement:
         followers = state["followers"][1] if state["followers"] else None
         out: dict[str, Any] = {"followers": followers, "windows": {}}
         for size in self.spec.trailing_ms:
-            agg = self._trailing(state, watermark, size)
+            agg = self._detailed(state, watermark, size)
             view: dict[str, Any] = {x.name: x.value(agg, followers) for x in METRICS}
             view["by_kind"] = dict(sorted(agg["kinds"].items()))
             view["top_posts"] = m.top_posts(agg, self.top_n)

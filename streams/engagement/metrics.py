@@ -56,8 +56,18 @@ _PER_POST = ("pi", "pc", "pl")
 
 
 def empty() -> Agg:
-    return {"eng": 0, "kinds": {}, "imp": 0, "clk": 0, "posts": {}, "f0": None, "f1": None,
-            "impp": 0, "clkp": 0, "pi": {}, "pc": {}, "pl": {}, "pr": {}}
+    # the paid and per-post fields appear only once they have something (they are written
+    # to the changelog with every bucket: an empty map per bucket is bytes for nothing)
+    return {"eng": 0, "kinds": {}, "imp": 0, "clk": 0, "posts": {}, "f0": None, "f1": None}
+
+
+#: the per-post detail (``slim`` drops it)
+DETAIL = ("pi", "pc", "pl", "pr")
+
+
+def slim(agg: Agg) -> Agg:
+    """The aggregate without its per-post detail (for windows that publish no per-post table)."""
+    return {k: v for k, v in agg.items() if k not in DETAIL}
 
 
 def _add_money(d: dict[str, str], currency: str, amount: Decimal | str) -> None:
@@ -74,26 +84,26 @@ def fold(agg: Agg, event: Event) -> None:
         posts[event.post_id] = posts.get(event.post_id, 0) + 1
     elif isinstance(event, Impression):
         agg["imp"] += event.count
-        pi = agg["pi"]
+        pi = agg.setdefault("pi", {})
         pi[event.post_id] = pi.get(event.post_id, 0) + event.count
         if event.paid:
-            agg["impp"] += event.count
+            agg["impp"] = agg.get("impp", 0) + event.count
     elif isinstance(event, Click):
         agg["clk"] += 1
         if event.paid:
-            agg["clkp"] += 1
+            agg["clkp"] = agg.get("clkp", 0) + 1
         if event.post_id is not None:
-            pc = agg["pc"]
+            pc = agg.setdefault("pc", {})
             pc[event.post_id] = pc.get(event.post_id, 0) + 1
     elif isinstance(event, Lead):
         if event.post_id is not None:
-            pl = agg["pl"]
+            pl = agg.setdefault("pl", {})
             pl[event.post_id] = pl.get(event.post_id, 0) + 1
     elif isinstance(event, Credit):
         # last-touch revenue of the click's post; negative when a cancelled order takes it back
         amount = event.revenue.get("last_touch")
         if event.post_id is not None and amount is not None and amount != 0:
-            _add_money(agg["pr"].setdefault(event.post_id, {}), event.currency, amount)
+            _add_money(agg.setdefault("pr", {}).setdefault(event.post_id, {}), event.currency, amount)
     elif isinstance(event, Audience):
         snap = [event.ts, event.followers]
         if agg["f0"] is None or snap[0] < agg["f0"][0]:
@@ -108,18 +118,21 @@ def merge(into: Agg, other: Agg) -> None:
     into["eng"] += other["eng"]
     into["imp"] += other["imp"]
     into["clk"] += other["clk"]
-    into["impp"] = into.get("impp", 0) + other.get("impp", 0)
-    into["clkp"] = into.get("clkp", 0) + other.get("clkp", 0)
+    for name in ("impp", "clkp"):
+        if other.get(name):
+            into[name] = into.get(name, 0) + other[name]
     for name in ("kinds", "posts"):
         target = into[name]
         for k, v in other[name].items():
             target[k] = target.get(k, 0) + v
     for name in _PER_POST:
+        if not other.get(name):
+            continue
         target = into.setdefault(name, {})
-        for k, v in other.get(name, {}).items():
+        for k, v in other[name].items():
             target[k] = target.get(k, 0) + v
-    revenue = into.setdefault("pr", {})
     for post, by_cur in other.get("pr", {}).items():
+        revenue = into.setdefault("pr", {})
         mine = revenue.setdefault(post, {})
         for cur, v in by_cur.items():
             _add_money(mine, cur, v)
@@ -163,12 +176,13 @@ def top_posts(agg: Agg, n: int) -> list[dict[str, Any]]:
 
 
 def _posts_with_content(agg: Agg) -> set[str]:
-    """Posts with engagements or impressions in the window (the per-post benchmark's posts)."""
-    return set(agg["posts"]) | set(agg.get("pi", {}))
+    """Posts engaged with in the window (the per-post benchmark's posts; the trailing buckets
+    keep engagements per post, not the per-post impressions)."""
+    return set(agg["posts"])
 
 
 def post_engagement_rate_by_followers(agg: Agg, followers: int | None) -> float | None:
-    """Mean over the window's posts with engagements or impressions of post engagements ÷
+    """Mean over the window's posts engaged with of post engagements ÷
     the latest follower count (Rival IQ's per-post benchmark). Every engagement names its
     post, so this is engagements ÷ (posts × followers). None without posts or followers."""
     n = len(_posts_with_content(agg))

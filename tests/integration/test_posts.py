@@ -34,7 +34,7 @@ def row(post, eng, imp, clicks, leads, revenue):
 ROWS = [row("p1", 6, 2000, 10, 2, {"EUR": "50.000000"}), row("p2", 2, 500, 3, 0, {"EUR": "0.000000"}),
         row("p3", 0, 500, 4, 1, {})]
 CTR = {"organic": 12 / 1500, "paid": 6 / 1500}  # + a click naming no post (organic); impressions 1500 / 1500
-PER_POST_RATE = 8 / (3 * FOLLOWERS)  # the mean of 6, 2 and 0 engagements over 4000 followers
+PER_POST_RATE = 8 / (2 * FOLLOWERS)  # the mean over the posts engaged with (p1: 6, p2: 2) of 4000 followers
 
 
 @pytest.fixture(scope="module")

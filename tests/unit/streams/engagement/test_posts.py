@@ -126,7 +126,9 @@ def test_no_paid_impressions_means_no_paid_ctr_and_no_posts_no_per_post_rate():
     m.fold(agg, Impression(event_id="i", ts=sc.T0, **ACCT, post_id="p", count=40))
     assert m.click_through_rate_by_type(agg) == {"organic": 0.0, "paid": None}  # a paid click, organic reach only
     assert m.post_engagement_rate_by_followers(agg, 0) is None
-    assert m.post_engagement_rate_by_followers(agg, 1000) == 0.0  # a post seen, not engaged with
+    # a post seen, not engaged with: the mean is over posts engaged with (the trailing buckets
+    # keep engagements per post, not impressions per post)
+    assert m.post_engagement_rate_by_followers(agg, 1000) is None
 
 
 def test_a_cancellation_in_a_later_window_makes_that_window_negative_and_out_of_the_top():
@@ -214,10 +216,12 @@ def test_state_of_the_released_format_restores_and_a_late_impression_corrects_it
     h.event("impressions", {"event_id": "i9", "ts": sc.T0 + 15_000, "platform": "instagram", "account_id": "brand-a",
                             "post_id": "p2", "count": 100, "paid": True})
     got = {(r.metric, getattr(r, "type", None)): r for r in h.results if r.window == "1m"}
-    posts = got[("posts", None)]
-    assert posts.revision == 1 and posts.key == "posts|instagram|brand-a|1m|2026-11-30T10:00:00Z|0"
-    assert [(p["post_id"], p["engagements"], p["impressions"]) for p in posts.posts] == [("p1", 2, 0), ("p2", 1, 100)]
+    # the 1m window is corrected (revision 1); per-post tables are the 1h and 1d windows' only
+    assert ("posts", None) not in got
     assert got[("click_through_rate_by_type", "paid")].value == 0.0
+    assert got[("click_through_rate_by_type", "paid")].revision == 1
+    view = h.stages["account"].view("instagram|brand-a")["engagement"]["windows"]["1h"]
+    assert [(p["post_id"], p["engagements"], p["impressions"]) for p in view["posts"]] == [("p1", 2, 0), ("p2", 1, 100)]
     assert got[("click_through_rate_by_type", "organic")].value == 0.01  # 1 click / 100 organic
 
 
