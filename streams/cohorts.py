@@ -10,9 +10,16 @@ publication.
 
 from __future__ import annotations
 
-from .windows import bucket_start
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["DAY_MS", "Cohort", "bump", "due", "decode", "revision"]
+from schemas.events import split_account_key
+from schemas.results import Result, result_key
+
+from .durations import format_duration
+from .windows import bucket_start, iso
+
+__all__ = ["DAY_MS", "Cohort", "bump", "due", "close", "decode", "revision", "result"]
 
 DAY_MS = 86_400_000
 Cohort = list[int]
@@ -58,3 +65,28 @@ def due(cohorts: dict[int, Cohort], watermark: int, grace_ms: int, open_ms: int)
 def decode(raw: dict[str, Cohort]) -> dict[int, Cohort]:
     """JSON (string keys) -> in memory (integer day starts)."""
     return {int(day): c for day, c in raw.items()}
+
+
+def close(state: Any, watermark: int, grace_ms: int, open_ms: int,
+          results: Callable[[int, Cohort], list[Any]]) -> tuple[list[Any], bool]:
+    """``due`` on a family state's ``"coh"``: the results of each cohort to publish (by
+    ``results(day, cohort)``), whether the cohorts changed; ``"coh"`` goes when empty."""
+    coh = state.get("coh")
+    if not coh:
+        return [], False
+    publish, changed = due(coh, watermark, grace_ms, open_ms)
+    out = [r for day, c in publish for r in results(day, c)]
+    if not coh:
+        del state["coh"]
+    return out, changed
+
+
+def result(family: str, metric: str, key: str, day: int, c: Cohort, value: float, **extra: Any) -> Result:
+    """One cohort's result: window ``1d`` starting at its day, the cohort's revision, a key
+    that a correction reuses."""
+    platform, account = split_account_key(key)
+    start, label = iso(day), format_duration(DAY_MS)
+    fields: dict[str, Any] = {"cohort": True, **extra}
+    return Result(family=family, metric=metric, platform=platform, account_id=account, window=label,  # type: ignore[arg-type]
+                  window_start=start, window_end=iso(day + DAY_MS), value=value, revision=revision(c),
+                  key=result_key(metric, platform, account, label, start), **fields)

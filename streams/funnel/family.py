@@ -178,30 +178,15 @@ class Funnel:
 
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         changed = windows.prune(state["win"], watermark, self.spec)
-        coh = state.get("coh")
-        if not coh:
-            return [], changed
-        out: list[Output] = []
-        publish, moved = cohorts.due(coh, watermark, self.spec.grace_ms, self.cohort_open_ms)
-        for day, c in publish:
-            out.extend(self._cohort_results(key, day, c))
-        changed = changed or moved
-        if not coh:
-            del state["coh"]
-        return out, changed
+        out, moved = cohorts.close(state, watermark, self.spec.grace_ms, self.cohort_open_ms,
+                                   lambda day, c: self._cohort_results(key, day, c))
+        return out, changed or moved
 
-    def _cohort_results(self, key: str, day: int, c: m.Cohort) -> list[Output]:
-        platform, account = split_account_key(key)
-        start, label = iso(day), self.spec.label(COHORT_MS)
-        common = {"family": "funnel", "platform": platform, "account_id": account, "window": label,
-                  "window_start": start, "window_end": iso(day + COHORT_MS), "revision": c[m.REV]}
-        out: list[Output] = []
-        for metric, num, den in COHORT_RESULTS:
-            if c[den] > 0:
-                extra = {"converted": min(c[num], c[den]), "total": c[den], "cohort": True}
-                out.append(Result(metric=metric, value=m.converted_share(c[num], c[den]), **common, **extra,  # type: ignore[arg-type]
-                                  key=result_key(metric, platform, account, label, start)))
-        return out
+    @staticmethod
+    def _cohort_results(key: str, day: int, c: m.Cohort) -> list[Output]:
+        return [cohorts.result("funnel", metric, key, day, c, m.converted_share(c[num], c[den]) or 0.0,
+                               converted=min(c[num], c[den]), total=c[den])
+                for metric, num, den in COHORT_RESULTS if c[den] > 0]
 
     def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         platform, account = split_account_key(key)

@@ -538,27 +538,17 @@ class Replies:
                 del convs[cid]
                 changed = True
         changed = windows.prune(state["win"], watermark, self.spec) or changed
-        coh = state.get("coh")
-        if coh:
-            publish, moved = cohorts.due(coh, watermark, self.spec.grace_ms, self.outreach_ms + self.spec.lateness_ms)
-            out.extend(r for day, c in publish for r in self._cohort_results(key, day, c))
-            changed = changed or moved
-            if not coh:
-                del state["coh"]
-        return out, changed
+        published, moved = cohorts.close(state, watermark, self.spec.grace_ms, self.outreach_ms + self.spec.lateness_ms,
+                                         lambda day, c: self._cohort_results(key, day, c))
+        return out + published, changed or moved
 
-    def _cohort_results(self, key: str, day: int, c: cohorts.Cohort) -> list[Output]:
-        platform, account = split_account_key(key)
-        start, label = iso(day), self.spec.label(cohorts.DAY_MS)
-        common = {"family": "replies", "platform": platform, "account_id": account, "window": label,
-                  "window_start": start, "window_end": iso(day + cohorts.DAY_MS), "revision": cohorts.revision(c)}
+    @staticmethod
+    def _cohort_results(key: str, day: int, c: cohorts.Cohort) -> list[Output]:
         started, answered = c[STARTED], max(min(c[ANSWERED], c[STARTED]), 0)
-        out: list[Output] = [Result(metric="outreach_started", value=float(started), **common,  # type: ignore[arg-type]
-                                    key=result_key("outreach_started", platform, account, label, start))]
+        out: list[Output] = [cohorts.result("replies", "outreach_started", key, day, c, float(started))]
         if started > 0:
-            extra = {"answered": answered, "started": started, "cohort": True}
-            out.append(Result(metric="prospect_response_rate", value=answered / started, **common, **extra,  # type: ignore[arg-type]
-                              key=result_key("prospect_response_rate", platform, account, label, start)))
+            out.append(cohorts.result("replies", "prospect_response_rate", key, day, c, answered / started,
+                                      answered=answered, started=started))
         return out
 
     def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:

@@ -41,8 +41,8 @@ PROSPECT_BUCKETS = (300.0, 3600.0, 14400.0, 86400.0, 259200.0, 604800.0)
 
 
 def empty() -> Agg:
-    return {"lat": [], "first": [], "next": [], "started": 0, "replied": 0, "met": 0, "breached": 0, "bot": 0,
-            "ostart": 0, "oans": 0, "agents": {}}
+    # (next, bot, ostart, oans appear once they have something: every bucket is in the changelog)
+    return {"lat": [], "first": [], "started": 0, "replied": 0, "met": 0, "breached": 0, "agents": {}}
 
 
 def merge(into: Agg, other: Agg) -> None:
