@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from schemas.events import Click, Credit, Event, Spend, of_account, split_account_key
+from schemas.events import SHOP_KEY, Click, Credit, Event, Spend, of_account, split_account_key
 from schemas.results import Result, result_key
 
 from .. import windows
@@ -259,6 +259,8 @@ class Conversion:
 
     def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
         platform, account = split_account_key(key)
+        if key == SHOP_KEY:
+            return  # the shop's totals are the funnel family's
         yield "socialpulse_currency_mismatch_total", (platform, account), float(state["mismatch"])
         for size in self.spec.trailing_ms:
             label = self.spec.label(size)

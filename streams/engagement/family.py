@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
-from schemas.events import Audience, Credit, Event, Lead, of_account, split_account_key
+from schemas.events import PLATFORMS, Audience, Credit, Event, Lead, of_account, split_account_key
 from schemas.results import Result, result_key
 
 from .. import windows
@@ -261,6 +261,8 @@ class Engagement:
 
     def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
         platform, account = split_account_key(key)
+        if platform not in PLATFORMS:
+            return  # the shop's and the direct channel's keys (``all|all``, ``direct|direct``): no posts
         followers = state["followers"][1] if state["followers"] else None
         if followers is not None:
             yield "socialpulse_followers", (platform, account), float(followers)

@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, TypedDict
 
 from schemas.accounts import AccountSettings
-from schemas.events import Direction, Event, Message, of_account, split_account_key
+from schemas.events import PLATFORMS, Direction, Event, Message, of_account, split_account_key
 from schemas.results import ReplyBreach, Result, result_key
 
 from .. import cohorts, windows
@@ -598,6 +598,8 @@ class Replies:
 
     def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
         platform, account = split_account_key(key)
+        if platform not in PLATFORMS:
+            return  # the shop's and the direct channel's keys (``all|all``, ``direct|direct``): no conversations
         a = (platform, account)
         business = self._hours(key) is not None
         for ch, hists in state["hist"].items():

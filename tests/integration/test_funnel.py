@@ -106,6 +106,9 @@ def test_direct_visits_and_socials_share_of_the_revenue_of_all_orders(run):
     direct = {"platform": "direct", "account": "direct", "window": "5m"}
     assert metric_value(text, "socialpulse_attributed_revenue", **direct, model="last_touch", currency="USD") == 15
     assert metric_value(text, "socialpulse_attributed_orders", **direct) == 1
+    for channel in ("all", "direct"):  # the shop's and the direct channel's keys are not accounts
+        for name in ("socialpulse_impressions", "socialpulse_conversations_started", "socialpulse_awaiting_reply"):
+            assert metric_value(text, name, platform=channel) is None, (name, channel)
     wait_until(lambda: metric_value(worker.metrics(), "socialpulse_unattributed_orders_total", currency="USD") == 1, 60,
                what="the order without a touch settled as unattributed")
     body = orjson.loads(worker.get("/api/v1/accounts/all/all")[1])
