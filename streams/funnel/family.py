@@ -50,12 +50,10 @@ from ..family import Gauge, Output, Route, Sample
 from ..windows import Agg, Windowed, WindowSpec, iso
 from . import metrics as m
 
-__all__ = ["Funnel", "social_account", "COHORT_MS"]
+__all__ = ["Funnel", "social_account"]
 
 _W = ("platform", "account", "window")
 _WC = ("platform", "account", "window", "currency")
-#: a cohort of clicks and leads: one UTC day
-COHORT_MS = cohorts.DAY_MS
 
 
 def social_account(event: Event) -> str | None:
@@ -102,7 +100,7 @@ class State(TypedDict):
     """A key's funnel slot (its changelog JSON has the same keys)."""
 
     win: Windowed
-    coh: NotRequired[dict[int, m.Cohort]]  # UTC day -> the day's clicks and leads and their conversions
+    coh: NotRequired[dict[int, cohorts.Cohort]]  # UTC day -> the day's clicks and leads and their conversions
 
 
 class Funnel:
@@ -166,7 +164,7 @@ class Funnel:
 
     @staticmethod
     def _bump(state: State, ts: int, index: int, n: int = 1) -> None:
-        cohorts.bump(state.setdefault("coh", {}), ts, index, n, 4)
+        cohorts.bump(state.setdefault("coh", {}), ts, index, n, m.COUNTS)
 
     def _convert(self, state: State, event: Converted, watermark: int) -> None:
         """A click or lead of this account converted (or stopped being converted)."""
@@ -183,7 +181,7 @@ class Funnel:
         return out, changed or moved
 
     @staticmethod
-    def _cohort_results(key: str, day: int, c: m.Cohort) -> list[Output]:
+    def _cohort_results(key: str, day: int, c: cohorts.Cohort) -> list[Output]:
         return [cohorts.result("funnel", metric, key, day, c, m.converted_share(c[num], c[den]) or 0.0,
                                converted=min(c[num], c[den]), total=c[den])
                 for metric, num, den in COHORT_RESULTS if c[den] > 0]
@@ -259,7 +257,7 @@ class Funnel:
                        "click_conversion_rate": m.converted_share(c[m.CCLK], c[m.CLK]),
                        "leads": c[m.LEADS], "converted_leads": min(c[m.LCUST], c[m.LEADS]),
                        "lead_to_customer_rate": m.converted_share(c[m.LCUST], c[m.LEADS]),
-                       "revision": c[m.REV] if c[m.REV] >= 0 else None}
+                       "revision": cohorts.revision(c) if cohorts.revision(c) >= 0 else None}
             for day, c in sorted(state.get("coh", {}).items())}}
         for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)

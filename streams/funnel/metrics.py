@@ -23,11 +23,11 @@ from schemas.events import CheckoutOutcome, Click, Event, Lead, Sale, Session, S
 from ..windows import Agg
 
 __all__ = ["empty", "fold", "merge", "lead_rate", "lead_rate_by_sessions", "cost_per_lead", "NO_CAMPAIGN",
-           "converted_share", "social_share", "abandonment", "Cohort", "CLK", "CCLK", "LEADS", "LCUST", "REV", "CHANGED"]
+           "converted_share", "social_share", "abandonment", "CLK", "CCLK", "LEADS", "LCUST", "COUNTS"]
 
-#: a cohort's counts (``streams.cohorts``; revision and changed follow them)
-Cohort = list[int]
-CLK, CCLK, LEADS, LCUST, REV, CHANGED = range(6)
+#: the counts of a funnel cohort (``streams.cohorts``: its revision and changed flag follow them)
+CLK, CCLK, LEADS, LCUST = range(4)
+COUNTS = 4
 
 NO_CAMPAIGN = "(none)"
 
