@@ -201,7 +201,8 @@ def click_through_rate_by_type(agg: Agg) -> dict[str, float | None]:
 def post_table(agg: Agg, followers: int | None) -> list[dict[str, Any]]:
     """One row per post seen in the window (any of engagements, impressions, clicks, leads,
     credited revenue), sorted by post id. Ratios are None where the denominator is 0;
-    revenue is last-touch credited revenue per currency as Decimal text."""
+    revenue is last-touch credited revenue per currency as Decimal text (currencies that net
+    to zero left out)."""
     eng, imp, clk, leads, rev = agg["posts"], agg.get("pi", {}), agg.get("pc", {}), agg.get("pl", {}), agg.get("pr", {})
     rows = []
     for post in sorted(set(eng) | set(imp) | set(clk) | set(leads) | set(rev)):
@@ -210,7 +211,9 @@ def post_table(agg: Agg, followers: int | None) -> list[dict[str, Any]]:
             "post_id": post, "engagements": e, "impressions": i, "engagement_rate": _ratio(e, i),
             "engagement_rate_by_followers": _ratio(e, followers) if followers else None,
             "clicks": c, "click_through_rate": _ratio(c, i), "leads": leads.get(post, 0),
-            "revenue": dict(sorted(rev.get(post, {}).items())),
+            # a currency whose credits cancel out is left out: an order credited and taken back
+            # shows as no revenue, whether its credit came before its cancellation or never
+            "revenue": {cur: v for cur, v in sorted(rev.get(post, {}).items()) if Decimal(v) != 0},
         })
     return rows
 

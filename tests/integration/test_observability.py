@@ -89,8 +89,8 @@ def fed_worker(broker, tmp_path_factory):
     # stamped from now on (never behind the watermark, so never late); the generator's traffic then
     # carries the watermark past them
     producer = Producer({"bootstrap.servers": broker})
-    for event in scripted_messages(int(time.time() * 1000)):
-        producer.produce(PREFIX + "messages", orjson.dumps(event))
+    for event in scripted_messages(int(time.time() * 1000)):  # keyed by conversation, as a desk's producer does
+        producer.produce(PREFIX + "messages", orjson.dumps(event), key=event["conversation_id"].encode())
     assert producer.flush(15) == 0
     wait_until(lambda: "socialpulse_engagement_rate{" in worker.metrics(), 60, what="engagement gauges")
     wait_until(lambda: 'result="breached"} 1' in worker.metrics() or 'result="breached"} 2' in worker.metrics(),

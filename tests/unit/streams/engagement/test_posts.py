@@ -181,7 +181,7 @@ def test_a_late_cancellation_republishes_the_posts_with_the_next_revision(t0):
     assert again["posts"].posts == [{
         "post_id": "p1", "engagements": 1, "impressions": 200, "engagement_rate": 0.005,
         "engagement_rate_by_followers": 0.001, "clicks": 0, "click_through_rate": 0.0, "leads": 0,
-        "revenue": {"EUR": "0.000000"}}]
+        "revenue": {}}]  # credited and taken back: no revenue (the revision replaces the row whole)
     assert "top_posts_by_revenue" not in again  # nothing positive left to rank
 
 
