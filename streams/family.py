@@ -69,7 +69,7 @@ class Record:
 
     topic: str  # the bare output topic name
     key: str
-    value: bytes
+    value: bytes | None  # None: a tombstone (e.g. a breach withdrawn)
 
 
 @dataclass(frozen=True, slots=True)

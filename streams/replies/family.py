@@ -52,6 +52,7 @@ counters (and ``sum`` across workers stays exact).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, TypedDict
 
@@ -88,22 +89,29 @@ STARTED, ANSWERED = 0, 1
 Policy = list[Any]
 
 
+class Carry(TypedDict):
+    """A conversation as its folded messages (older than the allowed lateness) left it."""
+
+    first: str | None  # "in": the customer wrote first; "out": outreach (the seller wrote first)
+    started: int | None  # its first customer message (customer-started conversations)
+    answered: bool  # had its first human reply (outreach: from the start, replies are follow-ups)
+    since: int | None  # the open spell's start
+    out: NotRequired[dict[str, Any]]  # outreach: {"ts", "agent", "ans"} (the prospect's first message)
+
+
 class Conversation(TypedDict):
     """One conversation of a key (its changelog JSON has the same keys)."""
 
-    since: int | None  # when the current wait began (the customer's first unanswered message)
-    deadline: int | None  # when that wait breaches its policy's target (business hours applied)
-    breached: bool
-    started: int | None  # its first inbound message
-    answered: bool  # had its first human reply (outreach: the seller wrote first)
-    last_reply: int  # the latest outbound reply
-    last: int  # the latest message either way
-    pending: list[list[Any]]  # outbound replies seen before the message they answer: [ts, agent]
-    judge: NotRequired[int]  # the watermark at which a due breach is judged
-    closed: NotRequired[dict[str, Any]]  # the last measured reply (to correct it if late data moves it)
-    ch: NotRequired[str]  # channel (dm when absent)
-    pol: NotRequired[Policy]  # the open spell's policy
-    out: NotRequired[dict[str, Any]]  # outreach: {"ts", "agent", "counted", "ans"}
+    c: Carry
+    msgs: list[list[Any]]  # its messages within the allowed lateness, by event time: [ts, code, agent, event_id]
+    eff: list[list[Any]]  # the facts of its messages applied to the key's counters and windows (``_replay``)
+    last: int  # its latest message
+    open: int | None  # waiting since (after all its messages), for the gauges
+    due: int  # the watermark at which it must be looked at again
+    ch: NotRequired[str]  # channel: its earliest message's (dm when absent)
+    ch0: NotRequired[list[Any]]  # [ts, event_id] of that message
+    pol: NotRequired[dict[str, Policy]]  # the policy each spell was first held to: "since|first|channel" -> policy
+    judge: NotRequired[list[int]]  # [since, watermark]: a wait seen only after its deadline is judged then
 
 
 class State(TypedDict):
@@ -199,8 +207,9 @@ class Replies:
         self.ttl_ms = conversation_ttl_ms
         self.accounts = accounts or (lambda key: None)
         self.outreach_ms = outreach_window_ms
-        # a replied conversation is kept while a late message could still change it
-        self.keep_ms = spec.grace_ms + spec.bucket_ms
+        # a conversation is remembered for its TTL after its last message (at least the allowed
+        # lateness: a message that is still accepted never finds its conversation forgotten)
+        self.keep_ms = max(conversation_ttl_ms, spec.lateness_ms)
         self._schedules: dict[str, tuple[Any, BusinessHours]] = {}
 
     @classmethod
@@ -261,6 +270,9 @@ class Replies:
             state["sla"] = {"default|dm": sla} if any(sla.values()) else {}
         if raw.get("coh"):
             state["coh"] = cohorts.decode(raw["coh"])
+        convs = raw["convs"]
+        if any("c" not in conv for conv in convs.values()):  # written before event-time replies
+            state["convs"] = {cid: conv if "c" in conv else _upgrade(conv) for cid, conv in convs.items()}
         return state
 
     def windowed(self, state: State) -> Windowed:
@@ -273,184 +285,252 @@ class Replies:
 
     # -- events ------------------------------------------------------------
     def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
+        """Add each message to its conversation (kept ordered by event time), then re-derive the
+        conversations it touched and apply the difference (``_sync``)."""
         out: list[Output] = []
+        touched: dict[str, Conversation] = {}
         for event in events:
             assert isinstance(event, Message)
-            conv = state["convs"].setdefault(event.conversation_id, _new_conv())
+            cid = event.conversation_id
+            conv = state["convs"].get(cid)
+            if conv is None:
+                conv = state["convs"][cid] = _new_conv()
             conv["last"] = max(conv["last"], event.ts)
-            if event.channel != "dm" and "ch" not in conv:
+            first = conv.get("ch0")
+            if first is None or (event.ts, event.event_id) < (first[0], first[1]):
+                conv["ch0"] = [event.ts, event.event_id]  # the channel is its earliest message's
                 conv["ch"] = event.channel
             if event.direction == Direction.inbound:
-                self._inbound(key, state, conv, event, watermark, out)
+                code = IN
             elif event.automated:
-                continue  # auto-acknowledgements never stop the clock
-            elif event.bot:
-                self._bot(state, conv, event.ts, watermark)
+                touched[cid] = conv  # auto-acknowledgements never stop the clock (but keep it alive)
+                continue
             else:
-                agent = event.agent_id or "unassigned"
-                if conv["since"] is not None:
-                    self._reply(key, state, conv, event.conversation_id, event.ts, agent, watermark, out)
-                else:  # outreach or a second reply: no latency (unless an older inbound turns up)
-                    if conv["started"] is None and "out" not in conv:
-                        conv["out"] = {"ts": event.ts, "agent": agent, "counted": False, "ans": None}
-                        conv["answered"] = True  # the seller spoke first: replies to the prospect are follow-ups
-                    conv["pending"].append([event.ts, agent])
+                code = BOT if event.bot else HUMAN
+            agent = (event.agent_id or "unassigned") if code == HUMAN else ""
+            conv["msgs"].append([event.ts, code, agent, event.event_id])
+            touched[cid] = conv
+        for cid, conv in touched.items():
+            conv["msgs"].sort(key=_order)
+            self._sync(key, state, cid, conv, watermark, out, arriving=True)
         return out
 
-    def _inbound(self, key: str, state: State, conv: Conversation, event: Message, wm: int, out: list[Output]) -> None:
-        ts = event.ts
-        reach = conv.get("out")
-        if reach is not None:
-            if ts < reach["ts"]:  # the customer wrote first after all: not outreach
-                self._not_outreach(state, conv, reach, wm)
-            elif reach["ans"] is None or ts < reach["ans"]:
-                first_answer = reach["ans"] is None
-                reach["ans"] = ts
-                if reach["counted"] and first_answer:
-                    self._answered(state, reach, wm)
-        if conv["started"] is None or ts < conv["started"]:
-            if conv["started"] is None and "out" not in conv:
-                windows.add(state["win"], ts, m.empty() | {"started": 1}, self.spec, m.merge, wm)
-            conv["started"] = ts
-        if ts <= conv["last_reply"]:
-            closed = conv.get("closed")
-            if closed and closed["prev"] < ts < closed["since"]:
-                self._extend(state, closed, ts, wm)  # it belonged to the spell that reply closed
-            return  # otherwise an older message, already answered
-        pending = sorted((p for p in conv["pending"] if p[0] >= ts), key=lambda p: p[0])
-        if pending:  # the reply came in before this (older) inbound: pair them
-            reply_ts, agent = pending[0]
-            conv["pending"].remove(pending[0])
-            if conv["since"] is None or ts < conv["since"]:
-                conv["since"] = ts
-                conv["pol"] = self._policy(key, conv.get("ch", "dm"), not conv["answered"])
-            self._reply(key, state, conv, event.conversation_id, reply_ts, agent, wm, out)
-            return
-        since = conv["since"]
-        if since is None:
-            since, conv["breached"] = ts, False
-            conv.pop("judge", None)
-            conv["pol"] = self._policy(key, conv.get("ch", "dm"), not conv["answered"])
-        elif ts < since:
-            since = ts  # a late, older inbound moves the start of the spell back
-        conv["since"] = since
-        deadline = conv["deadline"] = self._deadline(key, since, conv)
-        if deadline <= wm and "judge" not in conv:
-            # a spell that arrives already past its deadline (a late source) is judged only
-            # after a grace of its own, so the reply that comes with it can still count as met
-            conv["judge"] = wm + self.spec.grace_ms
-
-    def _deadline(self, key: str, since: int, conv: Conversation) -> int:
-        pol = conv.get("pol") or self._policy(key, conv.get("ch", "dm"), not conv["answered"])
+    def _deadline(self, key: str, since: int, pol: Policy) -> int:
         hours = self._hours(key) if pol[2] == "business" else None
         return business_deadline(since, pol[3] / 1000, hours) if hours else since + int(pol[3])
 
-    def _bot(self, state: State, conv: Conversation, ts: int, wm: int) -> None:
-        """A bot answered: the wait ends without a human reply time."""
-        if conv["since"] is None or ts < conv["since"]:
-            return  # nothing waiting (a bot's greeting, or a message before the wait)
-        if not conv["breached"]:
-            bots = state.setdefault("bots", {})
-            ch = conv.get("ch", "dm")
-            bots[ch] = bots.get(ch, 0) + 1
-            windows.add(state["win"], ts, m.empty() | {"bot": 1}, self.spec, m.merge, wm)
-        conv["since"], conv["deadline"], conv["breached"] = None, None, False
-        conv.pop("judge", None)
-        conv.pop("pol", None)
-        conv["last_reply"] = max(conv["last_reply"], ts)
-
-    def _reply(
-        self, key: str, state: State, conv: Conversation, cid: str, reply_ts: int, agent: str,
-        wm: int, out: list[Output],
-    ) -> None:
-        since = conv["since"]
-        assert since is not None  # a reply is measured against a wait
-        latency = (reply_ts - since) / 1000
-        if latency < 0:
-            state["clamped"] += 1
-            latency = 0.0
-        agent = self._agent(state, agent)
+    def _spell_policy(self, key: str, conv: Conversation, since: int, first: bool, used: dict[str, Policy]) -> Policy:
+        """A spell's policy: the one it was first held to (a policy change applies to spells
+        that start after it), else the account's current one."""
         ch = conv.get("ch", "dm")
-        pol = conv.get("pol") or self._policy(key, ch, not conv["answered"])
-        hists = state["hist"].get(ch)
-        if hists is None:
-            hists = state["hist"][ch] = _hists()
-        first = not conv["answered"]
-        m.hist_observe(hists["lat"], latency)
-        m.hist_observe(hists["first" if first else "next"], latency)
-        m.hist_observe(state["agent_hist"].setdefault(agent, m.hist_new()), latency)
-        hours = self._hours(key)
-        business = None
-        if hours:
-            business = business_seconds(since, max(reply_ts, since), hours)
-            m.hist_observe(hists["business"], business)
-            m.hist_observe(hists["bfirst" if first else "bnext"], business)
-        judged = business if pol[2] == "business" and business is not None else latency
-        wd, hr = weekday_hour(reply_ts, self._zone(key))
-        part = m.empty() | {"lat": [latency], "agents": {agent: {f"{wd}-{hr:02d}": [latency]}}}
-        if first:
-            conv["answered"] = True
-            part["first"] = [latency]
-            windows.add(state["win"], conv["started"] or since, m.empty() | {"replied": 1}, self.spec, m.merge, wm)
-        else:
-            part["next"] = [latency]
-        if not conv["breached"]:
-            if judged * 1000 <= pol[3]:
-                sla = state["sla"].setdefault(f"{pol[0]}|{ch}", {"met": 0, "breached": 0})
-                sla["met"] += 1
-                part["met"] = 1
-            else:  # replied too late, before the watermark had noticed: the breach is now
-                self._breach(key, state, conv, cid, conv["deadline"] or since + int(pol[3]), wm, out)
-        windows.add(state["win"], reply_ts, part, self.spec, m.merge, wm)
-        conv["closed"] = {"since": since, "reply": reply_ts, "latency": latency, "agent": agent,
-                          "prev": conv["last_reply"], "first": first, "slot": f"{wd}-{hr:02d}", "ch": ch}
-        conv["since"], conv["deadline"], conv["breached"] = None, None, False
-        conv.pop("judge", None)
-        conv.pop("pol", None)
-        conv["last_reply"] = max(conv["last_reply"], reply_ts)
+        k = f"{since}|{int(first)}|{ch}"
+        pol = conv.get("pol", {}).get(k) or used.get(k) or self._policy(key, ch, first)
+        used[k] = pol
+        return pol
 
-    def _extend(self, state: State, closed: dict[str, Any], ts: int, wm: int) -> None:
-        """An inbound that arrives after the reply that answered it, but is older than the
-        spell's start: the spell started earlier, so its latency grows by the difference.
+    def _replay(self, key: str, conv: Conversation, c: Carry, msgs: list[list[Any]], wm: int,
+                facts: list[list[Any]], used: dict[str, Policy]) -> None:
+        """Walk messages (ordered by event time) from the state ``c``, which it advances,
+        appending the facts they make. The rules, message by message:
 
-        Histogram sums and window quantiles are corrected exactly; a count moves bucket
-        only in the rare case the correction crosses a bucket edge (a Prometheus counter
-        reset for that bucket), and an SLA result already counted stays as it was.
+        - a customer message opens a spell if none is open; the conversation's first message
+          decides whether it is customer-started (``s``) or outreach (``o``, counted once the
+          watermark passes it plus grace); the prospect's first message answers the outreach
+          (``oa``, within ``OUTREACH_WINDOW``);
+        - a human reply closes the open spell: a latency (``l``), met or, after the deadline,
+          breached (``b``); the first one after a customer start also marks the conversation
+          replied (``r``); a reply with no open spell (a second reply, outreach) measures nothing;
+        - a bot closes the open spell without a human latency: bot-resolved (``bot``), or
+          breached if it came after the deadline.
         """
-        old = closed["latency"]
-        new = max((closed["reply"] - ts) / 1000, 0.0)
-        ch_hists = state["hist"][closed.get("ch", "dm")]
-        hists = [ch_hists["lat"], ch_hists["first" if closed["first"] else "next"]]
-        hists.append(state["agent_hist"].get(closed["agent"]) or state["agent_hist"].setdefault("other", m.hist_new()))
-        for h in hists:
-            m.hist_move(h, old, new)
-        replace = {"lat": True, "first": closed["first"], "next": not closed["first"]}
-        for agg in windows.containing(state["win"], closed["reply"], self.spec, wm):
-            for name, wanted in replace.items():
-                if wanted and old in agg.get(name, ()):
-                    agg[name][agg[name].index(old)] = new
-            slot = agg["agents"].get(closed["agent"], {}).get(closed["slot"])
-            if slot and old in slot:
-                slot[slot.index(old)] = new
-        closed["since"], closed["latency"] = ts, new
-
-    def _breach(self, key: str, state: State, conv: Conversation, cid: str, at: int, wm: int, out: list[Output]) -> None:
-        since = conv["since"]
-        assert since is not None  # only a wait breaches
         ch = conv.get("ch", "dm")
-        pol = conv.get("pol") or self._policy(key, ch, not conv["answered"])
-        conv["breached"] = True
-        sla = state["sla"].setdefault(f"{pol[0]}|{ch}", {"met": 0, "breached": 0})
-        sla["breached"] += 1
-        windows.add(state["win"], at, m.empty() | {"breached": 1}, self.spec, m.merge, wm)
+        for ts, code, agent, _eid in msgs:
+            if code == IN:
+                if c["first"] is None:
+                    c["first"], c["started"] = "in", ts
+                    facts.append(["s", ts])
+                reach = c.get("out")
+                if reach is not None and reach["ans"] is None:
+                    reach["ans"] = ts
+                    if reach["ts"] + self.spec.grace_ms <= wm and ts - reach["ts"] <= self.outreach_ms:
+                        facts.append(["oa", reach["ts"], reach["agent"], ts])
+                if c["since"] is None:
+                    c["since"] = ts
+                continue
+            if c["first"] is None and code == HUMAN:  # the seller wrote first: outreach; replies to the prospect are follow-ups
+                c["first"], c["answered"] = "out", True
+                c["out"] = {"ts": ts, "agent": agent or "unassigned", "ans": None}
+                if ts + self.spec.grace_ms <= wm:
+                    facts.append(["o", ts, agent or "unassigned"])
+            since = c["since"]
+            if since is None:
+                continue  # nothing waiting: a second reply, a bot's greeting
+            first = not c["answered"]
+            pol = self._spell_policy(key, conv, since, first, used)
+            deadline = self._deadline(key, since, pol)
+            if code == BOT:
+                facts.append(["bot", ts, ch] if ts <= deadline else ["b", since, deadline, ch, *pol])
+            else:
+                latency = (ts - since) / 1000
+                hours = self._hours(key)
+                business = business_seconds(since, ts, hours) if hours else None
+                judged = business if pol[2] == "business" and business is not None else latency
+                met = judged * 1000 <= pol[3]
+                if not met:
+                    facts.append(["b", since, deadline, ch, *pol])
+                wd, hr = weekday_hour(ts, self._zone(key))
+                facts.append(["l", since, ts, agent, int(first), ch, *pol, latency, business, int(met), f"{wd}-{hr:02d}"])
+                if first and c["first"] == "in":
+                    facts.append(["r", c["started"]])
+                c["answered"] = True
+            c["since"] = None
+
+    def _derive(self, key: str, conv: Conversation, wm: int, arriving: bool) -> list[list[Any]]:
+        """The facts of a conversation: a function of its messages by event time (and, for a
+        spell still open, of whether the watermark has passed its deadline)."""
+        c = _copy_carry(conv["c"])
+        facts: list[list[Any]] = []
+        used: dict[str, Policy] = {}
+        self._replay(key, conv, c, conv["msgs"], wm, facts, used)
+        due: list[int] = []
+        since = c["since"]
+        conv["open"] = since
+        if since is not None:
+            pol = self._spell_policy(key, conv, since, not c["answered"], used)
+            deadline = self._deadline(key, since, pol)
+            breach = ["b", since, deadline, conv.get("ch", "dm"), *pol]
+            judge = conv.get("judge")
+            if judge is not None and judge[0] != since:
+                judge = None
+                conv.pop("judge", None)
+            if deadline > wm:
+                due.append(deadline)
+            elif judge is not None and judge[1] > wm:
+                due.append(judge[1])
+            elif judge is None and arriving and breach not in conv["eff"]:
+                # a wait that arrives already past its deadline (a late source) is judged after a
+                # grace of its own, so the reply that comes with it can still count as met
+                conv["judge"] = [since, wm + self.spec.grace_ms]
+                due.append(wm + self.spec.grace_ms)
+            else:
+                facts.append(breach)
+        reach = c.get("out")
+        if reach is not None and reach["ts"] + self.spec.grace_ms > wm:
+            due.append(reach["ts"] + self.spec.grace_ms)
+        if conv["msgs"]:
+            due.append(conv["msgs"][0][0] + self.spec.lateness_ms + 1)  # then it folds
+        keep = conv["last"] + self.keep_ms
+        if reach is not None and reach["ans"] is None:
+            keep = max(keep, reach["ts"] + self.outreach_ms)
+        due.append(keep + 1)  # then it is forgotten
+        conv["pol"] = used
+        conv["due"] = min(due)
+        return facts
+
+    def _sync(self, key: str, state: State, cid: str, conv: Conversation, wm: int, out: list[Output],
+              arriving: bool = False) -> None:
+        """Re-derive a conversation and apply the difference to the key's counters, histograms
+        and windows: facts that no longer hold are retracted, new ones added (a breach that did
+        not happen after all is withdrawn by a tombstone on the breaches topic). Then fold the
+        messages no late message can precede any more into the conversation's carried state."""
+        new = self._derive(key, conv, wm, arriving)
+        old = Counter(tuple(f) for f in conv["eff"])
+        now = Counter(tuple(f) for f in new)
+        gone, added = old - now, now - old
+        for f in sorted(gone.elements(), key=repr):
+            self._fact(key, state, list(f), -1, wm)
+        for f in sorted(added.elements(), key=repr):
+            self._fact(key, state, list(f), 1, wm)
+        conv["eff"] = new
+        published = {f[1]: f for f in added if f[0] == "b"}
+        for since in sorted({f[1] for f in gone if f[0] == "b"} - published.keys()):
+            out.append(Record(BREACHES, _breach_key(key, cid, since), None))  # withdrawn: a tombstone
+        for since, f in sorted(published.items()):
+            out.append(self._breach_record(key, cid, list(f)))
+            out.append(Tally("socialpulse_reply_breaches_published", ()))
+        self._fold(key, conv, wm)
+
+    def _fold(self, key: str, conv: Conversation, wm: int) -> None:
+        """Messages older than the allowed lateness behind the watermark can no longer be preceded
+        by an accepted one: fold them into the carried state (their facts are final)."""
+        horizon = wm - self.spec.lateness_ms
+        msgs = conv["msgs"]
+        n = 0
+        while n < len(msgs) and msgs[n][0] < horizon:
+            n += 1
+        if not n:
+            return
+        facts: list[list[Any]] = []
+        self._replay(key, conv, conv["c"], msgs[:n], wm, facts, dict(conv.get("pol", {})))
+        eff = Counter(tuple(f) for f in conv["eff"])
+        eff.subtract(tuple(f) for f in facts)
+        conv["eff"] = [list(f) for f in eff.elements()]
+        del msgs[:n]
+
+    def _fact(self, key: str, state: State, f: list[Any], n: int, wm: int) -> None:
+        """Apply one fact (``n = 1``) or retract it (``n = -1``)."""
+        kind = f[0]
+        win = state["win"]
+
+        def add(ts: int, part: windows.Agg) -> None:
+            windows.add(win, ts, part if n > 0 else m.negate(part), self.spec, m.merge, wm)
+
+        if kind == "s":
+            add(f[1], m.empty() | {"started": 1})
+        elif kind == "r":
+            add(f[1], m.empty() | {"replied": 1})
+        elif kind == "l":
+            _, since, ts, agent, first, ch, pol_name, _target, _hours, _ms, latency, business, met, slot = f
+            hists = state["hist"].get(ch)
+            if hists is None:
+                hists = state["hist"][ch] = _hists()
+            m.hist_observe(hists["lat"], latency, n=n)
+            m.hist_observe(hists["first" if first else "next"], latency, n=n)
+            label = self._agent(state, agent) if n > 0 else (agent if agent in state["agent_hist"] else "other")
+            m.hist_observe(state["agent_hist"].setdefault(label, m.hist_new()), latency, n=n)
+            if business is not None:
+                m.hist_observe(hists["business"], business, n=n)
+                m.hist_observe(hists["bfirst" if first else "bnext"], business, n=n)
+            part = m.empty() | {"lat": [latency], "first" if first else "next": [latency],
+                                "agents": {agent: {slot: [latency]}}}
+            if met:
+                state["sla"].setdefault(f"{pol_name}|{ch}", {"met": 0, "breached": 0})["met"] += n
+                part["met"] = 1
+            add(ts, part)
+        elif kind == "b":
+            _, _since, deadline, ch, pol_name, *_ = f
+            state["sla"].setdefault(f"{pol_name}|{ch}", {"met": 0, "breached": 0})["breached"] += n
+            add(deadline, m.empty() | {"breached": 1})
+        elif kind == "bot":
+            _, ts, ch = f
+            bots = state.setdefault("bots", {})
+            bots[ch] = bots.get(ch, 0) + n
+            add(ts, m.empty() | {"bot": 1})
+        elif kind == "o":
+            _, ts, agent = f
+            cohorts.bump(state.setdefault("coh", {}), ts, STARTED, n, 2)
+            windows.add_bucket(win, ts, m.empty() | {"ostart": n}, self.spec, m.merge, wm)
+            reach = state.setdefault("outreach", {})
+            label = self._agent(state, agent) if n > 0 else (agent if agent in reach else "other")
+            reach.setdefault(label, [0, 0])[0] += n
+        elif kind == "oa":
+            _, ts, agent, ans = f
+            cohorts.bump(state.setdefault("coh", {}), ts, ANSWERED, n, 2)
+            windows.add_bucket(win, ts, m.empty() | {"oans": n}, self.spec, m.merge, wm)
+            reach = state.setdefault("outreach", {})
+            reach.setdefault(agent if agent in reach else "other", [0, 0])[1] += n
+            m.hist_observe(state.setdefault("phist", m.hist_new(m.PROSPECT_BUCKETS)), (ans - ts) / 1000,
+                           m.PROSPECT_BUCKETS, n=n)
+
+    def _breach_record(self, key: str, cid: str, f: list[Any]) -> Record:
+        _, since, deadline, ch, name, target, hours, ms = f
         platform, account = split_account_key(key)
         breach = ReplyBreach(
             platform=platform, account_id=account, conversation_id=cid, waiting_since=iso(since),
-            breached_at=iso(at), slo_seconds=pol[3] / 1000, policy=pol[0], target=pol[1], hours=pol[2], channel=ch,
-            detail={"business_hours": pol[2] == "business"},
+            breached_at=iso(deadline), slo_seconds=ms / 1000, policy=name, target=target, hours=hours, channel=ch,
+            detail={"business_hours": hours == "business"},
         )
-        out.append(Record(BREACHES, f"{key}|{cid}|{breach.waiting_since}", breach.model_dump_json().encode()))
-        out.append(Tally("socialpulse_reply_breaches_published", ()))
+        return Record(BREACHES, _breach_key(key, cid, since), breach.model_dump_json().encode())
 
     def _agent(self, state: State, agent: str) -> str:
         """The agent's label: the MAX_AGENTS most recently active agents keep their own; the
@@ -476,67 +556,23 @@ class Replies:
         known.append(agent)
         return agent
 
-    # -- outreach ------------------------------------------------------------
-    def _count_outreach(self, state: State, reach: dict[str, Any], wm: int) -> None:
-        reach["counted"] = True
-        reach["agent"] = self._agent(state, reach["agent"])
-        cohorts.bump(state.setdefault("coh", {}), reach["ts"], STARTED, 1, 2)
-        windows.add_bucket(state["win"], reach["ts"], m.empty() | {"ostart": 1}, self.spec, m.merge, wm)
-        state.setdefault("outreach", {}).setdefault(reach["agent"], [0, 0])[0] += 1
-        if reach["ans"] is not None:
-            self._answered(state, reach, wm)
-
-    def _answered(self, state: State, reach: dict[str, Any], wm: int, n: int = 1) -> None:
-        """The prospect answered a counted outreach (``n = -1``: take it back)."""
-        took = reach["ans"] - reach["ts"]
-        if took > self.outreach_ms:
-            return  # answered after the window: not a response to the outreach
-        cohorts.bump(state.setdefault("coh", {}), reach["ts"], ANSWERED, n, 2)
-        windows.add_bucket(state["win"], reach["ts"], m.empty() | {"oans": n}, self.spec, m.merge, wm)
-        agent = reach["agent"] if reach["agent"] in state.get("outreach", {}) else "other"
-        state.setdefault("outreach", {}).setdefault(agent, [0, 0])[1] += n
-        if n > 0:
-            m.hist_observe(state.setdefault("phist", m.hist_new(m.PROSPECT_BUCKETS)), took / 1000, m.PROSPECT_BUCKETS)
-
-    def _not_outreach(self, state: State, conv: Conversation, reach: dict[str, Any], wm: int) -> None:
-        """An older customer message turned up: the conversation was not outreach."""
-        if reach["counted"]:  # (it came later than grace: take the counts back)
-            if reach["ans"] is not None:
-                self._answered(state, reach, wm, -1)
-            cohorts.bump(state.setdefault("coh", {}), reach["ts"], STARTED, -1, 2)
-            windows.add_bucket(state["win"], reach["ts"], m.empty() | {"ostart": -1}, self.spec, m.merge, wm)
-            agent = reach["agent"] if reach["agent"] in state.get("outreach", {}) else "other"
-            state.setdefault("outreach", {}).setdefault(agent, [0, 0])[0] -= 1
-        del conv["out"]
-        conv["answered"] = False
-
     # -- time --------------------------------------------------------------
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
+        """Conversations whose time has come: a wait past its deadline breaches, outreach past
+        its grace counts, old messages fold, and a conversation quiet for ``CONVERSATION_TTL``
+        (at least the allowed lateness) is forgotten."""
         out: list[Output] = []
         changed = False
         convs = state["convs"]
         for cid, conv in list(convs.items()):
-            deadline = conv["deadline"]
-            if (conv["since"] is not None and not conv["breached"] and deadline is not None and deadline <= watermark
-                    and conv.get("judge", 0) <= watermark):
-                self._breach(key, state, conv, cid, deadline, watermark, out)
-                changed = True
-            reach = conv.get("out")
-            if reach is not None and not reach["counted"] and reach["ts"] + self.spec.grace_ms <= watermark:
-                self._count_outreach(state, reach, watermark)  # no older customer message came: outreach
-                changed = True
-            if conv["pending"]:
-                kept = [p for p in conv["pending"] if p[0] >= watermark - self.keep_ms]
-                if len(kept) != len(conv["pending"]):
-                    conv["pending"], changed = kept, True
-            idle = conv["last"] < watermark - self.keep_ms
-            waiting_for_prospect = reach is not None and (
-                not reach["counted"] or (reach["ans"] is None and reach["ts"] + self.outreach_ms > watermark))
-            if (conv["since"] is None and idle and not conv["pending"] and not waiting_for_prospect) or (
-                conv["since"] is not None and conv["since"] < watermark - self.ttl_ms
-            ):
+            if conv["due"] > watermark:
+                continue
+            self._sync(key, state, cid, conv, watermark, out)
+            changed = True
+            reach = conv["c"].get("out")
+            waiting_for_prospect = reach is not None and reach["ans"] is None and reach["ts"] + self.outreach_ms > watermark
+            if conv["last"] + self.keep_ms < watermark and not waiting_for_prospect:
                 del convs[cid]
-                changed = True
         changed = windows.prune(state["win"], watermark, self.spec) or changed
         published, moved = cohorts.close(state, watermark, self.spec.grace_ms, self.outreach_ms + self.spec.lateness_ms,
                                          lambda day, c: self._cohort_results(key, day, c))
@@ -622,7 +658,7 @@ class Replies:
         if "phist" in state:
             yield "socialpulse_prospect_response_seconds", a, m.hist_value(state["phist"], m.PROSPECT_BUCKETS)
         yield "socialpulse_reply_clamped_total", a, float(state["clamped"])
-        waiting = [c["since"] for c in state["convs"].values() if c["since"] is not None]
+        waiting = [c["open"] for c in state["convs"].values() if c["open"] is not None]
         yield "socialpulse_awaiting_reply", a, float(len(waiting))
         if waiting:
             yield "socialpulse_oldest_awaiting_reply_timestamp_seconds", a, min(waiting) / 1000
@@ -643,7 +679,7 @@ class Replies:
                 yield "socialpulse_prospect_response_rate", (platform, account, label), rate
 
     def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
-        waiting = [c["since"] for c in state["convs"].values() if c["since"] is not None]
+        waiting = [c["open"] for c in state["convs"].values() if c["open"] is not None]
         sla: dict[str, dict[str, int]] = {}
         for pc, counts in state["sla"].items():
             total = sla.setdefault(pc.partition("|")[0], {"met": 0, "breached": 0})
@@ -689,9 +725,58 @@ class Replies:
         return out
 
 
+#: message codes, in the order that breaks a tie of equal ``ts``: the customer's message, then
+#: a human reply, then a bot's (then the event ids)
+IN, HUMAN, BOT = 0, 1, 2
+
+
+def _order(msg: list[Any]) -> tuple[int, int, str]:
+    return msg[0], msg[1], msg[3]
+
+
 def _new_conv() -> Conversation:
-    return {"since": None, "deadline": None, "breached": False, "started": None, "answered": False,
-            "last_reply": 0, "last": 0, "pending": []}
+    return {"c": {"first": None, "started": None, "answered": False, "since": None}, "msgs": [], "eff": [],
+            "last": 0, "open": None, "due": 0}
+
+
+def _copy_carry(c: Carry) -> Carry:
+    out: Carry = dict(c)  # type: ignore[assignment]
+    if "out" in c:
+        out["out"] = dict(c["out"])
+    return out
+
+
+def _breach_key(key: str, cid: str, since: int) -> str:
+    return f"{key}|{cid}|{iso(since)}"
+
+
+def _upgrade(old: dict[str, Any]) -> Conversation:
+    """A conversation as the release before event-time replies wrote it: its state becomes the
+    carried state (a breach already counted stays counted once)."""
+    conv = _new_conv()
+    conv["last"] = old.get("last", 0)
+    ch = old.get("ch", "dm")
+    conv["ch"] = ch
+    reach = old.get("out")
+    since = old.get("since")
+    if reach is not None and not reach.get("counted"):  # not counted yet: replay its opener (and answer)
+        conv["msgs"] = [[reach["ts"], HUMAN, reach["agent"], "~opener"]]
+        if reach.get("ans") is not None:
+            conv["msgs"].append([reach["ans"], IN, "", "~answer"])
+        return conv
+    conv["c"] = {"first": "out" if reach else ("in" if old.get("started") is not None else None),
+                 "started": old.get("started"), "answered": bool(old.get("answered")), "since": since}
+    if reach is not None:
+        conv["c"]["out"] = {"ts": reach["ts"], "agent": reach["agent"], "ans": reach.get("ans")}
+    conv["open"] = since
+    if since is not None and old.get("pol"):
+        pol = old["pol"]
+        conv["pol"] = {f"{since}|{int(not old.get('answered'))}|{ch}": pol}
+        if old.get("breached") and old.get("deadline") is not None:
+            conv["eff"] = [["b", since, old["deadline"], ch, *pol]]
+        if old.get("judge") is not None:
+            conv["judge"] = [since, old["judge"]]
+    return conv
 
 
 def _account_book(settings: Any) -> Callable[[str], AccountSettings | None]:

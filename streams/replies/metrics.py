@@ -26,6 +26,7 @@ __all__ = [
     "hist_merge",
     "empty",
     "merge",
+    "negate",
     "hist_new",
     "hist_observe",
     "hist_move",
@@ -46,40 +47,120 @@ def empty() -> Agg:
 
 
 def merge(into: Agg, other: Agg) -> None:
-    into["lat"].extend(other["lat"])
-    into["first"].extend(other["first"])
+    """Fold ``other`` into ``into``. Aggregates are signed: a retraction (``negate``) carries
+    the latencies it takes back under ``"neg"``; one that meets no value yet (a correction
+    that reaches a window before the value it corrects) waits there for it."""
+    neg = other.get("neg")
+    if neg:
+        for k in ("lat", "first", "next"):
+            if neg.get(k):
+                _take(into, k, neg[k])
+        for agent, slots in neg.get("agents", {}).items():
+            for slot, values in slots.items():
+                _take_agent(into, agent, slot, values)
+    for k in ("lat", "first", "next"):
+        if other.get(k):
+            _put(into, k, other[k])
     for k in ("started", "replied", "met", "breached"):
         into[k] += other[k]
     for k in ("bot", "ostart", "oans"):  # (absent in aggregates written before them)
         if other.get(k):
             into[k] = into.get(k, 0) + other[k]
-    if other.get("next"):
-        into.setdefault("next", []).extend(other["next"])
     agents = into["agents"]
     for agent, slots in other["agents"].items():
-        mine = agents.setdefault(agent, {})
         for slot, values in slots.items():
-            mine.setdefault(slot, []).extend(values)
+            pending = into.get("neg", {}).get("agents", {}).get(agent, {}).get(slot)
+            for v in values:
+                if pending and v in pending:
+                    pending.remove(v)
+                else:
+                    agents.setdefault(agent, {}).setdefault(slot, []).append(v)
+    _tidy(into)
+
+
+def negate(part: Agg) -> Agg:
+    """The retraction of ``part``: merged after it, it leaves an aggregate as it was before."""
+    out: Agg = {"lat": [], "first": [], "agents": {}}
+    for k in ("started", "replied", "met", "breached"):
+        out[k] = -part.get(k, 0)
+    for k in ("bot", "ostart", "oans"):
+        if part.get(k):
+            out[k] = -part[k]
+    neg: dict[str, Any] = {k: list(part[k]) for k in ("lat", "first", "next") if part.get(k)}
+    if part.get("agents"):
+        neg["agents"] = {a: {s: list(v) for s, v in slots.items()} for a, slots in part["agents"].items()}
+    if neg:
+        out["neg"] = neg
+    return out
+
+
+def _put(into: Agg, k: str, values: list[float]) -> None:
+    pending = into.get("neg", {}).get(k)
+    mine = into.setdefault(k, [])
+    for v in values:
+        if pending and v in pending:
+            pending.remove(v)
+        else:
+            mine.append(v)
+
+
+def _take(into: Agg, k: str, values: list[float]) -> None:
+    mine = into.setdefault(k, [])
+    for v in values:
+        if v in mine:
+            mine.remove(v)
+        else:
+            into.setdefault("neg", {}).setdefault(k, []).append(v)
+
+
+def _take_agent(into: Agg, agent: str, slot: str, values: list[float]) -> None:
+    mine = into["agents"].get(agent, {}).get(slot)
+    for v in values:
+        if mine and v in mine:
+            mine.remove(v)
+        else:
+            into.setdefault("neg", {}).setdefault("agents", {}).setdefault(agent, {}).setdefault(slot, []).append(v)
+
+
+def _tidy(agg: Agg) -> None:
+    """Drop emptied agent slots and retractions that found their values."""
+    agents = agg["agents"]
+    for agent in [a for a, slots in agents.items() if not all(slots.values())]:
+        slots = {s: v for s, v in agents[agent].items() if v}
+        if slots:
+            agents[agent] = slots
+        else:
+            del agents[agent]
+    neg = agg.get("neg")
+    if neg is not None:
+        for agent in list(neg.get("agents", {})):
+            slots = {s: v for s, v in neg["agents"][agent].items() if v}
+            if slots:
+                neg["agents"][agent] = slots
+            else:
+                del neg["agents"][agent]
+        for k in [k for k, v in neg.items() if not v]:
+            del neg[k]
+        if not neg:
+            del agg["neg"]
 
 
 def hist_new(buckets: tuple[float, ...] = LATENCY_BUCKETS) -> dict[str, Any]:
     return {"c": [0] * (len(buckets) + 1), "sum": 0.0}
 
 
-def hist_observe(hist: dict[str, Any], value: float, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-    for i, edge in enumerate(buckets):
-        if value <= edge:
-            hist["c"][i] += 1
-            break
-    else:
-        hist["c"][-1] += 1
-    hist["sum"] += value
+def hist_observe(hist: dict[str, Any], value: float, buckets: tuple[float, ...] = LATENCY_BUCKETS, n: int = 1) -> None:
+    """Count one observation (``n = -1``: take one back, a documented correction)."""
+    hist["c"][_bucket(value, buckets)] += n
+    # rounded to the microsecond: latencies are whole milliseconds, so the sum is the same
+    # whatever order the observations (and corrections) come in
+    hist["sum"] = round(hist["sum"] + n * value, 6)
 
 
 def hist_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
     """Add one histogram's observations to another (same buckets)."""
     into["c"] = [a + b for a, b in zip(into["c"], other["c"], strict=True)]
-    into["sum"] += other["sum"]
+    into["sum"] = round(into["sum"] + other["sum"], 6)
 
 
 def _bucket(value: float, buckets: tuple[float, ...]) -> int:
@@ -120,7 +201,7 @@ def summary(values: list[float]) -> dict[str, float | int | None]:
     """count, mean, p50, p90, p99 of latencies (seconds)."""
     return {
         "count": len(values),
-        "mean": sum(values) / len(values) if values else None,
+        "mean": math.fsum(values) / len(values) if values else None,  # (fsum: the same in any order)
         "p50": quantile(values, 0.5),
         "p90": quantile(values, 0.9),
         "p99": quantile(values, 0.99),

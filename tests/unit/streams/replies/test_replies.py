@@ -47,7 +47,7 @@ def run_scenario(t0):
         msg("e", "c2", t0 + 10 * s, "inbound"),
         msg("f", "c3", t0 + 300 * s, "outbound", "ben"), msg("g", "c3", t0 + 100 * s, "inbound"),  # reply arrives first
         msg("h", "c4", t0 + 200 * s, "inbound"),
-        msg("i", "c5", t0 + 500 * s, "inbound"), msg("j", "c5", t0 + 490 * s, "outbound", "ana"),  # clock skew
+        msg("j", "c5", t0 + 500 * s, "outbound", "ana"), msg("i", "c5", t0 + 500 * s, "inbound"),  # same ms: answers it
         msg("k", "c6", t0 + 600 * s, "inbound"), msg("l", "c6", t0 + 660 * s, "outbound", "ben"),
         msg("n", "c6", t0 + 700 * s, "outbound", "ben"),  # a second reply: no latency
         at=wm,
@@ -65,7 +65,7 @@ def test_hand_made_conversations_give_hand_computed_metrics(t0):
     from streams.windows import iso
     assert breaches == [("c2", iso(t0 + 910_000)), ("c4", iso(t0 + 1_100_000))]
     assert state["sla"] == {"default|dm": {"met": 4, "breached": 2}}
-    assert state["clamped"] == 1
+    assert state["clamped"] == 0  # by event time a reply never precedes the message it answers
     buckets, total = m.hist_value(state["hist"]["dm"]["lat"])
     assert total == 0 + 60 + 120 + 200 + 1200
     assert dict(buckets) == {"60.0": 2, "300.0": 4, "900.0": 4, "1800.0": 5, "3600.0": 5, "14400.0": 5, "86400.0": 5, "+Inf": 5}
@@ -117,10 +117,31 @@ def test_the_agent_cap_keeps_the_most_recently_active_agents(t0):
     assert sum(sum(h["c"]) for h in state["agent_hist"].values()) == 5  # nothing lost
 
 
-def test_idle_answered_conversations_expire_and_open_ones_stay(t0):
+def test_conversations_are_remembered_for_their_ttl_after_their_last_message(t0):
     fam, state, _ = run_scenario(t0)
-    fam.close(KEY, state, t0 + 2 * 60 * MIN)
-    assert list(state["convs"]) == ["c2"]  # still waiting: kept for its backlog gauge
+    fam.ttl_ms = fam.keep_ms = 60 * MIN
+    fam.close(KEY, state, t0 + 65 * MIN)  # last messages before t0 + 5 min are forgotten, waiting or not
+    assert sorted(state["convs"]) == ["c3", "c4", "c5", "c6"]
+
+
+def test_a_customer_writing_again_an_hour_after_the_answer_gets_a_follow_up_not_a_first_response(t0):
+    fam = Replies(SPEC, slo_ms=15 * MIN)  # CONVERSATION_TTL 7 d by default
+    state = fam.new_state()
+    fam.apply(KEY, state, [msg("a", "c", t0, "inbound"), msg("b", "c", t0 + MIN, "outbound", "ana")], t0)
+    out = []
+    for at in range(t0, t0 + 70 * MIN, MIN):
+        out += fam.close(KEY, state, at)[0]
+    out += fam.apply(KEY, state, [msg("c", "c", t0 + 70 * MIN, "inbound"),
+                                  msg("d", "c", t0 + 90 * MIN, "outbound", "ana")], t0 + 70 * MIN)
+    out += fam.close(KEY, state, t0 + 120 * MIN)[0]
+    dm = state["hist"]["dm"]
+    assert (sum(dm["first"]["c"]), sum(dm["next"]["c"])) == (1, 1)
+    assert m.hist_value(dm["next"])[1] == 20 * 60
+    assert state["sla"] == {"default|dm": {"met": 1, "breached": 1}}  # the follow-up took 20 min
+    [b] = [ReplyBreach.model_validate_json(r.value) for r in out if isinstance(r, Record)]
+    assert b.target == "next_reply"
+    win = fam.view(KEY, state, t0 + 120 * MIN)["windows"]["1h"]
+    assert win["conversations_started"] == 0  # it started at t0, outside the last hour
 
 
 def test_business_seconds_skip_nights_and_weekends():
