@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from schemas.events import SHOP_KEY, Click, Credit, Event, Spend, of_account, split_account_key
 from schemas.results import Result, result_key
@@ -136,7 +136,9 @@ class State(TypedDict):
     """A key's conversion slot (its changelog JSON has the same keys)."""
 
     win: Windowed  # aggregates of clicks, spend and credits per model (see ``empty``)
-    mismatch: int  # spend or credits in a currency other than the account's first
+    mismatch: int  # final closed windows whose spend and revenue currencies differ
+    #: published windows that can still be corrected: "size|start" -> mismatched currencies now
+    mm: NotRequired[dict[str, int]]
 
 
 class Conversion:
@@ -164,7 +166,8 @@ class Conversion:
               "(campaigns capped).", ("platform", "account", "campaign", "window")),
         Gauge("socialpulse_campaign_cost_per_acquisition", "Campaign spend / campaign new customers (campaigns capped).", _CAMP),
         Gauge("socialpulse_campaign_return_on_investment", "Campaign ROI, last touch (campaigns capped).", _CAMP),
-        Gauge("socialpulse_currency_mismatch_total", "Closed windows whose spend and revenue currencies differ (no ROI).",
+        Gauge("socialpulse_currency_mismatch_total", "Closed windows whose spend and revenue currencies differ (no ROI), "
+              "counted once final (window end + ALLOWED_LATENESS).",
               ("platform", "account"), "counter"),
     )
 
@@ -185,10 +188,13 @@ class Conversion:
         return {"win": windows.new_windowed(), "mismatch": 0}
 
     def decode_state(self, raw: dict[str, Any]) -> State:
-        return {"win": windows.decode_windowed(raw["win"]), "mismatch": raw.get("mismatch", 0)}
+        state: State = {"win": windows.decode_windowed(raw["win"]), "mismatch": raw.get("mismatch", 0)}
+        if raw.get("mm"):
+            state["mm"] = dict(raw["mm"])
+        return state
 
     def is_empty(self, state: State) -> bool:
-        return windows.is_empty(state["win"]) and not state["mismatch"]
+        return windows.is_empty(state["win"]) and not state["mismatch"] and not state.get("mm")
 
     def windowed(self, state: State) -> Windowed:
         return state["win"]  # type: ignore[no-any-return]
@@ -203,14 +209,26 @@ class Conversion:
         return []
 
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
-        return [], windows.prune(state["win"], watermark, self.spec)
+        changed = windows.prune(state["win"], watermark, self.spec)
+        mm = state.get("mm")
+        if mm:
+            for name in [k for k in mm if sum(map(int, k.split("|"))) + self.spec.lateness_ms < watermark]:
+                state["mismatch"] += mm.pop(name)  # no correction can reach it any more: final
+                changed = True
+            if not mm:
+                del state["mm"]
+        return [], changed
 
     def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
-        """The results of one closed window (``revision`` 0 first, +1 per correction)."""
+        """The results of one closed window (``revision`` 0 first, +1 per correction). A window's
+        currency mismatch is counted once it is final (its end plus the allowed lateness), from its
+        last revision: a late credit in another currency changes it until then."""
         platform, account = split_account_key(key)
         results, mismatched = self._results(platform, account, cw, revision)
-        if revision == 0:
-            state["mismatch"] += mismatched  # a window is counted once, when first published
+        mm = state.setdefault("mm", {})
+        mm[f"{cw.size}|{cw.start}"] = mismatched  # (the same value however often asked: idempotent)
+        if not any(mm.values()):
+            del state["mm"]
         return list(results)
 
     def _results(self, platform: str, account: str, cw: windows.ClosedWindow, revision: int = 0) -> tuple[list[Result], int]:

@@ -1,29 +1,54 @@
-"""Attribution state per shopper (``actor`` stream): clicks joined to orders.
+"""Attribution state per shopper (``actor`` stream): touches joined to orders and checkouts.
 
-State per key (``actor_id``):
+State per key (``actor_id``), every list oldest first by ``(ts, event_id)``:
 
-    {"clicks": [[ts, platform, account, campaign, click_id, event_id, post_id], ...],  # oldest first, in the lookback
-     "orders": {order_id: {"ts", "amount", "currency", "click_id", "credits": [credit record, ...],
-                           "version", "reversed", "settled", "exp"}}}
+    {"clicks":   [[ts, platform, account, campaign, click_id, event_id, post_id], ...],
+     "sessions": [[ts, source, duration_s, event_id], ...],
+     "leads":    [[ts, platform, account, event_id], ...],
+     "orders":   {order_id: {"placed", "ts", "pid", "amount", "currency", "click_id", "cancel",
+                             "credits", "void", "sale", "svoid", "new", "conv", "leads", "fin", "tal", ...}},
+     "checkouts": {checkout_id: {"s": [ts, event_id], "c": [ts, event_id], "sent", "src", "tal", "n"}}}
 
-A placed order is credited to the shopper's clicks in ``[ts - lookback, ts]``
-(``click_id`` pins the last touch); each touch's credit is forwarded to its
-account as a ``Credit`` record. Until the watermark passes ``ts + grace`` an
-order is unsettled: a click that arrives late but precedes it re-credits the
-order (the old credits are negated, the new ones sent), so the arrival order of
-clicks and orders does not matter. An order still without touches when it
-settles counts as unattributed. A cancelled or refunded order forwards the exact
-negation of what it is credited with. Clicks and remembered orders expire after
-the lookback, so state stays bounded.
+**Order never matters.** Everything the shopper forwards is a function of the events in its
+state, ordered by ``ts``, and kept up to date by difference: after each batch every order's
+wanted credits are computed again from the touches, and if they differ from what was sent,
+what was sent is negated (each record at its own ``ts``) and the new records sent. So a click,
+a direct visit, an earlier order or a lead read after the order it precedes corrects the
+order for the whole allowed lateness (the account's closed windows are corrected by
+revision), and a cancellation read before its placement waits for it.
 
-Site sessions and checkouts are the shopper's too: a session is a touch with a
-source (a platform, or direct, search, email, other), kept for the lookback; a
-checkout started and not completed within ``CHECKOUT_TIMEOUT`` is abandoned. Each
-checkout is counted by the source of the shopper's last touch before it
-(``socialpulse_checkouts_total{source,outcome}``), judged once the watermark passes its
-start plus grace, so the order the topics are read in does not matter; abandonment by
-source is ``abandoned / started`` (is it higher for social visitors?). A completion that
-arrives before its start waits for it until the timeout.
+- An order is credited to the shopper's touches (clicks, and direct visits) in
+  ``[ts - lookback, ts]``; ``click_id`` pins the last touch. Placed twice under two event ids:
+  the earliest placement (by ``ts``, then event id) is the order.
+- It is a **new customer** when no other order of the shopper placed in the lookback before it
+  was standing at its ``ts`` (not cancelled or refunded by then): decided by ``ts``, so a
+  cancellation read later never moves a customer out of a window already past its lateness.
+- A **cancellation or refund** takes back exactly what the placement credits, stamped at its
+  own ``ts`` (never before the placement); it applies when its ``ts`` lies within the lookback
+  of the placement, whichever is read first. The earliest one counts.
+- A **click converts** when it is the last non-direct touch of a standing order (not cancelled
+  or refunded); a **lead** when its shopper was no customer at the lead's ``ts`` (no order of
+  the lookback before it standing then) and a standing order follows it within the lookback.
+  The conversions are forwarded by difference (``Converted``, +1 / -1).
+- An order is **final** once the watermark passes ``ts + ALLOWED_LATENESS``: no touch, lead or
+  earlier order it depends on can arrive any more. Its credits are frozen then and, if it has
+  no touch at all, it is counted unattributed (``socialpulse_unattributed_orders``): never
+  earlier, because a late click would have to un-count it, and a counter cannot go down.
+
+**Checkouts.** A checkout belongs to the time of its start (its earliest ``started`` event; a
+checkout whose start never came, to its completion). Its source is the shopper's last touch
+(click or visit; a visit wins a tie) within the lookback before that time, ``none`` without.
+It is completed when a completion's ``ts`` lies within ``CHECKOUT_TIMEOUT`` of the start,
+abandoned once the watermark passes start + timeout without one (a completion after the
+timeout leaves it abandoned). Its ``started``, ``completed`` and ``abandoned`` records go to
+the shop's windows (``all|all``) stamped at the start and are corrected by difference (a
+retraction's event id ends with ``RETRACTED``) when a late touch, start or completion changes
+them. ``socialpulse_checkouts_total{source,outcome}`` counts each checkout once, when nothing
+can change it any more (start + timeout + allowed lateness).
+
+**State bound.** Touches and leads are kept until the watermark passes ``ts + lookback +
+ALLOWED_LATENESS``, orders until it passes ``max(placement, cancellation) + lookback +
+ALLOWED_LATENESS``, checkouts until start + timeout + allowed lateness.
 """
 
 from __future__ import annotations
@@ -50,13 +75,15 @@ from ..family import Forward, Gauge, Output, Route, Sample, Tally
 from ..windows import WindowSpec
 from .attribution import credits
 
-__all__ = ["Shopper", "touches"]
+__all__ = ["Shopper", "touches", "RETRACTED"]
 
 #: the input topic of each event a shopper sees (what a derived record is counted under)
 _SOURCE: dict[type[Event], str] = {Click: "clicks", Order: "orders", Session: "sessions", Checkout: "checkouts",
                                    Lead: "leads"}
-#: a direct visit as a touch: [ts, platform, account, campaign, click_id, event_id, post_id]
-_DIRECT = ("direct", "direct", None, None, None, None)
+#: the end of the event id of a checkout outcome that takes one back (``funnel.metrics`` reads it;
+#: the record has no sign field of its own)
+RETRACTED = "~undo"
+_NEGATED = ("orders", "customers", "sessions", "site_seconds")
 
 
 def touches(clicks: list[list[Any]], order_ts: int, lookback_ms: int, click_id: str | None) -> list[list[Any]]:
@@ -70,14 +97,33 @@ def touches(clicks: list[list[Any]], order_ts: int, lookback_ms: int, click_id: 
     return window
 
 
+def _eid(row: list[Any], i: int) -> str:
+    return str(row[i]) if len(row) > i and row[i] is not None else ""
+
+
+def _insert(rows: list[list[Any]], row: list[Any], eid_at: int) -> None:
+    """Keep ``rows`` ordered by (ts, event id) whatever order they arrive in."""
+    rows.append(row)
+    if len(rows) > 1 and (rows[-2][0], _eid(rows[-2], eid_at)) > (row[0], _eid(row, eid_at)):
+        rows.sort(key=lambda r: (r[0], _eid(r, eid_at)))
+
+
+def _earliest(have: list[Any] | None, ts: int, event_id: str) -> list[Any]:
+    return [ts, event_id] if have is None or (ts, event_id) < (have[0], have[1]) else have
+
+
+def _strip(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "event_id"} for r in records]
+
+
 class State(TypedDict):
     """A shopper's slot (its changelog JSON has the same keys)."""
 
-    clicks: list[list[Any]]  # touches in the lookback: [ts, platform|account, campaign, click_id, ...]
-    orders: dict[str, dict[str, Any]]  # order id -> the order, its credits and whether it settled
-    sessions: NotRequired[list[list[Any]]]  # site sessions in the lookback: [ts, source, duration_s]
-    checkouts: NotRequired[dict[str, dict[str, Any]]]  # checkouts until their timeout: id -> {ts, src, started, done}
-    leads: NotRequired[list[list[Any]]]  # the shopper's leads in the lookback: [ts, platform, account, event_id]
+    clicks: list[list[Any]]  # touches in the lookback: [ts, platform, account, campaign, click_id, event_id, post_id]
+    orders: dict[str, dict[str, Any]]  # order id -> the order, what it was credited with, whether it is final
+    sessions: NotRequired[list[list[Any]]]  # site sessions: [ts, source, duration_s, event_id]
+    checkouts: NotRequired[dict[str, dict[str, Any]]]  # checkouts until final: id -> start, completion, what was sent
+    leads: NotRequired[list[list[Any]]]  # the shopper's leads: [ts, platform, account, event_id]
 
 
 class Shopper:
@@ -89,109 +135,277 @@ class Shopper:
               Route("sessions", of_shopper), Route("checkouts", of_shopper), Route("leads", of_shopper, primary=False))
     gauges: tuple[Gauge, ...] = ()
     counters: tuple[Gauge, ...] = (
-        Gauge("socialpulse_unattributed_orders", "Placed orders with no click in the lookback, by currency.",
-              ("currency",), "counter"),
+        Gauge("socialpulse_unattributed_orders", "Placed orders with no touch in the lookback, by currency (counted "
+              "once final: ALLOWED_LATENESS after the order).", ("currency",), "counter"),
         Gauge("socialpulse_checkouts", "Checkouts started, completed and abandoned (CHECKOUT_TIMEOUT), by the "
-              "source of the shopper's last touch.", ("source", "outcome"), "counter"),
+              "source of the shopper's last touch before the start (counted once final: start + timeout + "
+              "ALLOWED_LATENESS).", ("source", "outcome"), "counter"),
     )
     merge = None
 
     @classmethod
     def from_settings(cls, settings: Any, spec: WindowSpec) -> Shopper:
         return cls(settings.attribution_lookback, settings.attribution_half_life, settings.grace,
-                   settings.checkout_timeout)
+                   settings.checkout_timeout, spec.lateness_ms)
 
     def constants(self) -> Iterable[tuple[Gauge, float]]:
         return ()
 
     def __init__(self, lookback_ms: int, half_life_ms: int = 7 * 86_400_000, grace_ms: int = 300_000,
-                 checkout_timeout_ms: int = 3_600_000) -> None:
+                 checkout_timeout_ms: int = 3_600_000, lateness_ms: int | None = None) -> None:
         self.checkout_timeout_ms = checkout_timeout_ms
         self.lookback_ms = lookback_ms
         self.grace_ms = grace_ms
+        #: how far behind the watermark an event is still accepted (``WindowSpec.lateness_ms``)
+        self.lateness_ms = max(grace_ms if lateness_ms is None else lateness_ms, grace_ms)
         self.half_life_s = half_life_ms / 1000
 
+    # -- state -------------------------------------------------------------
     def new_state(self) -> State:
         return {"clicks": [], "orders": {}}
 
     def decode_state(self, raw: dict[str, Any]) -> State:
+        """From the changelog's JSON, including what the releases before order-free shoppers wrote
+        (orders with ``reversed``/``settled``, checkouts with ``started``/``done``)."""
         state: State = {"clicks": raw["clicks"], "orders": raw["orders"]}
-        if raw.get("sessions"):
-            state["sessions"] = raw["sessions"]
-        if raw.get("checkouts"):
-            state["checkouts"] = raw["checkouts"]
-        if raw.get("leads"):
-            state["leads"] = raw["leads"]
+        for name in ("sessions", "checkouts", "leads"):
+            if raw.get(name):
+                state[name] = raw[name]  # type: ignore[literal-required]
+        old = [o for o in state["orders"].values() if "placed" not in o]
+        if old:
+            self._migrate_orders(state, old)
+        for cid, co in state.get("checkouts", {}).items():
+            if "sent" not in co:
+                state["checkouts"][cid] = self._migrate_checkout(co)
         return state
+
+    def _migrate_orders(self, state: State, old: list[dict[str, Any]]) -> None:
+        live = [o for o in old if not o["reversed"]]
+        for o in old:
+            placeholder = o["reversed"] and "sales" not in o and not o["credits"] and o["amount"] == "0"
+            sale = o.get("sale")
+            o.update(placed=not placeholder, pid=o["event_id"], sale={"ts": o["ts"], **sale} if sale else None,
+                     sales=o.get("sales", 0), conv=o.get("conv"), new=o.get("new", False), leads=[],
+                     tal=o["settled"] or o["reversed"],
+                     # settled (or taken back): final by the old rules; its inputs may be pruned already
+                     fin=o["settled"] or o["reversed"])
+            if o["reversed"]:  # taken back (or cancelled first): where is unknown, at its own time is closest
+                o.update(cancel=[o["ts"], ""], void=o["ts"] if o["credits"] else None)
+            for name in ("reversed", "settled", "exp"):
+                o.pop(name, None)
+        if live:  # the old rule: every lead in the lookback before the first live order converted
+            first = min(live, key=lambda o: (o["ts"], o["event_id"]))
+            low, high = first["ts"] - self.lookback_ms, first["ts"]
+            first["leads"] = [lead for lead in state.get("leads", ()) if low <= lead[0] <= high]
+
+    @staticmethod
+    def _migrate_checkout(co: dict[str, Any]) -> dict[str, Any]:
+        at = [co["ts"], ""]
+        new: dict[str, Any] = {"s": at if co["started"] else None, "c": at if co["done"] else None, "sent": None,
+                               "tal": [], "n": 1}
+        if co.get("src") is not None:  # judged (and counted) by the old rules: its source stays
+            sent = ["started", "completed"] if co["done"] else ["started"]
+            new.update(src=co["src"], src_at=co["ts"], sent={"ts": co["ts"], "src": co["src"], "o": sent}, tal=list(sent))
+        return new
 
     def is_empty(self, state: State) -> bool:
         return (not state["clicks"] and not state["orders"] and not state.get("sessions")
                 and not state.get("checkouts") and not state.get("leads"))
 
+    # -- events ------------------------------------------------------------
     def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
-        out: list[Output] = []
+        before = self._conversions(state)
         for event in events:
-            before = self._conversions(state) if state["orders"] else set()
-            self._apply(state, event, out)
-            if state["orders"] or before:
-                out.extend(self._converted(event, before, self._conversions(state)))
+            self._ingest(state, event)
+        out = self._sync_orders(state)
+        out.extend(self._sync_checkouts(state, watermark))
+        after = self._conversions(state)
+        if after != before:
+            out.extend(self._converted(events[-1], before, after))
         return out
 
-    def _apply(self, state: State, event: Event, out: list[Output]) -> None:
+    def _ingest(self, state: State, event: Event) -> None:
+        """Put an event into the state; nothing is decided here (``_sync_*`` decide from the state)."""
         if isinstance(event, Click):
-            row = [event.ts, event.platform, event.account_id, event.campaign_id, event.click_id, event.event_id,
-                   event.post_id]
-            clicks = state["clicks"]
-            clicks.append(row)
-            if len(clicks) > 1 and clicks[-2][0] > event.ts:
-                clicks.sort(key=lambda c: c[0])
-            # a click that arrives after an order it precedes (within grace): credit again
-            for o in state["orders"].values():
-                if not o["settled"] and not o["reversed"] and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]:
-                    out.extend(self._credit(state, o))
+            _insert(state["clicks"], [event.ts, event.platform, event.account_id, event.campaign_id, event.click_id,
+                                      event.event_id, event.post_id], 5)
         elif isinstance(event, Session):
-            sessions = state.setdefault("sessions", [])
-            sessions.append([event.ts, event.source, event.duration_s])
-            if len(sessions) > 1 and sessions[-2][0] > event.ts:
-                sessions.sort(key=lambda s: s[0])
-            # a visit that arrives after an order it precedes (within grace): its time on site
-            # counts, and a direct visit is a touch
-            for o in state["orders"].values():
-                if (not o["settled"] and not o["reversed"] and (o["credits"] or event.source == "direct")
-                        and o["ts"] - self.lookback_ms <= event.ts <= o["ts"]):
-                    out.extend(self._credit(state, o))
+            _insert(state.setdefault("sessions", []), [event.ts, event.source, event.duration_s, event.event_id], 3)
         elif isinstance(event, Lead):
-            leads = state.setdefault("leads", [])
-            leads.append([event.ts, event.platform, event.account_id, event.event_id])
-            if len(leads) > 1 and leads[-2][0] > event.ts:
-                leads.sort(key=lambda lead: lead[0])
+            _insert(state.setdefault("leads", []), [event.ts, event.platform, event.account_id, event.event_id], 3)
         elif isinstance(event, Checkout):
-            out.extend(self._checkout(state, event))
+            co = state.setdefault("checkouts", {}).setdefault(
+                event.checkout_id, {"s": None, "c": None, "sent": None, "tal": [], "n": 0})
+            which = "s" if event.status == "started" else "c"
+            co[which] = _earliest(co[which], event.ts, event.event_id)
         elif isinstance(event, Order):
+            o = state["orders"].get(event.order_id)
+            if o is None:
+                o = state["orders"][event.order_id] = {
+                    "event_id": event.event_id, "placed": False, "ts": event.ts, "amount": "0",
+                    "currency": event.currency, "click_id": None, "credits": [], "version": 0, "sale": None,
+                    "sales": 0}
             if event.status == OrderStatus.placed:
-                out.extend(self._placed(state, event))
-            elif event.order_id in state["orders"]:
-                o = state["orders"][event.order_id]
-                out.extend(self._reverse(o, event.event_id, event.ts))
-                out.extend(self._resale(o, event.order_id, event.ts))
-            else:  # cancelled before its placement arrived: remember, so the placement credits nothing
-                state["orders"][event.order_id] = {
-                    "event_id": event.event_id, "ts": event.ts, "amount": "0", "currency": event.currency,
-                    "click_id": None, "exp": event.ts + self.lookback_ms, "credits": [], "version": 0,
-                    "reversed": True, "settled": False,
-                }
+                if not o["placed"] or (event.ts, event.event_id) < (o["ts"], o["pid"]):
+                    o.update(placed=True, ts=event.ts, pid=event.event_id, amount=str(event.amount),
+                             currency=event.currency, click_id=event.click_id)
+            else:
+                o["cancel"] = _earliest(o.get("cancel"), event.ts, event.event_id)
 
+    # -- orders --------------------------------------------------------------
+    def _cancelled_at(self, o: dict[str, Any]) -> int | None:
+        """When a placed order's cancellation takes it back (None: standing). A cancellation
+        applies within the lookback of its placement, never before it."""
+        c = o.get("cancel")
+        if c is None or not o["placed"] or not o["ts"] - self.lookback_ms <= c[0] <= o["ts"] + self.lookback_ms:
+            return None
+        return max(int(c[0]), int(o["ts"]))
+
+    def _is_new(self, state: State, o: dict[str, Any]) -> bool:
+        """No other order placed in the lookback before it was standing at its ``ts``."""
+        mine = (o["ts"], o["pid"])
+        for p in state["orders"].values():
+            if p is o or not p["placed"] or not o["ts"] - self.lookback_ms <= p["ts"]:
+                continue
+            if (p["ts"], p.get("pid", p["event_id"])) < mine:
+                gone = self._cancelled_at(p)
+                if gone is None or gone > o["ts"]:
+                    return False
+        return True
+
+    def _customer_at(self, state: State, ts: int) -> bool:
+        """Whether the shopper had an order placed in the lookback before ``ts`` standing at ``ts``."""
+        for p in state["orders"].values():
+            if p["placed"] and ts - self.lookback_ms <= p["ts"] < ts:
+                gone = self._cancelled_at(p)
+                if gone is None or gone > ts:
+                    return True
+        return False
+
+    def _wanted(self, state: State, oid: str, o: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """What a placed order credits now (records without event ids) and its shop sale; sets
+        its ``new``, ``conv`` and ``leads``."""
+        rows = state["clicks"]
+        direct = [[s[0], "direct", "direct", None, None, _eid(s, 3), None]
+                  for s in state.get("sessions", ()) if s[1] == "direct"]
+        if direct:
+            rows = sorted(rows + direct, key=lambda c: c[0])  # (stable: a click before a visit of its time)
+        low, ts = o["ts"] - self.lookback_ms, o["ts"]
+        hits = touches(rows, ts, self.lookback_ms, o["click_id"])
+        o["new"] = new = self._is_new(state, o)
+        # the leads it makes customers: before it in the lookback, when the shopper was none
+        o["leads"] = [lead for lead in state.get("leads", ()) if low <= lead[0] <= ts
+                      and not self._customer_at(state, lead[0])]
+        clicked = [c for c in hits if c[1] != "direct"]
+        last = clicked[-1] if clicked else None
+        # the click this order converts: its last non-direct touch
+        o["conv"] = [last[0], last[1], last[2], str(last[5] if len(last) > 5 else last[4])] if last else None
+        records: list[dict[str, Any]] = []
+        social: dict[str, Decimal] = {}
+        if hits:
+            amount = Decimal(o["amount"])
+            by_model = credits([(ts - c[0]) / 1000 for c in hits], self.half_life_s, [c[1] == "direct" for c in hits])
+            visits = [s for s in state.get("sessions", ()) if low <= s[0] <= ts]
+            for i, c in enumerate(hits):
+                revenue = {m: str((amount * shares[i]).quantize(Decimal("1e-6"))) for m, shares in by_model.items()}
+                final = i == len(hits) - 1
+                records.append({
+                    "ts": ts, "platform": c[1], "account_id": c[2], "campaign_id": c[3],
+                    "post_id": c[6] if len(c) > 6 else None, "order_id": oid, "currency": o["currency"],
+                    "revenue": revenue, "orders": 1 if final else 0, "customers": 1 if new and final else 0,
+                    **({"sessions": len(visits), "site_seconds": sum(s[2] for s in visits)} if final else {}),
+                })
+                if c[1] != "direct":
+                    for model, v in revenue.items():
+                        social[model] = social.get(model, Decimal(0)) + Decimal(v)
+        sale = {"ts": ts, "amount": o["amount"], "social": {m: str(v) for m, v in sorted(social.items())}}
+        return records, sale
+
+    def _sync_orders(self, state: State) -> list[Output]:
+        """Bring every order's forwarded credits and sale up to date with the state."""
+        out: list[Output] = []
+        orders = state["orders"]
+        for oid in sorted(orders, key=lambda k: (orders[k]["ts"], k)):
+            o = orders[oid]
+            if not o["placed"]:
+                continue
+            if not o.get("fin"):
+                records, sale = self._wanted(state, oid, o)
+                if _strip(o["credits"]) != records:
+                    if o.get("void") is not None:  # undo the cancellation's take-back of the old credits
+                        out.extend(self._credits(o, o["credits"], 1, o["void"]))
+                    out.extend(self._credits(o, o["credits"], -1, None))
+                    o["void"] = None
+                    o["version"] += 1
+                    o["credits"] = [r | {"event_id": derived_id(o["event_id"], f"@v{o['version']}#{i}")}
+                                    for i, r in enumerate(records)]
+                    out.extend(self._forward(r) for r in o["credits"])
+                if o.get("sale") != sale:
+                    if o.get("svoid") is not None:
+                        out.extend(self._sale(o, oid, o["sale"], 1, o["svoid"]))
+                    if o.get("sale") is not None:
+                        out.extend(self._sale(o, oid, o["sale"], -1, o["sale"]["ts"]))
+                    o["svoid"] = None
+                    o["sale"] = sale
+                    out.extend(self._sale(o, oid, sale, 1, sale["ts"]))
+            gone = self._cancelled_at(o)
+            if o.get("void") != gone:  # cancelled, or its cancellation moved: take back at its time
+                if o.get("void") is not None:
+                    out.extend(self._credits(o, o["credits"], 1, o["void"]))
+                if gone is not None:
+                    out.extend(self._credits(o, o["credits"], -1, gone))
+                o["void"] = gone
+            if o.get("svoid") != gone and o.get("sale") is not None:
+                if o.get("svoid") is not None:
+                    out.extend(self._sale(o, oid, o["sale"], 1, o["svoid"]))
+                if gone is not None:
+                    out.extend(self._sale(o, oid, o["sale"], -1, gone))
+                o["svoid"] = gone
+        return out
+
+    def _credits(self, o: dict[str, Any], records: list[dict[str, Any]], sign: int, ts: int | None) -> list[Output]:
+        """Send ``records`` again (``sign`` 1) or their negation (-1), at ``ts`` (None: each at its own)."""
+        if not records:
+            return []
+        o["version"] += 1
+        tag = "r" if sign < 0 else "u"
+        out: list[Output] = []
+        for i, r in enumerate(records):
+            record = r | {"event_id": derived_id(o["event_id"], f"@{tag}{o['version']}#{i}"),
+                          "ts": r["ts"] if ts is None else ts}
+            if sign < 0:
+                record["revenue"] = {m: str(-Decimal(v)) for m, v in r["revenue"].items()}
+                for name in _NEGATED:
+                    record[name] = -r.get(name, 0)
+            out.append(self._forward(record))
+        return out
+
+    @staticmethod
+    def _sale(o: dict[str, Any], order_id: str, sale: dict[str, Any], sign: int, ts: int) -> list[Output]:
+        """The shop's record of this order (its amount, and the part each model credits to social
+        touches) at ``ts``, or its negation."""
+        o["sales"] = o.get("sales", 0) + 1
+        neg = sign < 0
+        record = {"event_id": derived_id(o["event_id"], f"$s{o['sales']}"), "ts": ts, "order_id": order_id,
+                  "currency": o["currency"], "amount": str(-Decimal(sale["amount"])) if neg else sale["amount"],
+                  "social": {m: str(-Decimal(v)) for m, v in sale["social"].items()} if neg else sale["social"]}
+        return [Forward("account", SHOP_KEY, "sales", record, "orders")]
+
+    @staticmethod
+    def _forward(record: dict[str, Any]) -> Forward:
+        return Forward("account", account_key(record["platform"], record["account_id"]), "credits", record, "orders")
+
+    # -- conversions -----------------------------------------------------------
     def _conversions(self, state: State) -> set[tuple[Any, ...]]:
-        """What the shopper's orders convert now: the last non-direct click of each live
-        attributed order, and every lead in the lookback before the shopper's first order
-        (the lead became a customer). ``(kind, cohort_ts, platform, account, id)``."""
-        live = [o for o in state["orders"].values() if not o["reversed"]]
-        out: set[tuple[Any, ...]] = {("click", *o["conv"]) for o in live if o.get("conv")}
-        leads = state.get("leads")
-        if leads and live:
-            first = min(live, key=lambda o: (o["ts"], o["event_id"]))
-            low, high = first["ts"] - self.lookback_ms, first["ts"]
-            out.update(("lead", *lead) for lead in leads if low <= lead[0] <= high)
+        """What the shopper's standing orders convert: the last non-direct click of each, and the
+        leads before each that was a new customer. ``(kind, cohort_ts, platform, account, id)``."""
+        out: set[tuple[Any, ...]] = set()
+        for o in state["orders"].values():
+            if not o["placed"] or self._cancelled_at(o) is not None:
+                continue
+            if o.get("conv"):
+                out.add(("click", *o["conv"]))
+            out.update(("lead", *lead) for lead in o.get("leads", ()))
         return out
 
     @staticmethod
@@ -207,221 +421,114 @@ class Shopper:
                                    _SOURCE[type(event)]))
         return out
 
-    def _placed(self, state: State, order: Order) -> list[Output]:
-        if order.order_id in state["orders"]:
-            return []  # the same order placed twice under two event ids: credit it once
-        o = {
-            "event_id": order.event_id, "ts": order.ts, "amount": str(order.amount), "currency": order.currency,
-            "click_id": order.click_id, "exp": order.ts + self.lookback_ms, "credits": [], "version": 0,
-            "reversed": False, "settled": False,
-        }
-        state["orders"][order.order_id] = o
-        return self._credit(state, o, order.order_id)
+    # -- checkouts -------------------------------------------------------------
+    def source_at(self, state: State, ts: int) -> str:
+        """The source of the shopper's last touch in the lookback up to ``ts``: a click's platform or
+        a session's source (a session wins a tie, then the greater event id); ``none`` without."""
+        best: tuple[int, int, str] | None = None
+        source = "none"
+        low = ts - self.lookback_ms
+        for kind, rows, eid_at in ((0, state["clicks"], 5), (1, state.get("sessions", ()), 3)):
+            for row in rows:
+                if low <= row[0] <= ts:
+                    key = (row[0], kind, _eid(row, eid_at))
+                    if best is None or key > best:
+                        best, source = key, row[1]
+        return source
 
-    def _credit(self, state: State, o: dict[str, Any], order_id: str | None = None) -> list[Output]:
-        """(Re)compute an order's credits; forward the difference as whole records."""
-        order_id = order_id or next(k for k, v in state["orders"].items() if v is o)
-        rows = state["clicks"]
-        direct = [[s[0], *_DIRECT] for s in state.get("sessions", ()) if s[1] == "direct"]
-        if direct:
-            rows = sorted(rows + direct, key=lambda c: c[0])  # (stable: a click before a visit of its time)
-        hits = touches(rows, o["ts"], self.lookback_ms, o["click_id"])
-        if not hits:  # unattributed, unless a touch turns up within grace (tallied when settled)
-            return self._resale(o, order_id, o["ts"])
-        out = self._reverse(o, f"{o['event_id']}@r{o['version']}", o["ts"]) if o["credits"] else []
-        o["reversed"] = False
-        o["version"] += 1
-        amount = Decimal(o["amount"])
-        is_direct = [c[1] == "direct" for c in hits]
-        by_model = credits([(o["ts"] - c[0]) / 1000 for c in hits], self.half_life_s, is_direct)
-        clicked = [c for c in hits if c[1] != "direct"]
-        # the click this order converts: its last non-direct touch
-        o["conv"] = [clicked[-1][0], clicked[-1][1], clicked[-1][2], str(clicked[-1][5] if len(clicked[-1]) > 5
-                                                                         else clicked[-1][4])] if clicked else None
-        o["new"] = self._is_first(state, o)  # a new customer: the shopper's first order in the lookback
-        visits = [s for s in state.get("sessions", ()) if o["ts"] - self.lookback_ms <= s[0] <= o["ts"]]
-        records = []
-        for i, c in enumerate(hits):
-            revenue = {m: str((amount * shares[i]).quantize(Decimal("1e-6"))) for m, shares in by_model.items()}
-            records.append({
-                "event_id": derived_id(o["event_id"], f"@v{o['version']}#{i}"), "ts": o["ts"], "platform": c[1],
-                "account_id": c[2], "campaign_id": c[3], "post_id": c[6] if len(c) > 6 else None, "order_id": order_id, "currency": o["currency"],
-                "revenue": revenue, "orders": 1 if i == len(hits) - 1 else 0,
-                "customers": 1 if o["new"] and i == len(hits) - 1 else 0,
-                **({"sessions": len(visits), "site_seconds": sum(s[2] for s in visits)} if i == len(hits) - 1 else {}),
-            })
-        o["credits"] = records
-        earlier = self._first_order(state, o)
-        if earlier is not None:  # it was the shopper's first order until this one arrived: not new any more
-            out.extend(self._credit(state, earlier))
-        return out + [self._forward(r) for r in records] + self._resale(o, order_id, o["ts"])
+    def _checkout_wanted(self, state: State, co: dict[str, Any], watermark: int) -> dict[str, Any]:
+        start, done = co["s"], co["c"]
+        at = start[0] if start is not None else done[0]
+        outcomes = ["started"]
+        if done is not None and (start is None or done[0] <= start[0] + self.checkout_timeout_ms):
+            outcomes.append("completed")
+        elif start is not None and start[0] + self.checkout_timeout_ms <= watermark:
+            outcomes.append("abandoned")  # not completed in time (a later completion leaves it so)
+        frozen = co.get("src") is not None and co.get("src_at", at) == at
+        src = co["src"] if frozen else self.source_at(state, at)
+        return {"ts": at, "src": src, "o": outcomes}
 
-    @staticmethod
-    def _resale(o: dict[str, Any], order_id: str, ts: int) -> list[Output]:
-        """Bring the shop's record of this order (revenue of all orders, and the part each
-        model credits to social touches) up to date: take back the old one, send the new."""
-        want: dict[str, Any] | None = None
-        if not o["reversed"]:
-            social: dict[str, Decimal] = {}
-            for r in o["credits"]:
-                if r["platform"] != "direct":
-                    for model, v in r["revenue"].items():
-                        social[model] = social.get(model, Decimal(0)) + Decimal(v)
-            want = {"amount": o["amount"], "social": {m: str(v) for m, v in sorted(social.items())}}
-        have = o.get("sale")
-        if have == want:
-            return []
+    def _sync_checkouts(self, state: State, watermark: int) -> list[Output]:
         out: list[Output] = []
-        n = o.get("sales", 0)
-        for sign, sale in ((-1, have), (1, want)):
-            if sale is None:
+        for cid, co in sorted(state.get("checkouts", {}).items()):
+            want = self._checkout_wanted(state, co, watermark)
+            sent = co["sent"]
+            if sent == want:
                 continue
-            n += 1
-            record = {"event_id": derived_id(o["event_id"], f"$s{n}"), "ts": o["ts"] if sign > 0 else ts,
-                      "order_id": order_id, "currency": o["currency"],
-                      "amount": sale["amount"] if sign > 0 else str(-Decimal(sale["amount"])),
-                      "social": sale["social"] if sign > 0 else {m: str(-Decimal(v)) for m, v in sale["social"].items()}}
-            out.append(Forward("account", SHOP_KEY, "sales", record, "orders"))
-        o["sale"], o["sales"] = want, n
+            if sent is not None and (sent["ts"], sent["src"]) == (want["ts"], want["src"]):
+                gone, new = [x for x in sent["o"] if x not in want["o"]], [x for x in want["o"] if x not in sent["o"]]
+            else:
+                gone, new = sent["o"] if sent is not None else [], want["o"]
+            for outcome in gone:
+                assert sent is not None
+                out.append(self._outcome(cid, co, sent["src"], outcome, sent["ts"], retract=True))
+            for outcome in new:
+                out.append(self._outcome(cid, co, want["src"], outcome, want["ts"]))
+            co["sent"] = want
         return out
 
     @staticmethod
-    def source_at(state: State, ts: int) -> str:
-        """The source of the shopper's last touch at ``ts``: a click's platform or a session's source."""
-        best: tuple[int, str] | None = None
-        for c in state["clicks"]:
-            if c[0] <= ts and (best is None or c[0] >= best[0]):
-                best = (c[0], c[1])
-        for s in state.get("sessions", ()):
-            if s[0] <= ts and (best is None or s[0] >= best[0]):
-                best = (s[0], s[1])
-        return best[1] if best is not None else "none"
-
-    def _checkout(self, state: State, event: Checkout) -> list[Output]:
-        """A checkout starts or completes. It is counted once the watermark passes its start
-        plus grace (every touch before it has arrived by then, whatever order the topics were
-        read in) and remembered until ``CHECKOUT_TIMEOUT`` after its start, so a repeated start
-        or completion counts once; a completion before its start waits for it."""
-        open_ = state.setdefault("checkouts", {})
-        co = open_.get(event.checkout_id)
-        if event.status == "started":
-            if co is None:
-                open_[event.checkout_id] = {"ts": event.ts, "src": None, "started": True, "done": False}
-            elif not co["started"]:  # its completion came first
-                co.update(ts=event.ts, started=True)
-            return []
-        if co is None:
-            open_[event.checkout_id] = {"ts": event.ts, "src": None, "started": False, "done": True}
-            return []
-        if co["done"]:
-            return []
-        co["done"] = True
-        return self._outcome(event.checkout_id, co["src"], "completed", event.ts) if co["src"] is not None else []
-
-    @staticmethod
-    def _outcome(checkout_id: str, source: str, outcome: str, ts: int) -> list[Output]:
-        """A checkout's outcome: the process-wide counter, and a record for the shop's windows
-        (``all|all``), stamped when it was decided (so a window needs no correction)."""
-        record = {"event_id": derived_id(checkout_id, f"~{outcome}"), "ts": ts, "checkout_id": checkout_id,
+    def _outcome(checkout_id: str, co: dict[str, Any], source: str, outcome: str, ts: int,
+                 retract: bool = False) -> Forward:
+        """A record for the shop's windows (``all|all``), stamped at the checkout's start."""
+        co["n"] += 1
+        suffix = f"~{outcome}#{co['n']}" + (RETRACTED if retract else "")
+        record = {"event_id": derived_id(checkout_id, suffix), "ts": ts, "checkout_id": checkout_id,
                   "source": source, "outcome": outcome}
-        return [Tally("socialpulse_checkouts", (source, outcome)),
-                Forward("account", SHOP_KEY, "checkout_outcomes", record, "checkouts")]
+        return Forward("account", SHOP_KEY, "checkout_outcomes", record, "checkouts")
 
-    def _judge_checkouts(self, state: State, watermark: int) -> tuple[list[Output], bool]:
-        out: list[Output] = []
-        checkouts = state.get("checkouts")
-        if not checkouts:
-            return out, False
-        changed = False
-        for cid, co in list(checkouts.items()):
-            timed_out = co["ts"] + self.checkout_timeout_ms <= watermark
-            if co["src"] is None and (co["ts"] + self.grace_ms <= watermark or timed_out):
-                if not co["started"] and not timed_out:
-                    continue  # a completion waits for its start until the timeout
-                src = co["src"] = self.source_at(state, co["ts"])
-                changed = True
-                out.extend(self._outcome(cid, src, "started", watermark))
-                if co["done"]:
-                    out.extend(self._outcome(cid, src, "completed", watermark))
-            if timed_out:
-                if not co["done"]:  # not completed in time
-                    out.extend(self._outcome(cid, str(co["src"]), "abandoned", watermark))
-                del checkouts[cid]
-                changed = True
-        if not checkouts:
-            del state["checkouts"]
-        return out, changed
-
-    @staticmethod
-    def _is_first(state: State, o: dict[str, Any]) -> bool:
-        """No other placed order of the shopper in the lookback is older (ties by event id)."""
-        return not any(
-            other is not o and not other["reversed"] and (other["ts"], other["event_id"]) < (o["ts"], o["event_id"])
-            for other in state["orders"].values()
-        )
-
-    def _first_order(self, state: State, o: dict[str, Any]) -> dict[str, Any] | None:
-        """Another order credited as the shopper's first that ``o`` now precedes."""
-        if not o.get("new"):
-            return None
-        return next((other for other in state["orders"].values()
-                     if other is not o and other.get("new") and not other["reversed"] and other["credits"]), None)
-
-    def _reverse(self, o: dict[str, Any] | None, event_id: str, ts: int) -> list[Output]:
-        """Forward the exact negation of what the order is credited with now."""
-        if o is None or o["reversed"] or not o["credits"]:
-            if o is not None:
-                o["reversed"] = True
-            return []  # never credited (unattributed or outside the lookback), or already taken back
-        o["reversed"] = True
-        return [
-            self._forward(r | {
-                "event_id": f"{event_id}#{i}", "ts": ts,
-                "revenue": {m: str(-Decimal(v)) for m, v in r["revenue"].items()}, "orders": -r["orders"],
-                "customers": -r.get("customers", 0),
-                "sessions": -r.get("sessions", 0), "site_seconds": -r.get("site_seconds", 0.0),
-            })
-            for i, r in enumerate(o["credits"])
-        ]
-
-    @staticmethod
-    def _forward(record: dict[str, Any]) -> Forward:
-        return Forward("account", account_key(record["platform"], record["account_id"]), "credits", record, "orders")
-
+    # -- time ------------------------------------------------------------------
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         out: list[Output] = []
         changed = False
+        final = watermark - self.lateness_ms  # events before this are late: nothing older can arrive
         orders = state["orders"]
         for oid, o in list(orders.items()):
-            if not o["settled"] and o["ts"] + self.grace_ms <= watermark:
-                o["settled"], changed = True, True
-                if not o["credits"] and not o["reversed"]:
+            if o["placed"] and not o.get("fin") and o["ts"] < final:
+                o["fin"], changed = True, True  # its touches, leads and earlier orders are all in
+                if not o["credits"] and not o.get("tal"):
+                    o["tal"] = True
                     out.append(Tally("socialpulse_unattributed_orders", (o["currency"],)))
-            if o["exp"] < watermark and o["settled"]:
+            last = max(o["ts"], o["cancel"][0]) if o.get("cancel") else o["ts"]
+            if last + self.lookback_ms < final:
                 del orders[oid]
                 changed = True
-        low = watermark - self.lookback_ms - self.grace_ms
+        checkouts = state.get("checkouts")
+        if checkouts:
+            sent = self._sync_checkouts(state, watermark)
+            out.extend(sent)
+            changed = changed or bool(sent)
+            for cid, co in list(checkouts.items()):
+                at = co["s"][0] if co["s"] is not None else co["c"][0]
+                if (co.get("src") is None or co.get("src_at") != at) and at < final:
+                    # every touch before it is in: its source is final (the touches may go now)
+                    co["src"], co["src_at"] = co["sent"]["src"], at
+                    changed = True
+                if at + self.checkout_timeout_ms < final:  # nothing can change it any more: count it once
+                    out.extend(Tally("socialpulse_checkouts", (co["sent"]["src"], outcome))
+                               for outcome in co["sent"]["o"] if outcome not in co["tal"])
+                    del checkouts[cid]
+                    changed = True
+            if not checkouts:
+                del state["checkouts"]
+        low = final - self.lookback_ms
         clicks = state["clicks"]
-        keep = [c for c in clicks if c[0] >= low]
-        if len(keep) != len(clicks):
-            state["clicks"], changed = keep, True
+        if clicks and clicks[0][0] < low:
+            state["clicks"], changed = [c for c in clicks if c[0] >= low], True
         sessions = state.get("sessions")
         if sessions and sessions[0][0] < low:
-            state["sessions"], changed = [s for s in sessions if s[0] >= low], True
+            state["sessions"], changed = [r for r in sessions if r[0] >= low], True
             if not state["sessions"]:
                 del state["sessions"]
         leads = state.get("leads")
         if leads and leads[0][0] < low:
-            state["leads"], changed = [lead for lead in leads if lead[0] >= low], True
+            state["leads"], changed = [r for r in leads if r[0] >= low], True
             if not state["leads"]:
                 del state["leads"]
-        judged, judged_changed = self._judge_checkouts(state, watermark)
-        out.extend(judged)
-        changed = changed or judged_changed
         return out, changed
 
     def windowed(self, state: State) -> None:
-        return None  # no windows: orders settle on the watermark (``close``)
+        return None  # no windows: orders and checkouts are decided on the watermark (``close``)
 
     def results(self, key: str, cw: Any, state: State, revision: int) -> list[Output]:
         return []

@@ -16,12 +16,18 @@ conversion (or a late click or lead) changes it, until the attribution lookback 
 allowed lateness after its end, when no order can convert it any more. The live gauges are
 the same ratios over the trailing windows' clicks and leads, converted so far.
 
-**The shop's key** ``all|all`` holds the checkouts' outcomes by source (stamped when each
-was decided: start plus grace, the completion, start plus ``CHECKOUT_TIMEOUT``; cart
-abandonment rate = abandoned ÷ started of a window's decisions) and the revenue of all orders (``Sale`` records: placed
-minus cancelled or refunded, by event time) and the part each model credits to social
-touches: social's share of revenue = social credit ÷ revenue of all orders, per model and
-currency (direct visits are the rest; orders without any touch count in the whole only).
+**The shop's key** ``all|all`` holds the checkouts by the source of the shopper's last touch
+before them, in the window of their start (``CheckoutOutcome`` records from the shopper:
+started, then completed or, once start plus ``CHECKOUT_TIMEOUT`` passes, abandoned; a record
+whose event id ends with ``RETRACTED`` takes one back when a late touch, start or completion
+changes a checkout). Cart abandonment rate = abandoned ÷ started of the window's checkouts:
+published when the window closes, corrected by revision as outcomes are decided and late
+checkouts come. A source whose checkouts all moved elsewhere is left out (the stage
+withdraws its earlier result). The key also holds the revenue of all orders (``Sale``
+records: placed minus cancelled or refunded, by event time) and the part each model credits
+to social touches: social's share of revenue = social credit ÷ revenue of all orders, per
+model and currency (direct visits are the rest; orders without any touch count in the whole
+only).
 """
 
 from __future__ import annotations
@@ -90,7 +96,7 @@ ORDER_REVENUE = Gauge("socialpulse_order_revenue", "Revenue of all orders (place
 SOCIAL_SHARE = Gauge("socialpulse_social_revenue_share", "Revenue credited to social touches / revenue of all orders, "
                      "trailing window, per attribution model and currency (ratio).", ("window", "model", "currency"))
 ABANDONMENT = Gauge("socialpulse_cart_abandonment_rate", "Checkouts abandoned (CHECKOUT_TIMEOUT) / started, of the "
-                    "outcomes decided in the trailing window, by the source of the shopper's last touch (ratio).",
+                    "checkouts started in the trailing window, by the source of the shopper's last touch (ratio).",
                     ("window", "source"))
 #: the cohort results: (metric, numerator, denominator)
 COHORT_RESULTS = (("click_conversion_rate", m.CCLK, m.CLK), ("lead_to_customer_rate", m.LCUST, m.LEADS))
@@ -203,8 +209,8 @@ class Funnel:
                 add("order_revenue", Decimal(v), cur, currency=cur, amount=v)
             for (model, cur), share in m.social_share(agg).items():
                 add("social_revenue_share", share, model, cur, model=model, currency=cur)
-            for src, outcomes in sorted(agg.get("co", {}).items()):
-                add("checkouts", outcomes.get("started", 0), src, source=src, **dict(sorted(outcomes.items())))
+            for src, outcomes in m.checkouts(agg).items():
+                add("checkouts", outcomes.get("started", 0), src, source=src, **outcomes)
             for src, rate in m.abandonment(agg).items():
                 add("cart_abandonment_rate", rate, src, source=src)
             return out
@@ -265,7 +271,7 @@ class Funnel:
             if key == SHOP_KEY:
                 view["order_revenue"] = dict(sorted(agg.get("orev", {}).items()))
                 view["social_revenue_share"] = {f"{model}/{cur}": str(v) for (model, cur), v in m.social_share(agg).items()}
-                view["checkouts"] = {src: dict(sorted(o.items())) for src, o in sorted(agg.get("co", {}).items())}
+                view["checkouts"] = m.checkouts(agg)
                 view["cart_abandonment_rate"] = m.abandonment(agg)
             view["leads_by_kind"] = dict(sorted(agg["kinds"].items()))
             view["cost_per_lead"] = {cur: str(v) for cur, v in m.cost_per_lead(agg["spend"], agg["leads"]).items()}

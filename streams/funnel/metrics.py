@@ -7,7 +7,7 @@ An aggregate (``Agg``) of one bucket or window of an account:
      "cclk": n, "lcust": n,          # (trailing buckets only) of the bucket's clicks / leads, converted so far
      "orev": {currency: "decimal"},  # (the shop's key ``all|all``) revenue of all orders
      "srev": {model: {currency: "decimal"}},  # (the shop's key) the part credited to social touches
-     "co": {source: {outcome: n}}}   # (the shop's key) checkouts decided in the bucket, by source
+     "co": {source: {outcome: n}}}   # (the shop's key) checkouts started in the bucket, by source and outcome
 
 A cohort (``Cohort``) is one UTC day of an account's clicks and leads and how many of them
 converted so far: ``[clicks, converted clicks, leads, converted leads, revision, changed]``.
@@ -23,13 +23,15 @@ from schemas.events import CheckoutOutcome, Click, Event, Lead, Sale, Session, S
 from ..windows import Agg
 
 __all__ = ["empty", "fold", "merge", "lead_rate", "lead_rate_by_sessions", "cost_per_lead", "NO_CAMPAIGN",
-           "converted_share", "social_share", "abandonment", "CLK", "CCLK", "LEADS", "LCUST", "COUNTS"]
+           "converted_share", "social_share", "abandonment", "checkouts", "checkout_sign", "RETRACTED", "CLK", "CCLK", "LEADS", "LCUST", "COUNTS"]
 
 #: the counts of a funnel cohort (``streams.cohorts``: its revision and changed flag follow them)
 CLK, CCLK, LEADS, LCUST = range(4)
 COUNTS = 4
 
 NO_CAMPAIGN = "(none)"
+#: the end of a retracting checkout outcome's event id (``conversion.shopper.RETRACTED``: the same text)
+RETRACTED = "~undo"
 
 
 def empty() -> Agg:
@@ -58,7 +60,7 @@ def fold(agg: Agg, event: Event) -> None:
         _add(_camp(agg, event.campaign_id)["spend"], event.currency, event.amount)
     elif isinstance(event, CheckoutOutcome):
         by_src = agg.setdefault("co", {}).setdefault(event.source, {})
-        by_src[event.outcome] = by_src.get(event.outcome, 0) + 1
+        by_src[event.outcome] = by_src.get(event.outcome, 0) + checkout_sign(event)
     elif isinstance(event, Sale):
         _add(agg.setdefault("orev", {}), event.currency, event.amount)
         srev = agg.setdefault("srev", {})
@@ -94,6 +96,12 @@ def merge(into: Agg, other: Agg) -> None:
         for model, by_cur in other["srev"].items():
             for cur, v in by_cur.items():
                 _add(srev.setdefault(model, {}), cur, v)
+
+
+def checkout_sign(event: CheckoutOutcome) -> int:
+    """+1, or -1 for a record that takes an earlier one back (the shopper corrects a checkout's
+    source or outcome: its event id ends with ``RETRACTED``, the record has no sign field)."""
+    return -1 if event.event_id.endswith(RETRACTED) else 1
 
 
 def lead_rate(agg: Agg) -> float | None:
@@ -132,7 +140,17 @@ def social_share(agg: Agg) -> dict[tuple[str, str], Decimal]:
     return out
 
 
+def checkouts(agg: Agg) -> dict[str, dict[str, int]]:
+    """The window's checkouts by source and outcome, without what nets to zero (a checkout whose
+    source was corrected leaves zeros under the old one: they are no checkouts)."""
+    out: dict[str, dict[str, int]] = {}
+    for src, outcomes in sorted(agg.get("co", {}).items()):
+        kept = {outcome: n for outcome, n in sorted(outcomes.items()) if n}
+        if kept:
+            out[src] = kept
+    return out
+
+
 def abandonment(agg: Agg) -> dict[str, float]:
-    """Checkouts abandoned ÷ started, by source, of the outcomes decided in the window."""
-    return {src: o.get("abandoned", 0) / o["started"] for src, o in sorted(agg.get("co", {}).items())
-            if o.get("started", 0) > 0}
+    """Checkouts abandoned ÷ started, by source, of the checkouts started in the window."""
+    return {src: o.get("abandoned", 0) / o["started"] for src, o in checkouts(agg).items() if o.get("started", 0) > 0}
