@@ -48,10 +48,12 @@ from typing import Any, NamedTuple
 import orjson
 
 from schemas.events import STAGE_MODELS, Event
+from schemas.results import Result
 
 from . import windows
-from .family import Family, Output, Sample
+from .family import Family, Output, Record, Sample
 from .ingest import SETTLE_S, Raw, Rejection, SeenIds, partition_for
+from .topics import RESULTS
 from .windows import ClosedWindow, EventClock, Mark, WindowSpec
 
 __all__ = [
@@ -610,14 +612,22 @@ class KeyedStage:
         for size, start, part in windows.take_late(win):
             kept = self._group(out, (partition, size, start)).setdefault(key, {})
             entry = kept.get(fam.name)
+            label = self.spec.label(size)
+            before: set[str] = set()
             if entry is None:  # the window had nothing of this key when it closed: first publication
                 entry = kept[fam.name] = [0, part]
             else:
+                before = {r.key for r in fam.results(key, ClosedWindow(size, label, start, start + size, entry[1]),
+                                                     state[fam.name], entry[0]) if isinstance(r, Result)}
                 entry[0] += 1
                 merge(entry[1], part)
                 out.corrected += 1
-            cw = ClosedWindow(size, self.spec.label(size), start, start + size, entry[1])
-            out.results.extend(fam.results(key, cw, state[fam.name], entry[0]))
+            cw = ClosedWindow(size, label, start, start + size, entry[1])
+            now = fam.results(key, cw, state[fam.name], entry[0])
+            out.results.extend(now)
+            # a value the correction took away entirely (e.g. a breach withdrawn): a tombstone under its key
+            gone = before - {r.key for r in now if isinstance(r, Result)}
+            out.results.extend(Record(RESULTS, k, None) for k in sorted(gone))
 
     # -- time --------------------------------------------------------------
     def tick(self, out: StageOutput, expected: Iterable[str] | None = None, budget: int | None = None) -> None:

@@ -12,13 +12,30 @@ State per key (``platform|account``):
      "outreach": {agent: [started, answered]}, "phist": h,  # outreach and time to the prospect's answer
      "coh": {day: [started, answered, revision, changed]}}  # daily outreach cohorts (``streams.cohorts``)
 
-A conversation: ``since`` (waiting_since of the open spell, or None), ``deadline`` (when
-the open spell breaches its policy's target), ``pol`` (that policy: name, target,
-calendar or business hours, target ms), ``breached``, ``started`` (first inbound),
-``answered`` (had its first human reply), ``last_reply``, ``last`` (latest activity),
-``pending`` (recent outbound messages that found no open spell: an inbound that arrives
-late but is older pairs with them), ``ch`` (its channel) and ``out`` (outreach: the
-seller wrote first).
+**Event time, whatever the arrival order.** A conversation keeps its messages of the last
+``ALLOWED_LATENESS`` ordered by event time (ties: the customer's message first, then a human
+reply, then a bot's, then by ``event_id``), and what older messages left behind (``Carry``:
+who wrote first, the first customer message, whether it had its first human reply, the open
+spell, the outreach). Each time a message arrives (in any order, within the allowed
+lateness) the conversation is re-derived from them (``_replay``) into *facts*: started,
+replied, a reply's latency and SLA result, a breach, a bot resolution, outreach and its
+answer. The facts already applied to the key's histograms, counters and windows are kept
+beside them (``eff``); only the difference is applied: a fact that no longer holds is
+retracted (histogram bucket and sum back by one, counters back, the latency taken out of
+its window, a published window corrected by revision), a new one added. A breach that turns
+out not to have happened (its reply, read late, was within the target) is withdrawn with a
+tombstone (a null value under the breach record's key) on ``socialpulse.reply-breaches``.
+Counters and histograms can therefore go down by a correction; Prometheus reads that as a
+reset of the series, which ``rate()`` and ``increase()`` handle.
+
+A conversation is remembered for ``CONVERSATION_TTL`` (at least the allowed lateness) after
+its last message: a customer who writes again an hour after the answer opens a follow-up
+spell (next-reply target), not a new conversation.
+
+**Definitions.** "Conversations started" and the response rate count customer-started
+conversations only (the first message is the customer's): of the conversations whose first
+message lies in a window, the share with a human reply so far. Outreach has its own counts
+and its prospect response rate, and replies to a prospect's answer are follow-ups.
 
 **Spells and policies.** A customer's message opens a *spell* (if none is open); the
 first human reply closes it. The spell is judged against the account's first SLA policy
@@ -64,7 +81,7 @@ from .. import cohorts, windows
 from ..accounts import book_for
 from ..family import Gauge, Output, Record, Route, Sample, Tally
 from ..settings import SettingsError
-from ..topics import BREACHES
+from ..topics import BREACHES, RESULTS
 from ..windows import Windowed, WindowSpec, iso
 from . import metrics as m
 from .hours import BusinessHours, business_deadline, business_seconds, from_schedule, parse_hours, weekday_hour, zone
@@ -441,11 +458,13 @@ class Replies:
             self._fact(key, state, list(f), -1, wm)
         for f in sorted(added.elements(), key=repr):
             self._fact(key, state, list(f), 1, wm)
+        if gone:
+            _drop_zeros(state)
         conv["eff"] = new
         published = {f[1]: f for f in added if f[0] == "b"}
         for since in sorted({f[1] for f in gone if f[0] == "b"} - published.keys()):
             out.append(Record(BREACHES, _breach_key(key, cid, since), None))  # withdrawn: a tombstone
-        for since, f in sorted(published.items()):
+        for _since, f in sorted(published.items()):
             out.append(self._breach_record(key, cid, list(f)))
             out.append(Tally("socialpulse_reply_breaches_published", ()))
         self._fold(key, conv, wm)
@@ -581,7 +600,13 @@ class Replies:
     @staticmethod
     def _cohort_results(key: str, day: int, c: cohorts.Cohort) -> list[Output]:
         started, answered = c[STARTED], max(min(c[ANSWERED], c[STARTED]), 0)
-        out: list[Output] = [cohorts.result("replies", "outreach_started", key, day, c, float(started))]
+        count = cohorts.result("replies", "outreach_started", key, day, c, float(started))
+        if started <= 0:  # outreach taken back entirely: nothing to publish, or the day's records withdrawn
+            if cohorts.revision(c) == 0:
+                return []
+            rate = cohorts.result("replies", "prospect_response_rate", key, day, c, 0.0)
+            return [Record(RESULTS, r.key, None) for r in (count, rate)]
+        out: list[Output] = [count]
         if started > 0:
             out.append(cohorts.result("replies", "prospect_response_rate", key, day, c, answered / started,
                                       answered=answered, started=started))
@@ -744,6 +769,24 @@ def _copy_carry(c: Carry) -> Carry:
     if "out" in c:
         out["out"] = dict(c["out"])
     return out
+
+
+def _drop_zeros(state: State) -> None:
+    """Counters and histograms a retraction brought back to zero go, as if never counted (the
+    same series whatever order the messages came in)."""
+    for name in ("sla", "bots", "outreach"):
+        counts: dict[str, Any] = state.get(name) or {}  # type: ignore[assignment]
+        for k in [k for k, v in counts.items() if not any(v.values() if isinstance(v, dict) else
+                                                          (v if isinstance(v, list) else [v]))]:
+            del counts[k]
+        if not counts and name != "sla":
+            state.pop(name, None)  # type: ignore[misc]
+    for ch in [ch for ch, hists in state["hist"].items() if not any(any(h["c"]) for h in hists.values())]:
+        del state["hist"][ch]
+    for agent in [a for a, h in state["agent_hist"].items() if not any(h["c"])]:
+        del state["agent_hist"][agent]
+    if "phist" in state and not any(state["phist"]["c"]):
+        del state["phist"]
 
 
 def _breach_key(key: str, cid: str, since: int) -> str:

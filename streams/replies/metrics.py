@@ -29,7 +29,6 @@ __all__ = [
     "negate",
     "hist_new",
     "hist_observe",
-    "hist_move",
     "hist_value",
     "quantile",
     "summary",
@@ -168,13 +167,6 @@ def _bucket(value: float, buckets: tuple[float, ...]) -> int:
         if value <= edge:
             return i
     return len(buckets)
-
-
-def hist_move(hist: dict[str, Any], old: float, new: float, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-    """Correct one observation from ``old`` to ``new``."""
-    hist["c"][_bucket(old, buckets)] -= 1
-    hist["c"][_bucket(new, buckets)] += 1
-    hist["sum"] += new - old
 
 
 def hist_value(hist: dict[str, Any], buckets: tuple[float, ...] = LATENCY_BUCKETS) -> tuple[list[tuple[str, float]], float]:
