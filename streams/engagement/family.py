@@ -2,7 +2,16 @@
 per post the engagements, impressions, clicks, leads and credited revenue.
 
 State per key (``platform|account``): the windowed aggregates of
-``engagement.metrics`` plus the latest follower snapshot ever seen.
+``engagement.metrics``, the recent follower snapshots ordered by event time and the closed
+windows it published that can still be corrected (``engagement.followers``).
+
+Followers are a function of the snapshots by ``ts``, whatever order they arrive in: a closed
+window's follower count (``followers``, the denominators of the by-followers rates, the
+per-post table's ``followers``) is the last snapshot before its end (``ts < window_end``),
+never a later one; the gauges and the API take the last snapshot at or before the watermark.
+A snapshot that arrives late changes the count of the published windows after it that have
+none of their own: they are published again, next revision. Follower growth is the window's
+latest minus its first snapshot (two snapshots of one ``ts``: ordered by count).
 
 Its events on the ``account`` stream: ``likes``, ``impressions``, ``audience``, ``clicks``
 (its own primary routes), ``leads`` (routed here by the funnel family) and ``credits``
@@ -44,6 +53,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from math import gcd
 from typing import Any, NotRequired, TypedDict
 
 from schemas.events import PLATFORMS, Audience, Credit, Event, Lead, of_account, split_account_key
@@ -52,6 +62,7 @@ from schemas.results import Result, result_key
 from .. import windows
 from ..family import Gauge, Output, Route, Sample
 from ..windows import Windowed, WindowSpec, iso
+from . import followers as fl
 from . import metrics as m
 
 __all__ = ["Engagement"]
@@ -111,7 +122,8 @@ class State(TypedDict):
     """A key's engagement slot (its changelog JSON has the same keys)."""
 
     win: Windowed  # aggregates of ``engagement.metrics`` (eng, imp, clk, kinds, posts, f0, f1)
-    followers: list[int] | None  # the latest follower snapshot ever seen: [ts, count]
+    fh: list[list[int]]  # recent follower snapshots [[ts, count], ...] by ts (``engagement.followers``)
+    pub: NotRequired[dict[int, fl.Runs]]  # per closed size, the published windows still correctable
     pb: NotRequired[dict[int, windows.Agg]]  # per-post detail of the trailing windows, per slot (POST_SLOT_MS)
 
 
@@ -136,6 +148,9 @@ class Engagement:
         #: the trailing buckets keep no per-post detail either: the API's per-post tables come
         #: from slots this long (the trailing window rounded out to whole slots)
         self.slot_ms = max(spec.bucket_ms, min(POST_SLOT_MS, min(spec.trailing_ms)))
+        #: every window end is a multiple of this: of the follower snapshots the watermark has
+        #: passed, one per span this long is enough (``followers.compact``)
+        self.grain = gcd(*spec.closed_ms)
 
     @classmethod
     def from_settings(cls, settings: Any, spec: WindowSpec) -> Engagement:
@@ -146,16 +161,22 @@ class Engagement:
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> State:
-        return {"win": windows.new_windowed(), "followers": None}
+        return {"win": windows.new_windowed(), "fh": []}
 
     def decode_state(self, raw: dict[str, Any]) -> State:
-        state: State = {"win": windows.decode_windowed(raw["win"]), "followers": raw.get("followers")}
+        history = raw.get("fh")
+        if history is None:  # written before the history: the latest snapshot read, a snapshot all the same
+            history = [raw["followers"]] if raw.get("followers") else []
+        state: State = {"win": windows.decode_windowed(raw["win"]), "fh": history}
         if raw.get("pb"):
             state["pb"] = {int(slot): detail for slot, detail in raw["pb"].items()}
+        if raw.get("pub"):
+            state["pub"] = {int(size): runs for size, runs in raw["pub"].items()}
         return state
 
     def is_empty(self, state: State) -> bool:
-        return windows.is_empty(state["win"]) and not state.get("pb")
+        # a key with a follower snapshot stays: the last one is the count of any window to come
+        return windows.is_empty(state["win"]) and not state.get("pb") and not state.get("pub") and not state["fh"]
 
     def windowed(self, state: State) -> Windowed:
         return state["win"]  # type: ignore[no-any-return]
@@ -165,6 +186,7 @@ class Engagement:
         """Pre-aggregate the batch per bucket, then fold each bucket in once."""
         spec = self.spec
         parts: dict[int, windows.Agg] = {}
+        snapshots: list[tuple[int, int]] = []
         for event in events:
             if isinstance(event, Lead | Credit) and event.post_id is None:
                 continue  # counts for no post (and must not open buckets, e.g. for the ``direct`` channel)
@@ -174,9 +196,7 @@ class Engagement:
                 agg = parts[b] = m.empty()
             m.fold(agg, event)
             if isinstance(event, Audience):
-                latest = state["followers"]
-                if latest is None or event.ts >= latest[0]:
-                    state["followers"] = [event.ts, event.followers]
+                snapshots.append((event.ts, event.followers))
         for b, agg in parts.items():
             slim = m.slim(agg)
             windows.add(state["win"], b, agg, spec, m.merge, watermark, slim, self.detail_from_ms)
@@ -188,10 +208,70 @@ class Engagement:
                     m.merge(slots[slot], detail)
                 else:
                     slots[slot] = detail
+        self._trim(state, watermark)
+        if snapshots:
+            self._take_snapshots(state, snapshots)
+        self._note_published(state, watermark)
         return []
+
+    def _take_snapshots(self, state: State, snapshots: list[tuple[int, int]]) -> None:
+        """Add follower snapshots to the history; the published windows whose count they
+        change (after them, none of their own) get an empty late part, so the stage
+        publishes them again, next revision (``windows.take_late``). The windows they fall in
+        get their own late part from ``windows.add``."""
+        history = state["fh"]
+        first = min(ts for ts, _ in snapshots)
+        published = state.get("pub", {})
+        was = {(size, start): _count(fl.before(history, start + size))
+               for size, runs in published.items() for start in fl.starts(runs, size, first)}
+        changed = False
+        for ts, count in snapshots:
+            changed = fl.insert(history, ts, count) or changed
+        if not changed or not was:
+            return
+        for (size, start), before in was.items():
+            if _count(fl.before(history, start + size)) != before:
+                late = state["win"].setdefault("late", {})
+                late.setdefault(size, {}).setdefault(start, m.empty())
+
+    def _trim(self, state: State, watermark: int) -> bool:
+        """Forget the snapshots and published windows nothing can reach any more."""
+        low = watermark - self.spec.lateness_ms
+        history = state["fh"]
+        changed = fl.prune(history, low)
+        changed = fl.compact(history, watermark, self.grain) or changed
+        published = state.get("pub")
+        if published:
+            for size in list(published):
+                changed = fl.drop_before(published[size], size, low) or changed
+                if not published[size]:
+                    del published[size]
+            if not published:
+                del state["pub"]
+        return changed
+
+    def _note_published(self, state: State, watermark: int) -> bool:
+        """Note the windows the stage publishes at this watermark, right after ``apply`` or
+        ``close``: the open windows it closes and the late parts it publishes (a correction,
+        or the first publication of a window that had nothing of this key), as long as they
+        can still be corrected. True if any was new."""
+        win, low, changed = state["win"], watermark - self.spec.lateness_ms, False
+        due = [(size, start) for size, per_size in win["w"].items() for start in per_size
+               if start + size + self.spec.grace_ms <= watermark]
+        due += [(size, start) for size, per_size in win.get("late", {}).items() for start in per_size]
+        for size, start in due:
+            if start + size > low:
+                changed = fl.note(state.setdefault("pub", {}).setdefault(size, []), start, size) or changed
+        return changed
+
+    def _followers(self, state: State, watermark: int) -> int | None:
+        """The live follower count: the last snapshot at or before the watermark."""
+        return _count(fl.at_or_before(state["fh"], watermark))
 
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         changed = windows.prune(state["win"], watermark, self.spec)
+        changed = self._trim(state, watermark) or changed
+        changed = self._note_published(state, watermark) or changed
         slots = state.get("pb")
         if slots:
             low = watermark - self.spec.keep_buckets_ms - self.slot_ms
@@ -215,13 +295,16 @@ class Engagement:
         platform, account = split_account_key(key)
         agg = cw.agg
         start, end = iso(cw.start), iso(cw.end)
-        followers = agg["f1"][1] if agg["f1"] else (state["followers"][1] if state["followers"] else None)
+        # the last snapshot before the window's end: its own latest, or the history's
+        # (a restored state's history may lack the window's own)
+        own, known = agg["f1"], fl.before(state["fh"], cw.end)
+        followers = _count(max(own, known) if own is not None and known is not None else own or known)
         values: list[tuple[str, float | None, dict[str, Any]]] = [
             (x.name, x.value(agg, followers), EXTRAS[x.name](agg, followers) if x.name in EXTRAS else {})
             for x in METRICS
         ]
-        if agg["f1"] is not None:
-            values.append(("followers", agg["f1"][1], {}))
+        if followers is not None:
+            values.append(("followers", followers, {}))
         if agg["posts"]:
             top = m.top_posts(agg, self.top_n)
             values.append(("top_posts", len(top), {"top_posts": top}))
@@ -263,7 +346,7 @@ class Engagement:
         platform, account = split_account_key(key)
         if platform not in PLATFORMS:
             return  # the shop's and the direct channel's keys (``all|all``, ``direct|direct``): no posts
-        followers = state["followers"][1] if state["followers"] else None
+        followers = self._followers(state, watermark)
         if followers is not None:
             yield "socialpulse_followers", (platform, account), float(followers)
         for size in self.spec.trailing_ms:
@@ -279,7 +362,7 @@ class Engagement:
                     yield CTR_BY_TYPE.name, (*lv, kind), ctr
 
     def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
-        followers = state["followers"][1] if state["followers"] else None
+        followers = self._followers(state, watermark)
         out: dict[str, Any] = {"followers": followers, "windows": {}}
         for size in self.spec.trailing_ms:
             agg = self._detailed(state, watermark, size)
@@ -291,3 +374,7 @@ class Engagement:
             view["top_posts_by_revenue"] = m.top_posts_by_revenue(agg, self.top_n)
             out["windows"][self.spec.label(size)] = view
         return out
+
+
+def _count(snapshot: list[int] | None) -> int | None:
+    return snapshot[1] if snapshot is not None else None

@@ -4,8 +4,8 @@ An aggregate (``agg``) is what the windowing core keeps per bucket and window:
 
     {"eng": int, "kinds": {kind: int}, "imp": int, "clk": int,
      "posts": {post_id: int},            # engagements per post, for top posts
-     "f0": [ts, followers] | None,       # first follower snapshot in the window
-     "f1": [ts, followers] | None,       # latest follower snapshot in the window
+     "f0": [ts, followers] | None,       # first follower snapshot in the window (least [ts, followers])
+     "f1": [ts, followers] | None,       # latest follower snapshot in the window (greatest [ts, followers])
      # per post and paid/organic (absent in aggregates written before them: read with .get)
      "impp": int, "clkp": int,           # paid impressions, paid clicks (organic = total - paid)
      "pi": {post_id: int},               # impressions per post
@@ -105,11 +105,13 @@ def fold(agg: Agg, event: Event) -> None:
         if event.post_id is not None and amount is not None and amount != 0:
             _add_money(agg.setdefault("pr", {}).setdefault(event.post_id, {}), event.currency, amount)
     elif isinstance(event, Audience):
+        # first and latest by (ts, count): two snapshots of the same ts are ordered by count,
+        # never by which came first
         snap = [event.ts, event.followers]
-        if agg["f0"] is None or snap[0] < agg["f0"][0]:
+        if agg["f0"] is None or snap < agg["f0"]:
             agg["f0"] = snap
-        if agg["f1"] is None or snap[0] >= agg["f1"][0]:
-            agg["f1"] = snap
+        if agg["f1"] is None or snap > agg["f1"]:
+            agg["f1"] = list(snap)
 
 
 def merge(into: Agg, other: Agg) -> None:
@@ -137,9 +139,9 @@ def merge(into: Agg, other: Agg) -> None:
         for cur, v in by_cur.items():
             _add_money(mine, cur, v)
     f0, f1 = other["f0"], other["f1"]
-    if f0 is not None and (into["f0"] is None or f0[0] < into["f0"][0]):
+    if f0 is not None and (into["f0"] is None or f0 < into["f0"]):
         into["f0"] = list(f0)
-    if f1 is not None and (into["f1"] is None or f1[0] >= into["f1"][0]):
+    if f1 is not None and (into["f1"] is None or f1 > into["f1"]):
         into["f1"] = list(f1)
 
 
