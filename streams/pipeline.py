@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -74,15 +74,29 @@ ALIGN_MS = 10 * 60_000
 ALIGN_STALL_S = 30.0
 
 
+def _monotonic() -> float:
+    return time.monotonic()
+
+
 @dataclass(slots=True)
 class InputPosition:
     """What this worker's ingest knows of one assigned input partition (for its marks)."""
 
     newest: int = 0  # newest event time read from it since it was assigned
-    seen: float = 0.0  # when a record last came (monotonic; never: quiet from the start)
+    seen: float = 0.0  # when a record last came (monotonic; 0.0: none yet, see ``align``)
     behind: bool = True  # unread records remain (until the first read shows otherwise)
     announced: bool = False  # a mark saying it is behind went out since it fell behind
     lagging: bool = False  # the last periodic look saw unread records
+    #: when this worker took the partition (monotonic, made at its first look after the
+    #: assignment). Quiet time counts from here when nothing came yet: monotonic's zero is the
+    #: machine's boot, and counting from it made every input of a worker that just started on
+    #: a machine up for more than IDLE quiet at once, so the watermark followed the wall clock
+    assigned: float = field(default_factory=_monotonic)
+
+    def quiet(self, now: float, idle_s: float) -> bool:
+        """Nothing came for ``idle_s`` seconds: since the last record or, before any, since
+        the assignment."""
+        return now - max(self.seen, self.assigned) >= idle_s
 
 
 class StateRecordError(RuntimeError):
@@ -510,7 +524,7 @@ class Pipeline:
             pos.behind = is_behind
             pos.announced = is_behind
             n_behind += is_behind
-            marks[f"{tp.topic}/{tp.partition}"] = Mark(is_behind, pos.newest, not is_behind and now - pos.seen >= idle, now_ms)
+            marks[f"{tp.topic}/{tp.partition}"] = Mark(is_behind, pos.newest, not is_behind and pos.quiet(now, idle), now_ms)
         self.metrics.input_behind.set(n_behind)
         if marks:
             self._send_marks(marks)
