@@ -314,7 +314,7 @@ class Replies:
                 conv = state["convs"][cid] = _new_conv()
             conv["last"] = max(conv["last"], event.ts)
             first = conv.get("ch0")
-            if first is None or (event.ts, event.event_id) < (first[0], first[1]):
+            if "ch" not in conv or (first is not None and (event.ts, event.event_id) < (first[0], first[1])):
                 conv["ch0"] = [event.ts, event.event_id]  # the channel is its earliest message's
                 conv["ch"] = event.channel
             if event.direction == Direction.inbound:
@@ -440,7 +440,10 @@ class Replies:
         if reach is not None and reach["ans"] is None:
             keep = max(keep, reach["ts"] + self.outreach_ms)
         due.append(keep + 1)  # then it is forgotten
-        conv["pol"] = used
+        if used:
+            conv["pol"] = used
+        else:
+            conv.pop("pol", None)
         conv["due"] = min(due)
         return facts
 
@@ -485,6 +488,8 @@ class Replies:
         eff.subtract(tuple(f) for f in facts)
         conv["eff"] = [list(f) for f in eff.elements()]
         del msgs[:n]
+        if not msgs:
+            conv.pop("ch0", None)  # no earlier message can come any more: its channel is settled
 
     def _fact(self, key: str, state: State, f: list[Any], n: int, wm: int) -> None:
         """Apply one fact (``n = 1``) or retract it (``n = -1``)."""

@@ -74,7 +74,8 @@ def merge(into: Agg, other: Agg) -> None:
                     pending.remove(v)
                 else:
                     agents.setdefault(agent, {}).setdefault(slot, []).append(v)
-    _tidy(into)
+    if neg or "neg" in into:  # (additions alone leave nothing to tidy)
+        _tidy(into, set(other["agents"]) | set((neg or {}).get("agents", ())))
 
 
 def negate(part: Agg) -> Agg:
@@ -121,10 +122,10 @@ def _take_agent(into: Agg, agent: str, slot: str, values: list[float]) -> None:
             into.setdefault("neg", {}).setdefault("agents", {}).setdefault(agent, {}).setdefault(slot, []).append(v)
 
 
-def _tidy(agg: Agg) -> None:
-    """Drop emptied agent slots and retractions that found their values."""
+def _tidy(agg: Agg, touched: set[str]) -> None:
+    """Drop emptied agent slots (of the ``touched`` agents) and retractions that found their values."""
     agents = agg["agents"]
-    for agent in [a for a, slots in agents.items() if not all(slots.values())]:
+    for agent in [a for a in touched if a in agents and not all(agents[a].values())]:
         slots = {s: v for s, v in agents[agent].items() if v}
         if slots:
             agents[agent] = slots
