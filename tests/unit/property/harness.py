@@ -175,7 +175,7 @@ class Observation:
     results: dict[str, Any]  # socialpulse.results upserted by key, without ``revision``
     breaches: dict[str, Any]  # socialpulse.reply-breaches upserted by key (a tombstone removes)
     metrics: dict[str, Any]  # /metrics samples (name{labels} -> value), pipeline health left out
-    views: dict[str, Any]  # account API: key -> stage.view(key)
+    views: dict[str, Any]  # account API: key -> stage.view(key), without ``revision``
     raw_results: list[tuple[str, Any]] = field(default_factory=list)  # every record, as sent (the self-check)
 
 
@@ -357,9 +357,18 @@ class Worker:
                     continue
                 labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
                 metrics[f"{s.name}{{{labels}}}"] = float(s.value)
-        views = {key: self.stages["account"].view(key) for key in sorted(keys)}
+        # a cohort's revision in the API counts its publications, as on the results topic: not compared
+        views = {key: _without_revision(self.stages["account"].view(key)) for key in sorted(keys)}
         raw_results = [(k.decode() if k else "", v) for k, v in self.app.made[self.settings.topic(RESULTS)].sent]
         return Observation(results, breaches, metrics, views, raw_results)
+
+
+def _without_revision(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_revision(v) for k, v in value.items() if k != "revision"}
+    if isinstance(value, list):
+        return [_without_revision(v) for v in value]
+    return value
 
 
 def _upsert(sent: list[tuple[bytes | None, bytes | None]]) -> dict[str, Any]:
