@@ -109,50 +109,40 @@ def test_direct_visits_and_socials_share_of_the_revenue_of_all_orders(run):
     for channel in ("all", "direct"):  # the shop's and the direct channel's keys are not accounts
         for name in ("socialpulse_impressions", "socialpulse_conversations_started", "socialpulse_awaiting_reply"):
             assert metric_value(text, name, platform=channel) is None, (name, channel)
-    wait_until(lambda: metric_value(worker.metrics(), "socialpulse_unattributed_orders_total", currency="USD") == 1, 60,
-               what="the order without a touch settled as unattributed")
+    # the order without a touch is counted unattributed once final (its time plus ALLOWED_LATENESS,
+    # 3 d here): a click read before then would have to un-count it, and a counter cannot go down
+    assert metric_value(worker.metrics(), "socialpulse_unattributed_orders_total", currency="USD") is None
     body = orjson.loads(worker.get("/api/v1/accounts/all/all")[1])
     assert body["funnel"]["windows"]["5m"]["order_revenue"] == {"USD": "90.00"}
 
 
 def test_checkouts_abandoned_by_the_source_of_the_last_touch(run):
     worker, *_ = run
-
-    def checkouts():
-        text = worker.metrics()
-        return {(src, outcome): metric_value(text, "socialpulse_checkouts_total", source=src, outcome=outcome)
-                for src in ("facebook", "direct", "search") for outcome in ("started", "completed", "abandoned")}
-
-    want = {("facebook", "started"): 3, ("facebook", "completed"): 2, ("facebook", "abandoned"): 1,
-            ("direct", "started"): 1, ("direct", "completed"): 1, ("direct", "abandoned"): None,
-            ("search", "started"): 1, ("search", "completed"): None, ("search", "abandoned"): 1}
-    seen: list[dict] = [{}]
-
-    def settled() -> bool:
-        seen[0] = checkouts()
-        return seen[0] == want
-
-    try:
-        wait_until(settled, 150, what="checkouts by source")
-    except AssertionError:
-        lines = [ln for ln in worker.metrics().splitlines() if "checkout" in ln and not ln.startswith("#")]
-        raise AssertionError(f"checkouts by source: {seen[0]}, want {want}; on /metrics: {lines}") from None
+    # the counter counts a checkout once nothing can change it (start + CHECKOUT_TIMEOUT +
+    # ALLOWED_LATENESS, 3 d here); the windows hold it from its start, corrected as outcomes come
+    assert metric_value(worker.metrics(), "socialpulse_checkouts_total", source="facebook", outcome="started") is None
     # the same outcomes in the shop's windows: live, in the API and on the results topic
     rates = {"facebook": 1 / 3, "direct": 0.0, "search": 1.0}
     wait_until(lambda: all(metric_value(worker.metrics(), "socialpulse_cart_abandonment_rate", window="5m", source=src)
-                           == pytest.approx(v) for src, v in rates.items()), 30, what="abandonment rates")
+                           == pytest.approx(v) for src, v in rates.items()), 150, what="abandonment rates")
     shop = orjson.loads(worker.get("/api/v1/accounts/all/all")[1])["funnel"]["windows"]["5m"]
     assert shop["checkouts"]["facebook"] == {"started": 3, "completed": 2, "abandoned": 1}
     _, _, broker, _ = run
 
     def published() -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
+        last: dict[str, dict] = {}  # a consumer upserting by key: the last revision of each window
         for msg in consume_all(broker, PREFIX + "socialpulse.results", 10**6, 6):
+            if msg.value() is None:
+                last.pop(msg.key().decode(), None)
+                continue
             r = orjson.loads(msg.value())
-            if r["metric"] == "checkouts" and r["revision"] == 0:
-                mine = out.setdefault(r["source"], {})
-                for outcome in ("started", "completed", "abandoned"):
-                    mine[outcome] = mine.get(outcome, 0) + r.get(outcome, 0)
+            if r["metric"] == "checkouts" and r["revision"] >= last.get(r["key"], {}).get("revision", -1):
+                last[r["key"]] = r
+        out: dict[str, dict[str, int]] = {}
+        for r in last.values():
+            mine = out.setdefault(r["source"], {})
+            for outcome in ("started", "completed", "abandoned"):
+                mine[outcome] = mine.get(outcome, 0) + r.get(outcome, 0)
         return out
 
     want_published = {"facebook": {"started": 3, "completed": 2, "abandoned": 1},
