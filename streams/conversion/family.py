@@ -47,6 +47,17 @@ def empty() -> Agg:
     return {"clk": 0, "orders": 0, "cust": 0, "sess": 0, "site": 0.0, "rev": {}, "cur_orders": {}, "spend": {}, "camp": {}}
 
 
+def _nothing(value: Any) -> bool:
+    """True when an aggregate nets to zero everywhere (counts, amounts, every currency and campaign)."""
+    if isinstance(value, dict):
+        return all(_nothing(v) for v in value.values())
+    if isinstance(value, list):
+        return not value
+    if isinstance(value, str):
+        return Decimal(value) == 0
+    return bool(value == 0)
+
+
 def merge(into: Agg, other: Agg) -> None:
     into["clk"] += other["clk"]
     into["orders"] += other["orders"]
@@ -233,6 +244,8 @@ class Conversion:
 
     def _results(self, platform: str, account: str, cw: windows.ClosedWindow, revision: int = 0) -> tuple[list[Result], int]:
         agg, start = cw.agg, iso(cw.start)
+        if _nothing(agg):  # credits taken back entirely (re-credited elsewhere): as if it never had any
+            return [], 0
         common = {"family": "conversion", "platform": platform, "account_id": account, "window": cw.label,
                   "window_start": start, "window_end": iso(cw.end), "revision": revision}
         out: list[Result] = []
