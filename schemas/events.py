@@ -327,12 +327,16 @@ class Sale(Event):
     """Internal: an order's amount for the shop's revenue of all orders, and how much of it
     each attribution model credits to social touches (not direct visits); sent from the
     shopper's state to the key ``all|all``. A negated copy takes it back (cancelled,
-    refunded, or credited again differently)."""
+    refunded, or credited again differently). ``unattributed``: 1 when the order has no touch at
+    all, -1 in the negation that takes such a sale back because its credit changed (a late click),
+    0 otherwise (a cancellation's take-back too: the order was placed); the shop's key sums it
+    into ``socialpulse_unattributed_orders_total``."""
 
     order_id: Id
     currency: ISO4217
     amount: Decimal = Field(ge=Decimal("-1e12"), le=Decimal("1e12"), allow_inf_nan=False)
     social: dict[str, Decimal] = {}  # model -> amount credited to social touches
+    unattributed: int = Field(default=0, ge=-1, le=1, strict=True)
 
 
 class CheckoutOutcome(Event):

@@ -6,8 +6,8 @@ State per key (``actor_id``), every list oldest first by ``(ts, event_id)``:
      "sessions": [[ts, source, duration_s, event_id], ...],
      "leads":    [[ts, platform, account, event_id], ...],
      "orders":   {order_id: {"placed", "ts", "pid", "amount", "currency", "click_id", "cancel",
-                             "credits", "void", "sale", "svoid", "new", "conv", "leads", "fin", "tal", ...}},
-     "checkouts": {checkout_id: {"s": [ts, event_id], "c": [ts, event_id], "sent", "src", "tal", "n"}}}
+                             "credits", "void", "sale", "svoid", "new", "conv", "leads", "fin", ...}},
+     "checkouts": {checkout_id: {"s": [ts, event_id], "c": [ts, event_id], "sent", "src", "n"}}}
 
 **Order never matters.** Everything the shopper forwards is a function of the events in its
 state, ordered by ``ts``, and kept up to date by difference: after each batch every order's
@@ -31,9 +31,11 @@ revision), and a cancellation read before its placement waits for it.
   the lookback before it standing then) and a standing order follows it within the lookback.
   The conversions are forwarded by difference (``Converted``, +1 / -1).
 - An order is **final** once the watermark passes ``ts + ALLOWED_LATENESS``: no touch, lead or
-  earlier order it depends on can arrive any more. Its credits are frozen then and, if it has
-  no touch at all, it is counted unattributed (``socialpulse_unattributed_orders``): never
-  earlier, because a late click would have to un-count it, and a counter cannot go down.
+  earlier order it depends on can arrive any more. Its credits are frozen then.
+- An order with **no touch** at all is unattributed: its ``Sale`` carries ``unattributed`` 1
+  when sent (and -1 in the negation that takes it back, e.g. when a late click credits it), so
+  the shop's key counts ``socialpulse_unattributed_orders_total`` live and by difference
+  (``funnel``). A cancellation or refund leaves it counted: the counter counts placements.
 
 **Checkouts.** A checkout belongs to the time of its start (its earliest ``started`` event; a
 checkout whose start never came, to its completion). Its source is the shopper's last touch
@@ -43,8 +45,8 @@ abandoned once the watermark passes start + timeout without one (a completion af
 timeout leaves it abandoned). Its ``started``, ``completed`` and ``abandoned`` records go to
 the shop's windows (``all|all``) stamped at the start and are corrected by difference (a
 retraction's event id ends with ``RETRACTED``) when a late touch, start or completion changes
-them. ``socialpulse_checkouts_total{source,outcome}`` counts each checkout once, when nothing
-can change it any more (start + timeout + allowed lateness).
+them. The shop's key sums the same records into ``socialpulse_checkouts_total{source,outcome}``
+(``funnel``): live, a correction takes a count back.
 
 **State bound.** Touches and leads are kept until the watermark passes ``ts + lookback +
 ALLOWED_LATENESS``, orders until it passes ``max(placement, cancellation) + lookback +
@@ -71,7 +73,7 @@ from schemas.events import (
     of_shopper,
 )
 
-from ..family import Forward, Gauge, Output, Route, Sample, Tally
+from ..family import Forward, Gauge, Output, Route, Sample
 from ..windows import WindowSpec
 from .attribution import credits
 
@@ -134,13 +136,9 @@ class Shopper:
     routes = (Route("clicks", of_shopper, primary=False), Route("orders", of_shopper),
               Route("sessions", of_shopper), Route("checkouts", of_shopper), Route("leads", of_shopper, primary=False))
     gauges: tuple[Gauge, ...] = ()
-    counters: tuple[Gauge, ...] = (
-        Gauge("socialpulse_unattributed_orders", "Placed orders with no touch in the lookback, by currency (counted "
-              "once final: ALLOWED_LATENESS after the order).", ("currency",), "counter"),
-        Gauge("socialpulse_checkouts", "Checkouts started, completed and abandoned (CHECKOUT_TIMEOUT), by the "
-              "source of the shopper's last touch before the start (counted once final: start + timeout + "
-              "ALLOWED_LATENESS).", ("source", "outcome"), "counter"),
-    )
+    # the checkouts and unattributed orders are counted on the shop's key (``funnel``), from the
+    # ``CheckoutOutcome`` and ``Sale`` records forwarded there
+    counters: tuple[Gauge, ...] = ()
     merge = None
 
     @classmethod
@@ -166,7 +164,8 @@ class Shopper:
 
     def decode_state(self, raw: dict[str, Any]) -> State:
         """From the changelog's JSON, including what the releases before order-free shoppers wrote
-        (orders with ``reversed``/``settled``, checkouts with ``started``/``done``)."""
+        (orders with ``reversed``/``settled``, checkouts with ``started``/``done``) and the ``tal``
+        marks of the release that counted final orders and checkouts itself (dropped)."""
         state: State = {"clicks": raw["clicks"], "orders": raw["orders"]}
         for name in ("sessions", "checkouts", "leads"):
             if raw.get(name):
@@ -174,9 +173,13 @@ class Shopper:
         old = [o for o in state["orders"].values() if "placed" not in o]
         if old:
             self._migrate_orders(state, old)
+        for o in state["orders"].values():
+            o.pop("tal", None)
         for cid, co in state.get("checkouts", {}).items():
             if "sent" not in co:
                 state["checkouts"][cid] = self._migrate_checkout(co)
+            else:
+                co.pop("tal", None)
         return state
 
     def _migrate_orders(self, state: State, old: list[dict[str, Any]]) -> None:
@@ -186,7 +189,6 @@ class Shopper:
             sale = o.get("sale")
             o.update(placed=not placeholder, pid=o["event_id"], sale={"ts": o["ts"], **sale} if sale else None,
                      sales=o.get("sales", 0), conv=o.get("conv"), new=o.get("new", False), leads=[],
-                     tal=o["settled"] or o["reversed"],
                      # settled (or taken back): final by the old rules; its inputs may be pruned already
                      fin=o["settled"] or o["reversed"])
             if o["reversed"]:  # taken back (or cancelled first): where is unknown, at its own time is closest
@@ -202,10 +204,10 @@ class Shopper:
     def _migrate_checkout(co: dict[str, Any]) -> dict[str, Any]:
         at = [co["ts"], ""]
         new: dict[str, Any] = {"s": at if co["started"] else None, "c": at if co["done"] else None, "sent": None,
-                               "tal": [], "n": 1}
-        if co.get("src") is not None:  # judged (and counted) by the old rules: its source stays
+                               "n": 1}
+        if co.get("src") is not None:  # judged (and sent) by the old rules: its source stays
             sent = ["started", "completed"] if co["done"] else ["started"]
-            new.update(src=co["src"], src_at=co["ts"], sent={"ts": co["ts"], "src": co["src"], "o": sent}, tal=list(sent))
+            new.update(src=co["src"], src_at=co["ts"], sent={"ts": co["ts"], "src": co["src"], "o": sent})
         return new
 
     def is_empty(self, state: State) -> bool:
@@ -235,7 +237,7 @@ class Shopper:
             _insert(state.setdefault("leads", []), [event.ts, event.platform, event.account_id, event.event_id], 3)
         elif isinstance(event, Checkout):
             co = state.setdefault("checkouts", {}).setdefault(
-                event.checkout_id, {"s": None, "c": None, "sent": None, "tal": [], "n": 0})
+                event.checkout_id, {"s": None, "c": None, "sent": None, "n": 0})
             which = "s" if event.status == "started" else "c"
             co[which] = _earliest(co[which], event.ts, event.event_id)
         elif isinstance(event, Order):
@@ -318,7 +320,8 @@ class Shopper:
                 if c[1] != "direct":
                     for model, v in revenue.items():
                         social[model] = social.get(model, Decimal(0)) + Decimal(v)
-        sale = {"ts": ts, "amount": o["amount"], "social": {m: str(v) for m, v in sorted(social.items())}}
+        sale = {"ts": ts, "amount": o["amount"], "social": {m: str(v) for m, v in sorted(social.items())},
+                "un": 0 if records else 1}  # un: no touch at all (``socialpulse_unattributed_orders_total``)
         return records, sale
 
     def _sync_orders(self, state: State) -> list[Output]:
@@ -340,14 +343,14 @@ class Shopper:
                     o["credits"] = [r | {"event_id": derived_id(o["event_id"], f"@v{o['version']}#{i}")}
                                     for i, r in enumerate(records)]
                     out.extend(self._forward(r) for r in o["credits"])
-                if o.get("sale") != sale:
+                if o.get("sale") != sale:  # credited differently: the old sale back, the new one sent
                     if o.get("svoid") is not None:
                         out.extend(self._sale(o, oid, o["sale"], 1, o["svoid"]))
                     if o.get("sale") is not None:
-                        out.extend(self._sale(o, oid, o["sale"], -1, o["sale"]["ts"]))
+                        out.extend(self._sale(o, oid, o["sale"], -1, o["sale"]["ts"], placement=True))
                     o["svoid"] = None
                     o["sale"] = sale
-                    out.extend(self._sale(o, oid, sale, 1, sale["ts"]))
+                    out.extend(self._sale(o, oid, sale, 1, sale["ts"], placement=True))
             gone = self._cancelled_at(o)
             if o.get("void") != gone:  # cancelled, or its cancellation moved: take back at its time
                 if o.get("void") is not None:
@@ -381,14 +384,18 @@ class Shopper:
         return out
 
     @staticmethod
-    def _sale(o: dict[str, Any], order_id: str, sale: dict[str, Any], sign: int, ts: int) -> list[Output]:
+    def _sale(o: dict[str, Any], order_id: str, sale: dict[str, Any], sign: int, ts: int,
+              placement: bool = False) -> list[Output]:
         """The shop's record of this order (its amount, and the part each model credits to social
-        touches) at ``ts``, or its negation."""
+        touches) at ``ts``, or its negation. ``placement``: the sale itself is sent or taken back
+        (its credit changed), so it carries ``unattributed`` (+1 / -1 for an order without any
+        touch); a cancellation's take-back (and its undoing) carries 0: the order was placed."""
         o["sales"] = o.get("sales", 0) + 1
         neg = sign < 0
         record = {"event_id": derived_id(o["event_id"], f"$s{o['sales']}"), "ts": ts, "order_id": order_id,
                   "currency": o["currency"], "amount": str(-Decimal(sale["amount"])) if neg else sale["amount"],
-                  "social": {m: str(-Decimal(v)) for m, v in sale["social"].items()} if neg else sale["social"]}
+                  "social": {m: str(-Decimal(v)) for m, v in sale["social"].items()} if neg else sale["social"],
+                  "unattributed": sign * sale.get("un", 0) if placement else 0}
         return [Forward("account", SHOP_KEY, "sales", record, "orders")]
 
     @staticmethod
@@ -486,9 +493,6 @@ class Shopper:
         for oid, o in list(orders.items()):
             if o["placed"] and not o.get("fin") and o["ts"] < final:
                 o["fin"], changed = True, True  # its touches, leads and earlier orders are all in
-                if not o["credits"] and not o.get("tal"):
-                    o["tal"] = True
-                    out.append(Tally("socialpulse_unattributed_orders", (o["currency"],)))
             last = max(o["ts"], o["cancel"][0]) if o.get("cancel") else o["ts"]
             if last + self.lookback_ms < final:
                 del orders[oid]
@@ -504,9 +508,7 @@ class Shopper:
                     # every touch before it is in: its source is final (the touches may go now)
                     co["src"], co["src_at"] = co["sent"]["src"], at
                     changed = True
-                if at + self.checkout_timeout_ms < final:  # nothing can change it any more: count it once
-                    out.extend(Tally("socialpulse_checkouts", (co["sent"]["src"], outcome))
-                               for outcome in co["sent"]["o"] if outcome not in co["tal"])
+                if at + self.checkout_timeout_ms < final:  # nothing can change it any more
                     del checkouts[cid]
                     changed = True
             if not checkouts:

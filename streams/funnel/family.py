@@ -28,6 +28,15 @@ records: placed minus cancelled or refunded, by event time) and the part each mo
 to social touches: social's share of revenue = social credit ÷ revenue of all orders, per
 model and currency (direct visits are the rest; orders without any touch count in the whole
 only).
+
+**The shop's counters** are cumulative sums of the same records, kept beside the windows
+(state ``tot``, ``metrics.count``), live: ``socialpulse_checkouts_total{source,outcome}`` (a
+checkout counts ``started`` as soon as the shopper sends it, ``abandoned`` at start plus
+``CHECKOUT_TIMEOUT``) and ``socialpulse_unattributed_orders_total{currency}`` (a sale of an
+order without any touch carries ``unattributed`` 1, its negation -1). A correction by late data
+within the allowed lateness (a retraction, a late click attributing an order) takes a count
+back: Prometheus reads the drop as a counter reset. An entry back at 0 is dropped, so the
+totals are the same whatever order the records arrive in.
 """
 
 from __future__ import annotations
@@ -40,10 +49,12 @@ from typing import Any, NotRequired, TypedDict
 from schemas.events import (
     PLATFORMS,
     SHOP_KEY,
+    CheckoutOutcome,
     Click,
     Converted,
     Event,
     Lead,
+    Sale,
     Session,
     account_key,
     of_account,
@@ -95,6 +106,16 @@ ORDER_REVENUE = Gauge("socialpulse_order_revenue", "Revenue of all orders (place
                       "trailing window, per currency.", ("window", "currency"))
 SOCIAL_SHARE = Gauge("socialpulse_social_revenue_share", "Revenue credited to social touches / revenue of all orders, "
                      "trailing window, per attribution model and currency (ratio).", ("window", "model", "currency"))
+CHECKOUTS_TOTAL = Gauge(
+    "socialpulse_checkouts_total", "Checkouts started, completed and abandoned (CHECKOUT_TIMEOUT), by the source of "
+    "the shopper's last touch before the start, counted live on the shop's key. A correction by late data within "
+    "ALLOWED_LATENESS (a touch that changes a checkout's source, a late start or completion) can take a count back, "
+    "which Prometheus reads as a counter reset (rate() and increase() handle it).", ("source", "outcome"), "counter")
+UNATTRIBUTED_TOTAL = Gauge(
+    "socialpulse_unattributed_orders_total", "Placed orders with no touch in the attribution lookback, by currency, "
+    "counted live when the order's sale is sent (a cancellation or refund leaves it counted). A correction by late "
+    "data within ALLOWED_LATENESS (a click that attributes the order) can take a count back, which Prometheus reads "
+    "as a counter reset (rate() and increase() handle it).", ("currency",), "counter")
 ABANDONMENT = Gauge("socialpulse_cart_abandonment_rate", "Checkouts abandoned (CHECKOUT_TIMEOUT) / started, of the "
                     "checkouts started in the trailing window, by the source of the shopper's last touch (ratio).",
                     ("window", "source"))
@@ -107,6 +128,7 @@ class State(TypedDict):
 
     win: Windowed
     coh: NotRequired[dict[int, cohorts.Cohort]]  # UTC day -> the day's clicks and leads and their conversions
+    tot: NotRequired[m.Totals]  # (the shop's key) cumulative checkouts and unattributed orders
 
 
 class Funnel:
@@ -119,7 +141,7 @@ class Funnel:
     )
     counters: tuple[Gauge, ...] = ()
     gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), CPL,
-                                 ORDER_REVENUE, SOCIAL_SHARE, ABANDONMENT)
+                                 ORDER_REVENUE, SOCIAL_SHARE, ABANDONMENT, CHECKOUTS_TOTAL, UNATTRIBUTED_TOTAL)
     merge = staticmethod(m.merge)
 
     def __init__(self, spec: WindowSpec, lookback_ms: int = 7 * 86_400_000) -> None:
@@ -142,10 +164,13 @@ class Funnel:
         state: State = {"win": windows.decode_windowed(raw["win"])}
         if raw.get("coh"):
             state["coh"] = cohorts.decode(raw["coh"])
+        tot = m.decode_totals(raw.get("tot"))  # (absent before the shop's key counted)
+        if tot:
+            state["tot"] = tot
         return state
 
     def is_empty(self, state: State) -> bool:
-        return windows.is_empty(state["win"]) and not state.get("coh")
+        return windows.is_empty(state["win"]) and not state.get("coh") and not state.get("tot")
 
     def windowed(self, state: State) -> Windowed:
         return state["win"]
@@ -159,6 +184,11 @@ class Funnel:
                 continue
             if isinstance(event, Click | Lead):
                 self._bump(state, event.ts, m.CLK if isinstance(event, Click) else m.LEADS)
+            elif isinstance(event, CheckoutOutcome | Sale):  # (the shop's key only gets them)
+                tot = state.setdefault("tot", {})
+                m.count(tot, event)
+                if not tot:
+                    del state["tot"]
             b = windows.bucket_start(event.ts, self.spec.bucket_ms)
             agg = parts.get(b)
             if agg is None:
@@ -236,6 +266,13 @@ class Funnel:
 
     def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
         platform, account = split_account_key(key)
+        if key == SHOP_KEY:  # cumulative, live: a correction can take a count back
+            tot = state.get("tot", {})
+            for name, n in sorted(tot.get("ck", {}).items()):
+                src, _, outcome = name.rpartition("|")
+                yield CHECKOUTS_TOTAL.name, (src, outcome), float(n)
+            for cur, n in sorted(tot.get("un", {}).items()):
+                yield UNATTRIBUTED_TOTAL.name, (cur,), float(n)
         for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)
             if key == SHOP_KEY:
@@ -265,6 +302,10 @@ class Funnel:
                        "lead_to_customer_rate": m.converted_share(c[m.LCUST], c[m.LEADS]),
                        "revision": cohorts.revision(c) if cohorts.revision(c) >= 0 else None}
             for day, c in sorted(state.get("coh", {}).items())}}
+        if key == SHOP_KEY:  # the counters' values (cumulative; live)
+            tot = state.get("tot", {})
+            out["checkouts_total"] = m.checkout_totals(tot)
+            out["unattributed_orders_total"] = dict(sorted(tot.get("un", {}).items()))
         for size in self.spec.trailing_ms:
             agg = self._trailing(state, watermark, size)
             view: dict[str, Any] = {x.name: x.value(agg) for x in METRICS}

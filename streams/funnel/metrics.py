@@ -9,6 +9,14 @@ An aggregate (``Agg``) of one bucket or window of an account:
      "srev": {model: {currency: "decimal"}},  # (the shop's key) the part credited to social touches
      "co": {source: {outcome: n}}}   # (the shop's key) checkouts started in the bucket, by source and outcome
 
+The shop's key also keeps cumulative totals, beside its windows (``Totals``, state ``tot``):
+
+    {"ck": {"source|outcome": n},    # checkouts by source and outcome (``socialpulse_checkouts_total``)
+     "un": {currency: n}}            # placed orders without any touch (``socialpulse_unattributed_orders_total``)
+
+signed sums of the shopper's records (a retraction or a negated sale takes one back); an entry
+back at 0 is dropped, so any arrival order of the same records ends with the same totals.
+
 A cohort (``Cohort``) is one UTC day of an account's clicks and leads and how many of them
 converted so far: ``[clicks, converted clicks, leads, converted leads, revision, changed]``.
 """
@@ -23,13 +31,17 @@ from schemas.events import CheckoutOutcome, Click, Event, Lead, Sale, Session, S
 from ..windows import Agg
 
 __all__ = ["empty", "fold", "merge", "lead_rate", "lead_rate_by_sessions", "cost_per_lead", "NO_CAMPAIGN",
-           "converted_share", "social_share", "abandonment", "checkouts", "checkout_sign", "RETRACTED", "CLK", "CCLK", "LEADS", "LCUST", "COUNTS"]
+           "converted_share", "social_share", "abandonment", "checkouts", "checkout_sign", "RETRACTED", "CLK", "CCLK", "LEADS", "LCUST", "COUNTS",
+           "Totals", "count", "decode_totals", "checkout_totals"]
 
 #: the counts of a funnel cohort (``streams.cohorts``: its revision and changed flag follow them)
 CLK, CCLK, LEADS, LCUST = range(4)
 COUNTS = 4
 
 NO_CAMPAIGN = "(none)"
+#: the shop's cumulative totals: {"ck": {"source|outcome": n}, "un": {currency: n}}
+Totals = dict[str, dict[str, int]]
+
 #: the end of a retracting checkout outcome's event id (``conversion.shopper.RETRACTED``: the same text)
 RETRACTED = "~undo"
 
@@ -102,6 +114,45 @@ def checkout_sign(event: CheckoutOutcome) -> int:
     """+1, or -1 for a record that takes an earlier one back (the shopper corrects a checkout's
     source or outcome: its event id ends with ``RETRACTED``, the record has no sign field)."""
     return -1 if event.event_id.endswith(RETRACTED) else 1
+
+
+def count(tot: Totals, event: Event) -> None:
+    """Add a shopper's record to the shop's totals: a checkout outcome (+1, or -1 retracted) under
+    ``source|outcome``, a sale's ``unattributed`` (+1, -1 or 0) under its currency. An entry back
+    at 0 goes (and a group left empty), so the totals depend on the records, not their order."""
+    if isinstance(event, CheckoutOutcome):
+        group, name, n = "ck", f"{event.source}|{event.outcome}", checkout_sign(event)
+    elif isinstance(event, Sale) and event.unattributed:
+        group, name, n = "un", event.currency, event.unattributed
+    else:
+        return
+    counts = tot.setdefault(group, {})
+    v = counts.get(name, 0) + n
+    if v:
+        counts[name] = v
+    else:
+        counts.pop(name, None)
+        if not counts:
+            del tot[group]
+
+
+def decode_totals(raw: Any) -> Totals:
+    """From the changelog's JSON (only the known groups, integer counts, no zeros)."""
+    out: Totals = {}
+    for group in ("ck", "un"):
+        counts = {str(k): int(v) for k, v in (raw or {}).get(group, {}).items() if int(v)}
+        if counts:
+            out[group] = counts
+    return out
+
+
+def checkout_totals(tot: Totals) -> dict[str, dict[str, int]]:
+    """The checkouts counted so far by source and outcome."""
+    out: dict[str, dict[str, int]] = {}
+    for name, n in sorted(tot.get("ck", {}).items()):
+        src, _, outcome = name.rpartition("|")
+        out.setdefault(src, {})[outcome] = n
+    return out
 
 
 def lead_rate(agg: Agg) -> float | None:

@@ -29,8 +29,6 @@ def run(broker, tmp_path_factory):
         broker, PREFIX, tmp / "data", SOCIALPULSE_BUCKET="1s", SOCIALPULSE_TRAILING_WINDOWS="5m",
         SOCIALPULSE_CLOSED_WINDOWS="10s", SOCIALPULSE_GRACE="15s", SOCIALPULSE_IDLE="1s",
         SOCIALPULSE_ATTRIBUTION_LOOKBACK="30s",
-        # an order without a touch is counted unattributed once final (its time plus the allowed lateness)
-        SOCIALPULSE_ALLOWED_LATENESS="20s",
     )
     worker = spawn_worker(env, tmp)
     worker.wait_ready(60)

@@ -36,21 +36,21 @@ def sample(metrics, name, **labels):
 def test_every_output_goes_where_it_belongs_and_is_counted():
     app, metrics = App(), Metrics()
     metrics.add_counters([Gauge("socialpulse_reply_breaches_published", "breaches", (), "counter"),
-                          Gauge("socialpulse_unattributed_orders", "orders", ("currency",), "counter")])
+                          Gauge("socialpulse_example_orders", "an example counter with a label", ("currency",), "counter")])
     out = Outputs(app, lambda name: f"p.{name}", {"p.likes": "likes"}, "p.", metrics)
     result = Result(family="engagement", metric="engagements", platform="x", account_id="a", window="1m",
                     window_start="2026-11-30T10:00:00Z", window_end="2026-11-30T10:01:00Z", value=3.0, key="k1")
     forward = Forward("account", "x|a", "credits", {"order_id": "o"}, "orders")
     forwards = out.publish([
         result, Record(BREACHES, "x|a|c1|t", b'{"b": 1}'), forward,
-        Tally("socialpulse_reply_breaches_published", ()), Tally("socialpulse_unattributed_orders", ("EUR",), 2.0),
+        Tally("socialpulse_reply_breaches_published", ()), Tally("socialpulse_example_orders", ("EUR",), 2.0),
     ])
     assert forwards == [forward]  # the pipeline routes these
     assert [k for k, _ in app.made[f"p.{RESULTS}"].sent] == [b"k1"]
     assert app.made[f"p.{BREACHES}"].sent == [(b"x|a|c1|t", b'{"b": 1}')]
     assert sample(metrics, "socialpulse_results_published_total", family="engagement") == 1.0
     assert sample(metrics, "socialpulse_reply_breaches_published_total") == 1.0  # a counter without labels
-    assert sample(metrics, "socialpulse_unattributed_orders_total", currency="EUR") == 2.0
+    assert sample(metrics, "socialpulse_example_orders_total", currency="EUR") == 2.0
 
 
 def test_a_rejection_is_dead_lettered_and_counted_by_its_bare_topic():

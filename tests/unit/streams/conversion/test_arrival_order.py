@@ -1,5 +1,5 @@
 """Same events, same numbers (issue 22): the shopper's credits, sales, conversions, checkout
-outcomes and counters are a function of the events and their ``ts``, whatever order and batches
+outcomes and the shop's counters are a function of the events and their ``ts``, whatever order and batches
 they arrive in within the allowed lateness (1 day here, far beyond the 5-minute grace)."""
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.events import SHOP_KEY, Checkout, CheckoutOutcome, Click, Credit, Event, Lead, Order, Session
+from schemas.events import SHOP_KEY, Checkout, CheckoutOutcome, Click, Credit, Event, Lead, Order, Sale, Session
 from streams.conversion import Shopper
 from streams.conversion import family as conv
-from streams.family import Forward, Tally
+from streams.family import Forward
 from streams.funnel import metrics as fm
 
 MIN = 60_000
@@ -81,25 +82,26 @@ END = T + 4 * DAY  # every decision is final by then (timeout, lateness)
 
 def summary(outputs: list[Any]) -> dict[str, Any]:
     """What downstream sees: window aggregates of credits per account and hour, sales and checkouts
-    of the shop per hour, conversions per cohort, counters; nothing that nets to zero."""
+    of the shop per hour, conversions per cohort, the shop's counters (``funnel.metrics.count``:
+    checkouts by source and outcome, unattributed orders); nothing that nets to zero."""
     credit_aggs: dict[tuple[str, int], dict[str, Any]] = defaultdict(conv.empty)
     shop: dict[int, dict[str, Any]] = defaultdict(fm.empty)
     converted: Counter[tuple[Any, ...]] = Counter()
-    tallies: Counter[tuple[Any, ...]] = Counter()
+    totals: fm.Totals = {}
     for f in outputs:
-        if isinstance(f, Tally):
-            tallies[(f.metric, *f.labels)] += int(f.n)
-            continue
         assert isinstance(f, Forward)
         hour = f.event["ts"] - f.event["ts"] % HOUR
         if f.topic == "credits":
             conv.fold(credit_aggs[(f.key, hour)], Credit.model_validate(f.event))
         elif f.topic == "checkout_outcomes":
             assert f.key == SHOP_KEY
-            fm.fold(shop[hour], CheckoutOutcome.model_validate(f.event))
+            outcome = CheckoutOutcome.model_validate(f.event)
+            fm.fold(shop[hour], outcome)
+            fm.count(totals, outcome)
         elif f.topic == "sales":
-            from schemas.events import Sale
-            fm.fold(shop[hour], Sale.model_validate(f.event))
+            sale = Sale.model_validate(f.event)
+            fm.fold(shop[hour], sale)
+            fm.count(totals, sale)
         elif f.topic == "converted":
             converted[(f.key, f.event["kind"], f.event["cohort_ts"])] += f.event["n"]
 
@@ -120,7 +122,7 @@ def summary(outputs: list[Any]) -> dict[str, Any]:
         if any(facts.values()):
             shop_out[hour] = facts
     return {"credits": credits_out, "shop": shop_out, "converted": {k: n for k, n in converted.items() if n},
-            "tallies": dict(tallies)}
+            "totals": totals}
 
 
 def run(batches: list[list[Event]], marks: list[int]) -> dict[str, Any]:
@@ -169,10 +171,11 @@ def test_the_reference_run_has_what_the_scenario_promises():
     credits_ = REFERENCE["credits"]
     assert sum(f["orders"] for f in credits_.values()) == 3  # A, D, E stand (B refunded, C cancelled)
     assert sum(f["customers"] for f in credits_.values()) == 1  # A only: the rest had one standing before
-    assert REFERENCE["tallies"][("socialpulse_checkouts", "none", "started")] == 1
-    # k2 never completed, k3 completed after the timeout (both after the direct visit)
-    assert REFERENCE["tallies"][("socialpulse_checkouts", "direct", "abandoned")] == 2
-    assert ("socialpulse_unattributed_orders", "EUR") not in REFERENCE["tallies"]
+    # k-early: no touch before it; k1 (the pinned x click); k2 never completed, k3 completed after
+    # the timeout, k4 completed (all three after the direct visit)
+    assert REFERENCE["totals"]["ck"] == {"none|started": 1, "none|abandoned": 1, "x|started": 1, "x|completed": 1,
+                                         "direct|started": 3, "direct|abandoned": 2, "direct|completed": 1}
+    assert "un" not in REFERENCE["totals"]  # every order has a touch
 
 
 # -- one test per fault of issue 22 ---------------------------------------------------------
@@ -229,7 +232,8 @@ def test_a_click_read_after_its_checkout_corrects_the_source_beyond_grace():
     out += fam.apply("u1", state, [click(1, T - MIN, "linkedin", "l")], T + 5 * HOUR)
     assert _net(out) == {("linkedin", "started", T): 1, ("linkedin", "abandoned", T): 1}
     final = fam.close("u1", state, T + HOUR + DAY + 1)[0]
-    assert [t.labels for t in final if isinstance(t, Tally)] == [("linkedin", "started"), ("linkedin", "abandoned")]
+    assert final == [] and "checkouts" not in state  # nothing waits for finality
+    assert summary(out)["totals"] == {"ck": {"linkedin|started": 1, "linkedin|abandoned": 1}}
 
 
 def _credits(out: list[Any]) -> dict[tuple[str, int], Decimal]:
@@ -243,13 +247,13 @@ def _credits(out: list[Any]) -> dict[tuple[str, int], Decimal]:
 
 def test_order_read_before_click_beyond_grace_is_attributed():
     """Fault 3: the order is read first and judged unattributed by the old rules after grace; its
-    click, read 6 hours later, credits it (every model, orders, the new customer), and it is never
-    counted unattributed."""
+    click, read 6 hours later, credits it (every model, orders, the new customer), and takes back
+    its count of unattributed orders."""
     fam = shopper()
     state = fam.new_state()
     out = fam.apply("u1", state, [order(1, T, "80.00", "A")], T)
     out += fam.close("u1", state, T + HOUR)[0]
-    assert _credits(out) == {} and not [t for t in out if isinstance(t, Tally)]
+    assert _credits(out) == {} and summary(out)["totals"] == {"un": {"EUR": 1}}  # no touch (yet): counted
     later = fam.apply("u1", state, [click(1, T - HOUR, "facebook", "a")], T + 6 * HOUR)
     [credit] = [f.event for f in later if isinstance(f, Forward) and f.topic == "credits"]
     assert (credit["ts"], credit["orders"], credit["customers"]) == (T, 1, 1)
@@ -257,16 +261,21 @@ def test_order_read_before_click_beyond_grace_is_attributed():
     assert [f.event["n"] for f in later if isinstance(f, Forward) and f.topic == "converted"] == [1]
     [sale] = [f.event for f in later if isinstance(f, Forward) and f.topic == "sales" and f.event["social"]]
     assert sale["social"]["last_touch"] == "80.000000"
-    assert not [t for t in fam.close("u1", state, T + DAY + 1)[0] if isinstance(t, Tally)]  # never unattributed
+    assert summary(out + later)["totals"] == {}  # the click took the count back
+    assert fam.close("u1", state, T + DAY + 1)[0] == []
 
 
-def test_an_order_without_any_touch_is_counted_unattributed_once_final_only():
+def test_an_order_without_any_touch_is_counted_unattributed_when_its_sale_is_sent():
     fam = shopper()
     state = fam.new_state()
-    fam.apply("u1", state, [order(1, T, "80.00", "A")], T)
-    assert fam.close("u1", state, T + DAY)[0] == []  # a click at T may still be read
-    assert fam.close("u1", state, T + DAY + 1)[0] == [Tally("socialpulse_unattributed_orders", ("EUR",))]
-    assert fam.close("u1", state, T + 2 * DAY)[0] == []
+    out = fam.apply("u1", state, [order(1, T, "80.00", "A")], T)
+    assert summary(out)["totals"] == {"un": {"EUR": 1}}  # live: not waiting for finality
+    assert fam.close("u1", state, T + DAY)[0] == []
+    assert fam.close("u1", state, T + DAY + 1)[0] == []  # final: nothing more to send
+    # a refund leaves it counted (the counter counts placements), and takes the revenue back
+    refund = fam.apply("u1", state, [order(2, T + HOUR, "80.00", "A", status="refunded")], T + DAY + 1)
+    assert [(f.event["amount"], f.event["unattributed"]) for f in refund] == [("-80.00", 0)]
+    assert summary(out + refund)["totals"] == {"un": {"EUR": 1}}
 
 
 def test_a_cancellation_read_before_its_order_is_applied_when_the_order_arrives():
@@ -346,4 +355,17 @@ def test_state_written_by_the_previous_release_still_decodes_and_is_not_credited
     assert sum(Decimal(f.event["revenue"]["last_touch"]) for f in out if isinstance(f, Forward) and f.topic == "credits") == 0
     final = fam.close("u1", state, T + DAY + 2 * HOUR)[0]
     assert _net(final) == {("facebook", "abandoned", T): 1}
-    assert [t.labels for t in final if isinstance(t, Tally)] == [("facebook", "abandoned")]  # started: counted before
+
+
+def test_the_marks_of_the_release_that_counted_final_orders_and_checkouts_are_dropped():
+    """That release kept ``tal`` on orders and checkouts (what its own counters had counted); the
+    shop's key counts now, so a record it wrote decodes without them and sends nothing again."""
+    fam = shopper()
+    state = fam.new_state()
+    fam.apply("u1", state, [order(1, T, "80.00", "A"), checkout(2, T, "k")], T)
+    raw = orjson.loads(orjson.dumps(state))
+    raw["orders"]["A"]["tal"] = True
+    raw["checkouts"]["k"]["tal"] = ["started"]
+    again = fam.decode_state(raw)
+    assert "tal" not in again["orders"]["A"] and "tal" not in again["checkouts"]["k"]
+    assert again == state and fam.apply("u1", again, [], T) == []
