@@ -649,13 +649,9 @@ class KeyedStage:
             if expired:
                 out.seen_expired[partition] = expired
             kept = self.closed.get(partition)
-            if kept:
-                gone = [(size, start) for size, start in kept if start + size <= at - self.spec.lateness_ms]
-                for size, start in gone:
-                    kept.discard((size, start))
-                    out.groups[(partition, size, start)] = None
-                    self._recent.pop((partition, size, start), None)
-                    self.memory.pop((partition, size, start), None)
+            # published windows past the allowed lateness are dropped after the families had their turn:
+            # a decision due before the watermark jumped past a window's lateness (a breach) still corrects it
+            gone = [(size, start) for size, start in kept if start + size <= at - self.spec.lateness_ms] if kept else []
             for key in self._due_keys(partition):
                 if budget is not None and len(out.results) >= budget:
                     break
@@ -670,13 +666,21 @@ class KeyedStage:
                         fam_changed = self._publish_closed(partition, key, fam, state, at, out) or fam_changed
                         self._correct(partition, key, fam, state, out)  # e.g. a breach of a spell that came late
                     changed = changed or fam_changed
-                if changed:
-                    if all(fam.is_empty(state[fam.name]) for fam in self.families):
-                        del self.parts[partition][key]
-                        self._hot[partition].discard(key)
-                        out.deleted[partition].add(key)
-                    else:
-                        out.dirty[partition].add(key)
+                # (a key whose events all went to published windows or gone buckets is empty without
+                # having changed here: it goes too, so a key's presence never depends on arrival order)
+                if all(fam.is_empty(state[fam.name]) for fam in self.families):
+                    del self.parts[partition][key]
+                    self._hot[partition].discard(key)
+                    out.deleted[partition].add(key)
+                    out.dirty[partition].discard(key)
+                elif changed:
+                    out.dirty[partition].add(key)
+            if kept:
+                for size, start in gone:
+                    kept.discard((size, start))
+                    out.groups[(partition, size, start)] = None
+                    self._recent.pop((partition, size, start), None)
+                    self.memory.pop((partition, size, start), None)
 
     def _due_keys(self, partition: int) -> list[str]:
         """All keys each tick; in compact mode a rotating slice (each key once per sweep)."""

@@ -128,7 +128,6 @@ class Conversation(TypedDict):
     ch: NotRequired[str]  # channel: its earliest message's (dm when absent)
     ch0: NotRequired[list[Any]]  # [ts, event_id] of that message
     pol: NotRequired[dict[str, Policy]]  # the policy each spell was first held to: "since|first|channel" -> policy
-    judge: NotRequired[list[int]]  # [since, watermark]: a wait seen only after its deadline is judged then
 
 
 class State(TypedDict):
@@ -145,6 +144,7 @@ class State(TypedDict):
     outreach: NotRequired[dict[str, list[int]]]
     phist: NotRequired[dict[str, Any]]
     coh: NotRequired[dict[int, cohorts.Cohort]]
+    wm: NotRequired[int]  # the latest watermark the key's windows were judged at (open, published, dropped)
 
 
 def _hists() -> dict[str, dict[str, Any]]:
@@ -329,7 +329,9 @@ class Replies:
             touched[cid] = conv
         for cid, conv in touched.items():
             conv["msgs"].sort(key=_order)
-            self._sync(key, state, cid, conv, watermark, out, arriving=True)
+            self._sync(key, state, cid, conv, watermark, out)
+        if watermark > state.get("wm", 0):
+            state["wm"] = watermark
         return out
 
     def _deadline(self, key: str, since: int, pol: Policy) -> int:
@@ -402,7 +404,7 @@ class Replies:
                 c["answered"] = True
             c["since"] = None
 
-    def _derive(self, key: str, conv: Conversation, wm: int, arriving: bool) -> list[list[Any]]:
+    def _derive(self, key: str, conv: Conversation, wm: int) -> list[list[Any]]:
         """The facts of a conversation: a function of its messages by event time (and, for a
         spell still open, of whether the watermark has passed its deadline)."""
         c = _copy_carry(conv["c"])
@@ -415,22 +417,10 @@ class Replies:
         if since is not None:
             pol = self._spell_policy(key, conv, since, not c["answered"], used)
             deadline = self._deadline(key, since, pol)
-            breach = ["b", since, deadline, conv.get("ch", "dm"), *pol]
-            judge = conv.get("judge")
-            if judge is not None and judge[0] != since:
-                judge = None
-                conv.pop("judge", None)
             if deadline > wm:
                 due.append(deadline)
-            elif judge is not None and judge[1] > wm:
-                due.append(judge[1])
-            elif judge is None and arriving and breach not in conv["eff"]:
-                # a wait that arrives already past its deadline (a late source) is judged after a
-                # grace of its own, so the reply that comes with it can still count as met
-                conv["judge"] = [since, wm + self.spec.grace_ms]
-                due.append(wm + self.spec.grace_ms)
-            else:
-                facts.append(breach)
+            else:  # (a reply stamped before the deadline and read later withdraws it)
+                facts.append(["b", since, deadline, conv.get("ch", "dm"), *pol])
         reach = c.get("out")
         if reach is not None and reach["ts"] + self.spec.grace_ms > wm:
             due.append(reach["ts"] + self.spec.grace_ms)
@@ -448,19 +438,20 @@ class Replies:
         return facts
 
     def _sync(self, key: str, state: State, cid: str, conv: Conversation, wm: int, out: list[Output],
-              arriving: bool = False) -> None:
+              win_wm: int | None = None) -> None:
         """Re-derive a conversation and apply the difference to the key's counters, histograms
         and windows: facts that no longer hold are retracted, new ones added (a breach that did
         not happen after all is withdrawn by a tombstone on the breaches topic). Then fold the
         messages no late message can precede any more into the conversation's carried state."""
-        new = self._derive(key, conv, wm, arriving)
+        new = self._derive(key, conv, wm)
         old = Counter(tuple(f) for f in conv["eff"])
         now = Counter(tuple(f) for f in new)
         gone, added = old - now, now - old
+        at = wm if win_wm is None else max(wm, win_wm)
         for f in sorted(gone.elements(), key=repr):
-            self._fact(key, state, list(f), -1, wm)
+            self._fact(key, state, list(f), -1, at)
         for f in sorted(added.elements(), key=repr):
-            self._fact(key, state, list(f), 1, wm)
+            self._fact(key, state, list(f), 1, at)
         if gone:
             _drop_zeros(state)
         conv["eff"] = new
@@ -588,15 +579,23 @@ class Replies:
         out: list[Output] = []
         changed = False
         convs = state["convs"]
+        seen = state.get("wm", 0)
+        if watermark > seen:
+            state["wm"] = watermark
         for cid, conv in list(convs.items()):
-            if conv["due"] > watermark:
-                continue
-            self._sync(key, state, cid, conv, watermark, out)
-            changed = True
-            reach = conv["c"].get("out")
-            waiting_for_prospect = reach is not None and reach["ans"] is None and reach["ts"] + self.outreach_ms > watermark
-            if conv["last"] + self.keep_ms < watermark and not waiting_for_prospect:
-                del convs[cid]
+            # like event-time timers, in their order: each at its own moment, so a decision that the
+            # watermark jumped past (a day's jump after an outage) lands in the windows it would have
+            step = 0
+            while conv["due"] <= watermark:
+                step = max(conv["due"], step + 1)
+                # (windows are judged open or published at the latest watermark they were judged at)
+                self._sync(key, state, cid, conv, step, out, win_wm=seen)
+                changed = True
+                reach = conv["c"].get("out")
+                waiting_for_prospect = reach is not None and reach["ans"] is None and reach["ts"] + self.outreach_ms > step
+                if conv["last"] + self.keep_ms < step and not waiting_for_prospect:
+                    del convs[cid]
+                    break
         changed = windows.prune(state["win"], watermark, self.spec) or changed
         published, moved = cohorts.close(state, watermark, self.spec.grace_ms, self.outreach_ms + self.spec.lateness_ms,
                                          lambda day, c: self._cohort_results(key, day, c))
@@ -725,7 +724,7 @@ class Replies:
             "outreach": {agent: {"started": s, "answered": a} for agent, (s, a) in sorted(state.get("outreach", {}).items())},
             "outreach_cohorts": {iso(day): {"started": c[STARTED], "answered": c[ANSWERED],
                                             "revision": cohorts.revision(c) if cohorts.revision(c) >= 0 else None}
-                                 for day, c in sorted(state.get("coh", {}).items())},
+                                 for day, c in sorted(state.get("coh", {}).items()) if c[STARTED] or c[ANSWERED]},
             "clamped_negative_latencies": state["clamped"],
             "slo_seconds": self.slo_ms / 1000,
             "business_hours": self._hours(key) is not None,
@@ -792,6 +791,12 @@ def _drop_zeros(state: State) -> None:
         del state["agent_hist"][agent]
     if "phist" in state and not any(state["phist"]["c"]):
         del state["phist"]
+    coh = state.get("coh")
+    if coh:  # a day never published whose outreach was all taken back: as if it never had any
+        for day in [d for d, c in coh.items() if not (c[STARTED] or c[ANSWERED]) and cohorts.revision(c) < 0]:
+            del coh[day]
+        if not coh:
+            del state["coh"]
 
 
 def _breach_key(key: str, cid: str, since: int) -> str:
@@ -822,8 +827,6 @@ def _upgrade(old: dict[str, Any]) -> Conversation:
         conv["pol"] = {f"{since}|{int(not old.get('answered'))}|{ch}": pol}
         if old.get("breached") and old.get("deadline") is not None:
             conv["eff"] = [["b", since, old["deadline"], ch, *pol]]
-        if old.get("judge") is not None:
-            conv["judge"] = [since, old["judge"]]
     return conv
 
 

@@ -31,8 +31,8 @@ def t0():
     return now - now % (60 * MIN) - 3 * 60 * MIN  # an hour boundary, 3 h ago
 
 
-def run_scenario(t0):
-    fam = Replies(SPEC, slo_ms=15 * MIN)
+def run_scenario(t0, **settings):
+    fam = Replies(SPEC, slo_ms=15 * MIN, **settings)
     state = fam.new_state()
     s = 1000
     out = []
@@ -118,8 +118,7 @@ def test_the_agent_cap_keeps_the_most_recently_active_agents(t0):
 
 
 def test_conversations_are_remembered_for_their_ttl_after_their_last_message(t0):
-    fam, state, _ = run_scenario(t0)
-    fam.ttl_ms = fam.keep_ms = 60 * MIN
+    fam, state, _ = run_scenario(t0, conversation_ttl_ms=60 * MIN)
     fam.close(KEY, state, t0 + 65 * MIN)  # last messages before t0 + 5 min are forgotten, waiting or not
     assert sorted(state["convs"]) == ["c3", "c4", "c5", "c6"]
 
