@@ -35,8 +35,12 @@ _CAMP = ("platform", "account", "campaign", "window", "currency")
 NO_CAMPAIGN = "(none)"
 
 
-def _add(d: dict[str, str], k: str, v: str | Decimal) -> None:
-    d[k] = str(Decimal(d.get(k, "0")) + Decimal(v))
+def _add(d: dict[str, str], k: str, v: str | Decimal, prune: bool = False) -> None:
+    total = Decimal(d.get(k, "0")) + Decimal(v)
+    if prune and total == 0:
+        d.pop(k, None)
+    else:
+        d[k] = str(total)
 
 
 def _camp() -> dict[str, Any]:
@@ -59,28 +63,38 @@ def _nothing(value: Any) -> bool:
 
 
 def merge(into: Agg, other: Agg) -> None:
+    """Add ``other`` into ``into``. Entries that net to zero go (a credit and its negation leave
+    no currency, model or campaign behind: the same aggregate whatever order they came in)."""
     into["clk"] += other["clk"]
     into["orders"] += other["orders"]
     into["cust"] = into.get("cust", 0) + other.get("cust", 0)  # (absent in state written before new customers)
     into["sess"] = into.get("sess", 0) + other.get("sess", 0)
-    into["site"] = into.get("site", 0.0) + other.get("site", 0.0)
+    into["site"] = round(into.get("site", 0.0) + other.get("site", 0.0), 6)  # (the same sum in any order)
     for model, by_cur in other["rev"].items():
         target = into["rev"].setdefault(model, {})
         for cur, v in by_cur.items():
-            _add(target, cur, v)
+            _add(target, cur, v, prune=True)
+        if not target:
+            del into["rev"][model]
     for cur, n in other["cur_orders"].items():
-        into["cur_orders"][cur] = into["cur_orders"].get(cur, 0) + n
+        n += into["cur_orders"].get(cur, 0)
+        if n:
+            into["cur_orders"][cur] = n
+        else:
+            into["cur_orders"].pop(cur, None)
     for cur, v in other["spend"].items():
-        _add(into["spend"], cur, v)
+        _add(into["spend"], cur, v, prune=True)
     for name, c in other["camp"].items():
         mine = into["camp"].setdefault(name, _camp())
         mine["clk"] += c["clk"]
         mine["orders"] += c["orders"]
         mine["cust"] = mine.get("cust", 0) + c.get("cust", 0)
         for cur, v in c["rev"].items():
-            _add(mine["rev"], cur, v)
+            _add(mine["rev"], cur, v, prune=True)
         for cur, v in c["spend"].items():
-            _add(mine["spend"], cur, v)
+            _add(mine["spend"], cur, v, prune=True)
+        if not (mine["clk"] or mine["orders"] or mine["cust"] or mine["rev"] or mine["spend"]):
+            del into["camp"][name]
 
 
 def fold(agg: Agg, event: Event) -> None:

@@ -87,7 +87,9 @@ def arrivals(draw: st.DrawFn) -> tuple[list[list[Event]], list[int]]:
     batches = [order[i:j] for i, j in zip([0, *cuts], [*cuts, len(order)], strict=True)]
     marks, wm = [], T - HOUR
     for k in range(len(batches)):
-        cap = min(e.ts for b in batches[k:] for e in b) + SPEC.lateness_ms
+        # within the allowed lateness of what it changes: a completion corrects the window of its
+        # checkout's start (up to CHECKOUT_TIMEOUT earlier), kept for the allowed lateness after its end
+        cap = min(e.ts for b in batches[k:] for e in b) - HOUR + SPEC.lateness_ms
         if cap > wm:
             wm += int((cap - wm) * draw(st.floats(0, 1)))
         marks.append(wm)
