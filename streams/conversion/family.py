@@ -104,22 +104,28 @@ def fold(agg: Agg, event: Event) -> None:
     elif isinstance(event, Spend):
         _add(agg["spend"], event.currency, event.amount)
         _add(agg["camp"].setdefault(event.campaign_id, _camp())["spend"], event.currency, event.amount)
-    elif isinstance(event, Credit):
-        for model, amount in event.revenue.items():
-            _add(agg["rev"].setdefault(model, {}), event.currency, amount)
-        camp = agg["camp"].setdefault(event.campaign_id or NO_CAMPAIGN, _camp())
-        if "last_touch" in event.revenue:
-            _add(camp["rev"], event.currency, event.revenue["last_touch"])
-        if event.orders:
-            agg["orders"] += event.orders
-            camp["orders"] += event.orders
-            agg["cur_orders"][event.currency] = agg["cur_orders"].get(event.currency, 0) + event.orders
-        if event.sessions or event.site_seconds:
-            agg["sess"] = agg.get("sess", 0) + event.sessions
-            agg["site"] = agg.get("site", 0.0) + event.site_seconds
-        if event.customers:
-            agg["cust"] = agg.get("cust", 0) + event.customers
-            camp["cust"] = camp.get("cust", 0) + event.customers
+    elif isinstance(event, Credit):  # (folded on its own, then merged: what nets to zero goes)
+        one = empty()
+        _credit(one, event)
+        merge(agg, one)
+
+
+def _credit(agg: Agg, event: Credit) -> None:
+    for model, amount in event.revenue.items():
+        _add(agg["rev"].setdefault(model, {}), event.currency, amount)
+    camp = agg["camp"].setdefault(event.campaign_id or NO_CAMPAIGN, _camp())
+    if "last_touch" in event.revenue:
+        _add(camp["rev"], event.currency, event.revenue["last_touch"])
+    if event.orders:
+        agg["orders"] += event.orders
+        camp["orders"] += event.orders
+        agg["cur_orders"][event.currency] = agg["cur_orders"].get(event.currency, 0) + event.orders
+    if event.sessions or event.site_seconds:
+        agg["sess"] = agg.get("sess", 0) + event.sessions
+        agg["site"] = agg.get("site", 0.0) + event.site_seconds
+    if event.customers:
+        agg["cust"] = agg.get("cust", 0) + event.customers
+        camp["cust"] = camp.get("cust", 0) + event.customers
 
 
 def before_purchase(agg: Agg) -> dict[str, float]:
