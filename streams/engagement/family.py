@@ -23,7 +23,7 @@ closed windows of an hour or more (the longest closed window when all are shorte
 windows keep no per-post detail, which would be bytes in every changelog write):
 
 - ``metric="posts"``: ``value`` = posts seen in the window (any engagement, impression,
-  click, lead or credited revenue); ``posts`` = the per-post table, one row per post sorted
+  click, lead or credited revenue not netting to zero); ``posts`` = the per-post table, one row per post sorted
   by post id: ``post_id``, ``engagements``, ``impressions``, ``engagement_rate`` (eng ÷
   imp), ``engagement_rate_by_followers`` (eng ÷ the account's latest follower count, also
   in ``followers``), ``clicks``, ``click_through_rate`` (clicks ÷ imp), ``leads``,
@@ -292,8 +292,10 @@ class Engagement:
 
     def results(self, key: str, cw: windows.ClosedWindow, state: State, revision: int) -> list[Output]:
         """The results of one closed window (``revision`` 0 first, +1 per correction)."""
-        platform, account = split_account_key(key)
         agg = cw.agg
+        if m.is_void(agg):  # only credits that netted to zero (or leads and credits a short window keeps none of)
+            return []
+        platform, account = split_account_key(key)
         start, end = iso(cw.start), iso(cw.end)
         # the last snapshot before the window's end: its own latest, or the history's
         # (a restored state's history may lack the window's own)

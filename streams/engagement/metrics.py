@@ -30,6 +30,7 @@ from ..windows import Agg
 
 __all__ = [
     "empty",
+    "is_void",
     "fold",
     "merge",
     "engagement_rate",
@@ -145,6 +146,19 @@ def merge(into: Agg, other: Agg) -> None:
         into["f1"] = list(f1)
 
 
+def is_void(agg: Agg) -> bool:
+    """Nothing in the window counts: no engagement, impression, click, snapshot or lead, and
+    credited revenue (if any) that nets to zero, or none kept (windows without per-post detail
+    keep no credits). Such a window publishes nothing, as if it never had any events: an
+    order credited to a post and re-credited elsewhere by a late click leaves one behind in
+    one arrival order and none in event-time order."""
+    if agg["eng"] or agg["imp"] or agg["clk"] or agg["f1"] is not None or agg["posts"]:
+        return False
+    if any(agg.get(name) for name in _PER_POST):
+        return False
+    return not any(Decimal(v) != 0 for by_cur in agg.get("pr", {}).values() for v in by_cur.values())
+
+
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
@@ -202,12 +216,16 @@ def click_through_rate_by_type(agg: Agg) -> dict[str, float | None]:
 
 def post_table(agg: Agg, followers: int | None) -> list[dict[str, Any]]:
     """One row per post seen in the window (any of engagements, impressions, clicks, leads,
-    credited revenue), sorted by post id. Ratios are None where the denominator is 0;
+    credited revenue that does not net to zero), sorted by post id. Ratios are None where the denominator is 0;
     revenue is last-touch credited revenue per currency as Decimal text (currencies that net
     to zero left out)."""
     eng, imp, clk, leads, rev = agg["posts"], agg.get("pi", {}), agg.get("pc", {}), agg.get("pl", {}), agg.get("pr", {})
+    # a post whose credited revenue all netted to zero (an order credited to it, then taken
+    # back or re-credited to another post by a late click) and nothing else is not a post of
+    # the window: in event-time order it may never have been credited at all
+    credited = {post for post, by_cur in rev.items() if any(Decimal(v) != 0 for v in by_cur.values())}
     rows = []
-    for post in sorted(set(eng) | set(imp) | set(clk) | set(leads) | set(rev)):
+    for post in sorted(set(eng) | set(imp) | set(clk) | set(leads) | credited):
         e, i, c = eng.get(post, 0), imp.get(post, 0), clk.get(post, 0)
         rows.append({
             "post_id": post, "engagements": e, "impressions": i, "engagement_rate": _ratio(e, i),

@@ -232,3 +232,23 @@ def test_leads_and_credits_without_a_post_leave_no_engagement_state(t0):
     fam.apply("direct|direct", state, [credit("k", t0, None, "10.000000"),
                                        Lead(event_id="d", ts=t0, **ACCT, actor_id="u")], t0)
     assert fam.is_empty(state)
+
+
+def test_a_post_whose_credits_net_to_zero_is_not_in_the_table_whatever_came_first():
+    # an order credited to p3, then re-credited to p1 by a late click: p3's credit is taken
+    # back. In event-time order p3 may never have been credited; either way it has no row
+    for order in ((+1, -1), (-1, +1)):
+        agg = m.empty()
+        for i, sign in enumerate(order):
+            m.fold(agg, credit(f"k{i}", sc.T0, "p3", f"{sign * 40}.000000"))
+        m.fold(agg, credit("k9", sc.T0, "p1", "40.000000"))
+        assert [r["post_id"] for r in m.post_table(agg, 1000)] == ["p1"]
+        assert m.top_posts_by_revenue(agg, 10) == {"EUR": [{"post_id": "p1", "revenue": "40.000000"}]}
+
+
+def test_a_window_with_only_credits_that_net_to_zero_publishes_nothing(t0):
+    fam = Engagement(SPEC)
+    state = fam.new_state()
+    fam.apply(KEY, state, [credit("k", t0 + 5, "p3", "40.000000"), credit("k~", t0 + 6, "p3", "-40.000000")], t0)
+    cw, results = closed(fam, state, t0)
+    assert m.is_void(cw.agg) and results == []
