@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas.events import STAGE_MODELS, Event
+from schemas.events import INPUT_TOPICS, STAGE_MODELS, Event
 from schemas.results import Result
 
 from . import windows
@@ -502,9 +502,12 @@ class KeyedStage:
                 if item.primary:
                     out.rejected.append(self._reject(item, "duplicate", f"event_id seen within {self.spec.label(self.dedup_horizon_ms)} of arrival"))
                 continue
-            if ts < low:  # older than the allowed lateness: its windows are gone
+            # older than the allowed lateness: an input event's windows are gone. A record a family derived
+            # (a credit, a checkout's outcome) is a decision due earlier and taken late (the watermark jumped a
+            # day ahead after an outage): it is applied; windows past their lateness ignore it, totals count it
+            if ts < low and (item.primary or item.topic in INPUT_TOPICS):
                 seen.forget_last(uid)  # a late event is not "seen": a retry stays late
-                if item.primary or item.offset < 0:  # a record a family derived (a credit): never dropped silently
+                if item.primary or item.offset < 0:
                     behind = (current - ts) / 1000
                     out.rejected.append(self._reject(
                         item, "late", f"{behind:.0f}s behind the watermark, allowed lateness {self.spec.label(allowed)}"))

@@ -208,7 +208,9 @@ class Funnel:
         part = m.empty()
         part["cclk" if click else "lcust"] = event.n
         windows.add_bucket(state["win"], event.cohort_ts, part, self.spec, m.merge, watermark)
-        self._bump(state, event.cohort_ts, m.CCLK if click else m.LCUST, event.n)
+        if windows.bucket_start(event.cohort_ts, cohorts.DAY_MS) + cohorts.DAY_MS + self.cohort_open_ms > watermark:
+            self._bump(state, event.cohort_ts, m.CCLK if click else m.LCUST, event.n)
+        # (else its day can no longer change: a conversion taken that late must not publish it anew)
 
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         changed = windows.prune(state["win"], watermark, self.spec)
