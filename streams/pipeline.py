@@ -40,6 +40,7 @@ from .keyed import (
     CLOSED_KEY,
     FormatError,
     Forwarded,
+    KeyedStage,
     StageOutput,
     decode_forward,
     encode_forward,
@@ -51,7 +52,7 @@ from .topics import ACCOUNTS, DLQ
 from .transport import ebb
 from .windows import Mark, WindowSpec
 
-__all__ = ["Pipeline", "StateRecordError"]
+__all__ = ["Pipeline", "StateRecordError", "register_metrics"]
 
 log = logging.getLogger("socialpulse")
 
@@ -103,6 +104,19 @@ class StateRecordError(RuntimeError):
     """A recovered state record this worker cannot read: recovery stops (state is never dropped)."""
 
 
+def register_metrics(stages: dict[str, KeyedStage], metrics: Metrics) -> None:
+    """Each stage's per-key gauges (sampled from its states at scrape time), its families'
+    process-wide counters and their constants, in the registry ``/metrics`` serves."""
+    for stage in stages.values():
+        gauges = [g for fam in stage.families for g in fam.gauges]
+        if gauges:
+            metrics.add_families(gauges, stage.samples)
+        for fam in stage.families:
+            metrics.add_counters(fam.counters)
+            for gauge, value in fam.constants():
+                metrics.add_constant(gauge, value)
+
+
 class Pipeline:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
@@ -112,13 +126,7 @@ class Pipeline:
         self.stages = make_stages(settings, self.spec)
         for name, stage in self.stages.items():
             stage.load_closed = self._closed_loader(name)
-            gauges = [g for fam in stage.families for g in fam.gauges]
-            if gauges:
-                self.metrics.add_families(gauges, stage.samples)
-            for fam in stage.families:
-                self.metrics.add_counters(fam.counters)
-                for gauge, value in fam.constants():
-                    self.metrics.add_constant(gauge, value)
+        register_metrics(self.stages, self.metrics)
         t = settings.topic
         self.bare = {t(name): name for name in INPUT_TOPICS}
         self.models = {t(name): TOPIC_MODELS[name] for name in INPUT_TOPICS}

@@ -40,7 +40,7 @@ from streams.family import Output
 from streams.ingest import Raw, decode_batch, partition_for
 from streams.keyed import CLOSED_KEY, Forwarded, StageOutput
 from streams.outputs import Outputs
-from streams.pipeline import ACTOR_SOURCE, RESULTS_PER_TICK
+from streams.pipeline import ACTOR_SOURCE, RESULTS_PER_TICK, register_metrics
 from streams.settings import Settings
 from streams.topics import BREACHES, RESULTS
 from streams.windows import Mark, WindowSpec
@@ -191,13 +191,7 @@ class Worker:
         self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in self.stages}
         for name, stage in self.stages.items():  # as Pipeline.__init__
             stage.load_closed = self._closed_loader(name)
-            gauges = [g for fam in stage.families for g in fam.gauges]
-            if gauges:
-                self.metrics.add_families(gauges, stage.samples)
-            for fam in stage.families:
-                self.metrics.add_counters(fam.counters)
-                for gauge, value in fam.constants():
-                    self.metrics.add_constant(gauge, value)
+        register_metrics(self.stages, self.metrics)
         t = settings.topic
         self.bare = {t(name): name for name in INPUT_TOPICS}
         self.models = {t(name): TOPIC_MODELS[name] for name in INPUT_TOPICS}
