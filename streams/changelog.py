@@ -29,7 +29,7 @@ from faust.stores import memory, rocksdb
 from faust.types.tuples import FutureMessage, PendingMessage
 
 __all__ = [
-    "write_many", "read_one", "unacknowledged", "send_failures", "delivered", "distrust_unclean", "mark_clean", "CLEAN_STOP",
+    "write_many", "read_one", "read_prefix", "unacknowledged", "send_failures", "delivered", "distrust_unclean", "mark_clean", "CLEAN_STOP",
     "CheckedTable", "ChangelogRecordError",
 ]
 
@@ -119,6 +119,24 @@ def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes 
     if batch is not None and n:
         store._db_for_partition(partition).write(batch)
     return n
+
+
+def read_prefix(table: Any, partition: int, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of one partition of ``table``'s store whose key starts with ``prefix``
+    (a document's pages, ``streams.pages``). RocksDB seeks; the memory store is scanned."""
+    store = table.data
+    if type(store) is memory.Store:
+        return [(k, bytes(v)) for k, v in list(store.data.items()) if isinstance(k, bytes) and k.startswith(prefix)]
+    it = store._db_for_partition(partition).iter()
+    it.seek(prefix)
+    out = []
+    while it.valid():
+        key = bytes(it.key())
+        if not key.startswith(prefix):
+            break
+        out.append((key, bytes(it.value())))
+        it.next()
+    return out
 
 
 def read_one(table: Any, partition: int, key: bytes) -> bytes | None:

@@ -4,13 +4,20 @@ Family gauges are computed at scrape time from the state of the keys this
 worker owns, so they are always fresh and a worker that loses a partition in a
 rebalance stops exporting its series at once (summing across workers in
 Prometheus then equals the truth, with no stale duplicates).
+
+A worker that owns very many accounts does not export every account's series:
+``SeriesPolicy`` keeps the listed and the most active accounts' own series and
+folds the others into ``account="other"`` per platform (docs/operations.md, "Many
+accounts: which series /metrics exports").
 """
 
 from __future__ import annotations
 
 import bisect
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
@@ -24,7 +31,7 @@ from schemas.results import OUTCOMES
 from .family import Gauge as FamilyGauge
 from .family import Sample
 
-__all__ = ["Metrics", "FamilyCollector"]
+__all__ = ["Metrics", "FamilyCollector", "SeriesPolicy", "OTHER"]
 
 # ``*_created`` series double the exposition and no board or rule reads them.
 disable_created_metrics()
@@ -43,20 +50,226 @@ def _family(g: FamilyGauge) -> Any:
     return GaugeMetricFamily(g.name, g.help, labels=list(g.labels))
 
 
-class FamilyCollector(Collector):
-    """Yields every family metric from ``source()`` at scrape time."""
+#: the ``account`` (and ``detail`` labels') value of the folded accounts' aggregate
+OTHER = "other"
+#: the exported accounts are chosen again at most this often (seconds), so series do not churn
+RERANK_S = 300.0
+#: at a new choice, an account takes an exported one's place only when this much more active
+HYSTERESIS = 1.25
 
-    def __init__(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]]) -> None:
-        self.gauges = {g.name: g for g in gauges}
-        self.source = source
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where a per-account gauge keeps its account: label positions in its samples."""
+
+    gauge: FamilyGauge
+    platform: int
+    account: int
+    detail: tuple[int, ...]
+
+
+class SeriesPolicy:
+    """Which accounts keep their own series on ``/metrics``; the rest are folded.
+
+    Exported one by one: the ``accounts`` listed (keys ``platform|account_id``), and the
+    ``top`` most active of the others. Every other account is *folded*: its samples of an
+    additive gauge (``streams.family.Gauge.additive``: counts, sums, counters, histograms
+    bucket by bucket) are summed per platform under ``account="other"``, and its ``detail``
+    labels (agents) become ``"other"`` too, so ``sum by (platform)`` of an additive metric
+    stays exact; a gauge with an ``extreme`` exports the folded accounts' min or max there
+    (the oldest waiting message); any other gauge of a folded account (ratios, means,
+    quantiles, top-N-capped series) is not exported. Samples without ``platform`` and
+    ``account`` labels pass untouched. With ``top`` or fewer accounts nothing is folded:
+    the output is exactly the samples given.
+
+    Activity ranks the accounts: ``activity()``, if given, maps account keys
+    (``platform|account_id``) to a number, larger = more active (e.g. events accepted over
+    the last hour; accounts it does not name count 0). Without it, an account's activity is
+    the sum of its samples of the gauges marked ``activity`` (events in the trailing
+    windows: engagements, clicks, conversations, leads, ...). Ties go by key.
+
+    The choice is stable: it is made again at most every ``rerank_s`` seconds; in between,
+    a new account gets a place only if one is free (fewer than ``top`` chosen, or a chosen
+    account is no longer owned). At a new choice, an account already exported keeps its
+    place unless a newcomer is more than ``hysteresis`` times as active.
+    """
+
+    def __init__(
+        self, accounts: Iterable[str] = (), top: int = 100, activity: Callable[[], Mapping[str, float]] | None = None,
+        rerank_s: float = RERANK_S, hysteresis: float = HYSTERESIS, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if top < 0:
+            raise ValueError("top must be 0 or more")
+        self.listed = frozenset(accounts)
+        self.top = top
+        self.activity = activity
+        self.rerank_s = rerank_s
+        self.hysteresis = hysteresis
+        self.clock = clock
+        #: the accounts (not listed) that keep their own series
+        self.chosen: set[str] = set()
+        self.chosen_at: float | None = None
+        #: accounts seen at the last scrape: with their own series, folded
+        self.exported = 0
+        self.folded = 0
+        self._plans: dict[FamilyGauge, _Plan | None] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, activity: Callable[[], Mapping[str, float]] | None = None) -> SeriesPolicy:
+        """METRICS_ACCOUNTS and METRICS_TOP_ACCOUNTS."""
+        return cls(settings.metrics_accounts, settings.metrics_top_accounts, activity)
+
+    def plan(self, gauge: FamilyGauge) -> _Plan | None:
+        """None: the gauge has no account (its samples pass untouched)."""
+        try:
+            return self._plans[gauge]
+        except KeyError:
+            pass
+        labels = gauge.labels
+        plan = None
+        if "platform" in labels and "account" in labels:
+            plan = _Plan(gauge, labels.index("platform"), labels.index("account"),
+                         tuple(labels.index(name) for name in gauge.detail))
+        self._plans[gauge] = plan
+        return plan
+
+    def apply(self, gauges: Mapping[str, FamilyGauge], samples: Iterable[Sample]) -> list[Sample]:
+        """The samples to export: the exported accounts' as given (in order), then the
+        ``account="other"`` aggregates."""
+        plans = {name: self.plan(g) for name, g in gauges.items()}
+        rows: list[tuple[Sample, _Plan | None, str]] = []
+        seen: dict[str, float] = {}  # account key -> its activity from the samples
+        for sample in samples:
+            plan = plans.get(sample[0])
+            if plan is None:
+                rows.append((sample, None, ""))
+                continue
+            labels = sample[1]
+            key = labels[plan.platform] + "|" + labels[plan.account]
+            rows.append((sample, plan, key))
+            if plan.gauge.activity:
+                seen[key] = seen.get(key, 0.0) + sample[2]  # type: ignore[operator]
+            elif key not in seen:
+                seen[key] = 0.0
+        exported = self._choose(seen)
+        self.exported = sum(1 for key in seen if key in exported)
+        self.folded = len(seen) - self.exported
+        if not self.folded:
+            return [row[0] for row in rows]
+        out: list[Sample] = []
+        other: dict[tuple[str, tuple[str, ...]], Any] = {}
+        for sample, plan, key in rows:
+            if plan is None or key in exported:
+                out.append(sample)
+                continue
+            g = plan.gauge
+            if not g.additive and g.extreme is None:
+                continue
+            name, labels, value = sample
+            folded = list(labels)
+            folded[plan.account] = OTHER
+            for i in plan.detail:
+                folded[i] = OTHER
+            at = (name, tuple(folded))
+            was = other.get(at)
+            if g.kind == "histogram":
+                buckets, total = value  # type: ignore[misc]
+                if was is None:
+                    other[at] = was = [{}, 0.0]
+                counts = was[0]
+                for le, n in buckets:
+                    counts[le] = counts.get(le, 0.0) + n
+                was[1] += total
+            elif was is None:
+                other[at] = value
+            elif g.extreme == "min":
+                other[at] = min(was, value)
+            elif g.extreme == "max":
+                other[at] = max(was, value)
+            else:
+                other[at] = was + value
+        for (name, labels), value in other.items():
+            if isinstance(value, list):
+                value = (sorted(value[0].items(), key=lambda kv: float(kv[0])), value[1])
+            out.append((name, labels, value))
+        return out
+
+    def _choose(self, seen: Mapping[str, float]) -> frozenset[str] | set[str]:
+        """The accounts of ``seen`` (with their activity from the samples) that keep their series."""
+        candidates = [key for key in seen if key not in self.listed]
+        if len(candidates) <= self.top:  # room for all
+            self.chosen = set(candidates)
+            return self.listed | self.chosen
+        self.chosen.intersection_update(candidates)  # an account no longer owned leaves its place
+        now = self.clock()
+        if self.chosen_at is None or now - self.chosen_at >= self.rerank_s:
+            self.chosen_at = now
+            self._rank(candidates, self._activity(seen))
+        else:
+            free = self.top - len(self.chosen)
+            newcomers = [key for key in candidates if key not in self.chosen]
+            if free > 0 and newcomers:
+                if len(newcomers) > free:
+                    act = self._activity(seen)
+                    newcomers.sort(key=lambda k: (-act.get(k, 0.0), k))
+                self.chosen.update(newcomers[:free])
+        return self.listed | self.chosen
+
+    def _activity(self, seen: Mapping[str, float]) -> Mapping[str, float]:
+        return self.activity() if self.activity is not None else seen
+
+    def _rank(self, candidates: list[str], act: Mapping[str, float]) -> None:
+        """Choose anew: the ``top`` most active, except that an exported account keeps its
+        place against a newcomer not clearly (``hysteresis``) more active."""
+        ranked = sorted(candidates, key=lambda k: (-act.get(k, 0.0), k))
+        keep = set(ranked[:self.top])
+        dropped = [k for k in ranked[self.top:] if k in self.chosen]  # most active first
+        newcomers = [k for k in reversed(ranked[:self.top]) if k not in self.chosen]  # least active first
+        for old, new in zip(dropped, newcomers, strict=False):
+            if act.get(new, 0.0) > act.get(old, 0.0) * self.hysteresis:
+                break  # (and every later pair: newcomers only get more active, the old ones less)
+            keep.discard(new)
+            keep.add(old)
+        self.chosen = keep
+
+
+class FamilyCollector(Collector):
+    """Yields every family metric from its sources at scrape time, through ``policy``
+    (``SeriesPolicy``) if given, with ``socialpulse_metrics_accounts`` telling what it did."""
+
+    def __init__(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]],
+                 policy: SeriesPolicy | None = None) -> None:
+        self.gauges: dict[str, FamilyGauge] = {}
+        self.sources: list[Callable[[], Iterable[Sample]]] = []
+        self.policy = policy
+        self.add(gauges, source)
+
+    def add(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]]) -> None:
+        """Another stage's gauges and samples (one collector, so one policy sees every account)."""
+        for g in gauges:
+            if g.name in self.gauges:
+                raise ValueError(f"gauge {g.name} declared twice")
+            self.gauges[g.name] = g
+        self.sources.append(source)
+
+    def _accounts(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "socialpulse_metrics_accounts", "Accounts with per-account series on this worker at the last scrape: "
+            "exported with their own (METRICS_ACCOUNTS and the METRICS_TOP_ACCOUNTS most active), or folded into "
+            "account=\"other\".", labels=["state"])
 
     def describe(self) -> Iterator[Metric]:
         for g in self.gauges.values():
             yield _family(g)
+        if self.policy is not None:
+            yield self._accounts()
 
     def collect(self) -> Iterator[Metric]:
+        samples: Iterable[Sample] = (sample for source in self.sources for sample in source())
+        if self.policy is not None:
+            samples = self.policy.apply(self.gauges, samples)
         grouped: dict[str, list[tuple[tuple[str, ...], Any]]] = defaultdict(list)
-        for name, labels, value in self.source():
+        for name, labels, value in samples:
             grouped[name].append((labels, value))
         for name, g in self.gauges.items():
             fam = _family(g)
@@ -73,6 +286,11 @@ class FamilyCollector(Collector):
                     fam.add_sample(g.name + "_sum", base, total)
                 else:
                     fam.add_metric(list(labels), value)
+            yield fam
+        if self.policy is not None:
+            fam = self._accounts()
+            fam.add_metric(["exported"], self.policy.exported)
+            fam.add_metric(["folded"], self.policy.folded)
             yield fam
 
 
@@ -115,9 +333,13 @@ class BatchHistogram(Collector):
 
 
 class Metrics:
-    """One registry per app, so tests can run several apps in one process."""
+    """One registry per app, so tests can run several apps in one process. ``series``: which
+    accounts keep their own series (default: ``SeriesPolicy()``, the settings' defaults)."""
 
-    def __init__(self) -> None:
+    def __init__(self, series: SeriesPolicy | None = None) -> None:
+        self.series = series if series is not None else SeriesPolicy()
+        #: the families' per-key gauges, every stage's in one collector (``add_families``)
+        self.families: FamilyCollector | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.events = Counter(
@@ -178,12 +400,36 @@ class Metrics:
             "socialpulse_state_bytes", "Encoded size of the keyed stage's state (as written to the changelog).",
             ["stage"], registry=r,
         )
+        self.changelog_records = Counter(
+            "socialpulse_changelog_records", "Records written to the stage's changelog (pages, markers, ids, tombstones).",
+            ["stage"], registry=r,
+        )
+        self.changelog_bytes = Counter(
+            "socialpulse_changelog_bytes", "Bytes of record values written to the stage's changelog.", ["stage"], registry=r,
+        )
+        self.changelog_record_max = Gauge(
+            "socialpulse_changelog_record_max_bytes",
+            "The largest changelog record value this worker wrote, by stage (bounded: streams/pages.py RECORD_MAX).",
+            ["stage"], registry=r,
+        )
         for topic in INPUT_TOPICS:
             for outcome in OUTCOMES:
                 self.events.labels(topic, outcome)
 
     def add_families(self, gauges: Iterable[FamilyGauge], source: Callable[[], Iterable[Sample]]) -> None:
-        self.registry.register(FamilyCollector(gauges, source))
+        """A stage's per-key gauges and their samples at scrape time, through ``series``."""
+        if self.families is None:
+            self.families = FamilyCollector(gauges, source, self.series)
+        else:  # registered again, so the registry checks the new names against every other metric's
+            self.registry.unregister(self.families)
+            self.families.add(gauges, source)
+        self.registry.register(self.families)
+
+    def use_series(self, series: SeriesPolicy) -> None:
+        """Export the families' series through ``series`` from now on (e.g. from the settings)."""
+        self.series = series
+        if self.families is not None:
+            self.families.policy = series
 
     def add_counters(self, counters: Iterable[FamilyGauge]) -> None:
         """A family's process-wide counters (``kind`` counter), once each."""

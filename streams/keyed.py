@@ -53,12 +53,30 @@ from schemas.results import Result
 from . import windows
 from .family import Family, Output, Record, Sample
 from .ingest import SETTLE_S, Raw, Rejection, SeenIds, partition_for
+from .pages import (
+    PAGE,
+    RECORD_MAX,
+    SPLIT_AT,
+    STATE_FORMAT,
+    Directory,
+    FormatError,
+    PageId,
+    assemble,
+    changes,
+    check_format,
+    decode_page,
+    doc_prefix,
+    paginate,
+    parse_key,
+    resolve,
+)
 from .topics import RESULTS
 from .windows import ClosedWindow, EventClock, Mark, WindowSpec
 
 __all__ = [
     "Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "encode_marks",
-    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "KEY_IDS", "FORMAT", "FormatError", "encode_group", "encode_seen",
+    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "FLUSH_KEY", "KEY_IDS", "FORMAT", "WIRE_FORMAT", "FormatError",
+    "encode_group", "encode_seen",
     "decode_seen", "versioned", "unversioned", "check_format", "ids_by_key", "with_ids", "split_ids",
 ]
 
@@ -66,18 +84,27 @@ __all__ = [
 WATERMARK_KEY = "\x00watermark|{partition}"
 #: Table key of one record of a partition's de-duplication ids.
 SEEN_KEY = "\x00seen|{partition}|{name}"
-#: Table key of one closed window of a partition: {key: {family: [revision, aggregate]}}.
+#: Name of the document of one closed window of a partition: {key: {family: [revision, aggregate]}}
+#: (written in pages, ``streams.pages``; before format 2 it was one record under this key).
 CLOSED_KEY = "\x00closed|{partition}|{size}|{start}"
+#: Table key of a partition's flush marker: the epoch of its last complete flush and its watermark.
+FLUSH_KEY = "\x00flush|{partition}"
 
 _WATERMARK = WATERMARK_KEY.split("{", 1)[0]
 _SEEN = SEEN_KEY.split("{", 1)[0]
 _CLOSED = CLOSED_KEY.split("{", 1)[0]
+_FLUSH = FLUSH_KEY.split("{", 1)[0]
+_PAGE = PAGE.decode()
 
 #: (partition, window size, window start) of a closed-window record
 Group = tuple[int, int, int]
 
-#: Format version of forwarded records and state records (bump it with a migration: docs/operations.md)
-FORMAT = 1
+#: Format version of state records (bump it with a migration: docs/operations.md). Version 2: state
+#: in pages written per flush (``streams.pages``); 1: one record per key and per closed window.
+FORMAT = STATE_FORMAT
+#: Format version of forwarded records and marks on the keyed topics (unchanged by format 2 of
+#: the state, so workers of both versions share the topics during a rolling upgrade).
+WIRE_FORMAT = 1
 
 #: closed-window records a stage keeps decoded (each holds one window of one partition)
 RECENT_GROUPS = 64
@@ -109,22 +136,45 @@ def encode_group(group: dict[str, Any]) -> bytes:
     return versioned(orjson.dumps(group))
 
 
-def encode_seen(rows: list[list[Any]]) -> bytes:
-    """A de-duplication ids record: ``{"~v": FORMAT, "ids": [[id, arrived], ...]}``."""
-    return versioned(orjson.dumps({"ids": rows}))
+def encode_seen(rows: list[list[Any]], epoch: int | None = None) -> bytes:
+    """A de-duplication ids record: ``{"~v": FORMAT, "e": epoch, "ids": [[id, arrived], ...]}``
+    (``e``: the flush it belongs to, ``streams.pages``)."""
+    return versioned(orjson.dumps({"ids": rows} if epoch is None else {"e": epoch, "ids": rows}))
 
 
 def decode_seen(raw: bytes) -> list[list[Any]]:
+    return decode_seen_flush(raw)[0]
+
+
+def decode_seen_flush(raw: bytes) -> tuple[list[list[Any]], int | None]:
+    """An ids record's rows and the flush it belongs to (None: written before flushes)."""
     data = orjson.loads(raw)
     if type(data) is list:  # version 0: the bare rows
-        return data
+        return data, None
     if type(data) is not dict:
         raise TypeError("an ids record is not a JSON object")
     check_format(data.get("~v", 0), "an ids record")
     rows = data["ids"]
     if type(rows) is not list or any(type(r) is not list or len(r) != 2 for r in rows):
         raise TypeError("an ids record's ids are not [[id, arrived], ...]")
-    return rows
+    epoch = data.get("e")
+    if epoch is not None and type(epoch) is not int:
+        raise TypeError("an ids record's flush is not an integer")
+    return rows, epoch
+
+
+def seen_chunks(rows: list[list[Any]], limit: int = RECORD_MAX - 1024) -> list[list[list[Any]]]:
+    """A flush's ids in records of at most ``limit`` bytes each."""
+    out: list[list[list[Any]]] = [[]]
+    size = 0
+    for row in rows:
+        n = len(row[0]) * 2 + 24  # (an id's JSON is at most twice its length: escapes)
+        if size + n > limit and out[-1]:
+            out.append([])
+            size = 0
+        out[-1].append(row)
+        size += n
+    return out
 
 
 def ids_by_key(rows: list[list[Any]]) -> dict[str, list[Any]]:
@@ -176,21 +226,9 @@ class Forwarded(NamedTuple):
     arrived: int = 0  # Kafka timestamp (ms) of the input record: de-duplication is by arrival time
 
 
-class FormatError(ValueError):
-    """A record written in a format version this socialpulse does not know (a newer one)."""
-
-
-def check_format(version: Any, what: str) -> None:
-    if type(version) is not int or not 0 <= version <= FORMAT:
-        raise FormatError(
-            f"{what} has format version {version!r}; this socialpulse reads versions 0 to {FORMAT}. "
-            "It was written by a newer socialpulse (or by something else): run that version, or see "
-            "docs/operations.md, 'Upgrades and state formats'")
-
-
 def encode_forward(items: Iterable[Forwarded]) -> bytes:
     """Forwarded events: ``[FORMAT, row, row, ...]`` (version 0 had no leading version)."""
-    return orjson.dumps([FORMAT] + [
+    return orjson.dumps([WIRE_FORMAT] + [
         [f.topic, f.source, f.partition, f.offset, f.key,
          f.event.model_dump(mode="json") if isinstance(f.event, Event) else f.event, f.primary, f.arrived]
         for f in items
@@ -199,7 +237,7 @@ def encode_forward(items: Iterable[Forwarded]) -> bytes:
 
 def encode_marks(marks: dict[str, Mark]) -> bytes:
     """Watermark marks of input partitions (``"topic/partition"``) for a keyed partition."""
-    return orjson.dumps({"v": FORMAT, "marks": {source: mark.row() for source, mark in marks.items()}})
+    return orjson.dumps({"v": WIRE_FORMAT, "marks": {source: mark.row() for source, mark in marks.items()}})
 
 
 def decode_forward(value: bytes) -> list[Forwarded] | dict[str, Mark]:
@@ -207,12 +245,12 @@ def decode_forward(value: bytes) -> list[Forwarded] | dict[str, Mark]:
     ``FormatError`` for a version it does not know, ValueError/TypeError for anything malformed."""
     data = orjson.loads(value)
     if isinstance(data, dict):
-        check_format(data.get("v", 0), "a marks record")
+        check_format(data.get("v", 0), "a marks record", WIRE_FORMAT)
         return {str(source): Mark(bool(r[0]), int(r[1]), bool(r[2]), int(r[3])) for source, r in data["marks"].items()}
     if not isinstance(data, list):
         raise TypeError(f"a keyed-topic record is a JSON array or object, not {type(data).__name__}")
     if data and not isinstance(data[0], list):
-        check_format(data[0], "a forwarded-events record")
+        check_format(data[0], "a forwarded-events record", WIRE_FORMAT)
         data = data[1:]
     make = Forwarded._make
     return [make(row) if len(row) == 8 else Forwarded(*row) for row in data]
@@ -230,6 +268,23 @@ class StageOutput:
     seen_expired: dict[int, list[str]] = field(default_factory=dict)  # partition -> expired record names
     groups: dict[Group, dict[str, Any] | None] = field(default_factory=dict)  # closed windows to write (None: delete)
     corrected: int = 0  # closed windows published again after late data
+
+
+@dataclass(slots=True)
+class Pending:
+    """What a partition's next flush writes: everything changed since the last one (a record
+    cache, as Kafka Streams' ``cache.max.bytes.buffering``: each changed key once per flush)."""
+
+    keys: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+    groups: dict[tuple[int, int], dict[str, Any] | None] = field(default_factory=dict)
+    seen: list[tuple[str, list[list[Any]]]] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    garbage: list[bytes] = field(default_factory=list)  # keys to tombstone after the marker
+    watermark: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.deleted or self.groups or self.seen or self.expired or self.garbage or self.watermark)
 
 
 class KeyedStage:
@@ -267,6 +322,27 @@ class KeyedStage:
         self.settle_s = SETTLE_S
         self._hot: dict[int, set[str]] = defaultdict(set)
         self._sweep: dict[int, list[str]] = {}
+        # -- the changelog (``streams.pages``): what the next flush writes, per partition
+        self.pending: dict[int, Pending] = defaultdict(Pending)
+        #: the epoch of each partition's last flush (new flushes count on from it)
+        self.epochs: dict[int, int] = {}
+        #: the epoch of each partition's last complete flush (what its records are read against)
+        self.markers: dict[int, int] = {}
+        #: what is written of each key's document, per partition (``pages.Directory``)
+        self.dirs: dict[int, dict[str, Directory]] = defaultdict(dict)
+        #: what is written of the closed windows held decoded (in ``memory``, ``_recent`` or pending)
+        self.group_dirs: dict[Group, Directory] = {}
+        #: reads the records of a document from the local store (``pages.doc_prefix``); None: in memory
+        self.load_pages: Callable[[int, bytes], list[tuple[bytes, bytes]]] | None = None
+        #: ids records of this run written in several parts: name -> parts
+        self._seen_parts: dict[int, dict[str, int]] = defaultdict(dict)
+        #: keys and closed windows restored from a record of format 1 (replaced by pages at their next flush)
+        self._legacy: dict[int, set[str]] = defaultdict(set)
+        self._legacy_groups: set[Group] = set()
+        # recovery: the records adopted, resolved against the partition's marker by ``finish_restore``
+        self._restoring: dict[int, dict[str, list[tuple[int, PageId, bytes, bytes | None]]]] = defaultdict(dict)
+        self._restoring_seen: dict[int, list[tuple[str, int, list[list[Any]], bytes]]] = defaultdict(list)
+        self._newest: dict[int, int] = {}
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> dict[str, Any]:
@@ -284,7 +360,12 @@ class KeyedStage:
         return bytes(memoryview(self.dumps(state)))
 
     def loads(self, raw: bytes) -> dict[str, Any]:
-        data = unversioned(raw, "a key's state record")
+        return self._decode(unversioned(raw, "a key's state record"))
+
+    def _decode(self, data: dict[str, Any]) -> dict[str, Any]:
+        if type(data) is not dict:
+            raise TypeError("a key's state is not a JSON object")
+        check_format(data.pop("~v", 0), "a key's state")
         state: dict[str, Any] = {}
         for fam in self.families:
             state[fam.name] = fam.decode_state(data[fam.name]) if fam.name in data else fam.new_state()
@@ -293,6 +374,7 @@ class KeyedStage:
     @property
     def states(self) -> dict[str, dict[str, Any]]:
         """Every owned key's decoded state (for reads and tests; the account stage keeps them decoded)."""
+        self._finish()
         return {k: (self.loads(v) if isinstance(v, bytes) else v) for part in self.parts.values() for k, v in part.items()}
 
     def state(self, partition: int, key: str, create: bool = False) -> dict[str, Any] | None:
@@ -329,41 +411,137 @@ class KeyedStage:
         self._hot.clear()
 
     # -- the changelog ---------------------------------------------------------
-    def changelog_records(self, out: StageOutput) -> dict[int, list[tuple[bytes, bytes | None]]]:
-        """What a processed batch (or tick) writes to the changelog, per partition: each changed
-        key once, with the ids its batch applied (``with_ids``), then deletions, watermarks, ids
-        records and closed windows. Puts decoded states of compact stages back to rest."""
-        writes: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+    def absorb(self, out: StageOutput) -> None:
+        """Take what a processed batch (or tick) changed into the record cache: the next
+        ``flush`` writes it, each changed key and closed window once. Puts decoded states of
+        compact stages back to rest."""
         for partition, keys in out.dirty.items():
-            changed = writes[partition]
-            # each key's record carries the ids the batch applied to it: the key's state and
-            # its ids reach the changelog as one record, so a worker killed between the key
-            # records and the batch's ids record never counts a re-delivered event twice
-            fresh = out.seen.get(partition)
-            ids = ids_by_key(fresh[1]) if fresh is not None else {}
-            for key in keys:
-                value = self.encoded(partition, key)
-                if value is not None:
-                    mine = ids.get(key)
-                    changed.append((key.encode(), with_ids(value, mine) if mine else value))
-        self.cool()
+            if keys:
+                pend = self.pending[partition]
+                pend.keys |= keys
+                pend.deleted -= keys
         for partition, keys in out.deleted.items():
-            writes[partition].extend((key.encode(), None) for key in keys)
-        for partition, watermark in out.watermarks.items():
-            writes[partition].append((WATERMARK_KEY.format(partition=partition).encode(), str(watermark).encode()))
-        for partition, (record, rows) in out.seen.items():
-            writes[partition].append((SEEN_KEY.format(partition=partition, name=record).encode(), encode_seen(rows)))
+            if keys:
+                pend = self.pending[partition]
+                pend.deleted |= keys
+                pend.keys -= keys
+        for partition in out.watermarks:
+            self.pending[partition].watermark = True
+        for partition, record in out.seen.items():
+            self.pending[partition].seen.append(record)
         for partition, names in out.seen_expired.items():
-            writes[partition].extend((SEEN_KEY.format(partition=partition, name=record).encode(), None) for record in names)
+            self.pending[partition].expired.extend(names)
         for (partition, size, start), group in out.groups.items():
-            value = None if group is None else encode_group(group)
-            writes[partition].append((CLOSED_KEY.format(partition=partition, size=size, start=start).encode(), value))
+            self.pending[partition].groups[(size, start)] = group
+        self.cool()
+
+    def flush(self, partitions: Iterable[int] | None = None) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """The changelog records of everything changed since the last flush, per partition, as
+        one atomic flush each (``streams.pages``): the pages that changed and removal notes, the
+        batches' ids, the partition's marker (epoch and watermark), then the tombstones of what
+        they superseded. Every record is at most ``pages.RECORD_MAX`` bytes plus its key."""
+        self._finish()
+        writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for partition in list(self.pending) if partitions is None else list(partitions):
+            pend = self.pending.get(partition)
+            if not pend:
+                continue
+            del self.pending[partition]
+            epoch = self.epochs.get(partition, 0) + 1
+            before: list[tuple[bytes, bytes | None]] = []
+            after: list[tuple[bytes, bytes | None]] = []
+            part, dirs, legacy = self.parts.get(partition, {}), self.dirs[partition], self._legacy.get(partition, set())
+            for key in pend.keys:
+                st = part.get(key)
+                if st is None:
+                    continue
+                if isinstance(st, bytes):
+                    pages = paginate(orjson.loads(st) if len(st) > SPLIT_AT else None, st)
+                else:
+                    pages = paginate(st)
+                b, a, dirs[key] = changes(key, epoch, dirs.get(key, {}), pages)
+                before += b
+                after += a
+                if key in legacy:  # its format-1 record goes once the pages are there
+                    legacy.discard(key)
+                    after.append((key.encode(), None))
+            for key in pend.deleted:
+                b, a, _ = changes(key, epoch, dirs.pop(key, {}), None)
+                before += b
+                after += a
+                if key in legacy:
+                    legacy.discard(key)
+                    after.append((key.encode(), None))
+            for (size, start), data in pend.groups.items():
+                group = (partition, size, start)
+                doc = CLOSED_KEY.format(partition=partition, size=size, start=start)
+                old = self.group_dirs.pop(group, None)
+                if old is None:
+                    old = self._stored(partition, doc)[1]
+                b, a, new = changes(doc, epoch, old, None if data is None else paginate(data))
+                before += b
+                after += a
+                if data is not None and (group in self.memory or group in self._recent):
+                    self.group_dirs[group] = new
+                if data is None or group in self._legacy_groups:
+                    self._legacy_groups.discard(group)
+                    after.append((doc.encode(), None))
+            parts = self._seen_parts[partition]
+            for name, rows in pend.seen:
+                chunks = seen_chunks(rows)
+                if len(chunks) > 1:
+                    parts[name] = len(chunks)
+                for i, chunk in enumerate(chunks):
+                    record = name if i == 0 else f"{name}.{i}"
+                    before.append((SEEN_KEY.format(partition=partition, name=record).encode(), encode_seen(chunk, epoch)))
+            for name in pend.expired:
+                for i in range(parts.pop(name, 1)):
+                    record = name if i == 0 else f"{name}.{i}"
+                    after.append((SEEN_KEY.format(partition=partition, name=record).encode(), None))
+            clock = self.clock(partition)
+            marker = versioned(orjson.dumps({"e": epoch, "wm": clock.persisted}))
+            writes[partition] = [*before, (FLUSH_KEY.format(partition=partition).encode(), marker), *after, *((key, None) for key in pend.garbage)]
+            self.epochs[partition] = self.markers[partition] = epoch
         return writes
 
+    def changelog_records(self, out: StageOutput) -> dict[int, list[tuple[bytes, bytes | None]]]:
+        """``absorb`` a batch and ``flush`` at once (a flush per batch: what tests and tools use)."""
+        self.absorb(out)
+        return self.flush()
+
+    def _stored(self, partition: int, doc: str) -> tuple[dict[PageId, bytes], Directory]:
+        """A document's pages as the local store holds them (garbage found is tombstoned next)."""
+        if self.load_pages is None:
+            return {}, {}
+        versions = []
+        for key, value in self.load_pages(partition, doc_prefix(doc)):
+            _, epoch, pid = parse_key(key)
+            versions.append((epoch, pid, key, decode_page(value)))
+        pages, directory, garbage = resolve(versions, self.markers.get(partition, 0))
+        self.pending[partition].garbage.extend(garbage)
+        return pages, directory
+
     def adopt(self, key: str, value: bytes | None, mine: set[int], partitions: int) -> int:
-        """Take one recovered changelog record (a key, a watermark, an ids record or a closed
-        window) if its partition is one of ``mine``; 1 if it was a key's state. Raises on a
-        record it cannot read (``FormatError`` for a version it does not know)."""
+        """Take one recovered changelog record (a page, a flush marker, an ids record, or a
+        record of format 1: a key, a watermark, a closed window) if its partition is one of
+        ``mine``; 1 if it was a key's state of format 1. Pages are resolved against their
+        partition's marker once every record is in (``finish_restore``, also called by any
+        read). Raises on a record it cannot read (``FormatError`` for a version it does not know)."""
+        if key.startswith(_PAGE):
+            raw = key.encode()
+            doc, epoch, pid = parse_key(raw)
+            partition = self._doc_partition(doc, partitions)
+            if partition in mine and value is not None:
+                self._restoring[partition].setdefault(doc, []).append((epoch, pid, raw, decode_page(value)))
+                self._newest[partition] = max(self._newest.get(partition, 0), epoch)
+            return 0
+        if key.startswith(_FLUSH):
+            partition = int(key[len(_FLUSH):])
+            if partition in mine and value is not None:
+                data = unversioned(value, "a flush marker")
+                self.markers[partition] = max(self.markers.get(partition, 0), int(data["e"]))
+                self.restore_watermark(partition, int(data["wm"]))
+            return 0
         if key.startswith(_WATERMARK):
             partition = int(key[len(_WATERMARK):])
             if partition in mine and value is not None:
@@ -372,16 +550,22 @@ class KeyedStage:
         if key.startswith(_CLOSED):
             part, size, start = key[len(_CLOSED):].split("|")
             if int(part) in mine and value is not None:
-                if self.load_closed is None:  # kept in memory: the record itself
-                    self.memory[(int(part), int(size), int(start))] = unversioned(value, "a closed-window record")
+                group = (int(part), int(size), int(start))
+                if self.load_pages is None:  # kept in memory: the record itself
+                    self.memory.setdefault(group, unversioned(value, "a closed-window record"))
                 else:
                     unversioned(value, "a closed-window record")  # readable, or recovery stops here
-                self.restore_closed(int(part), int(size), int(start))
+                self._legacy_groups.add(group)
+                self.restore_closed(*group)
             return 0
         if key.startswith(_SEEN):
             part, record = key[len(_SEEN):].split("|", 1)
             if int(part) in mine and value is not None:
-                self.restore_seen(int(part), record, decode_seen(value))
+                rows, flushed = decode_seen_flush(value)
+                if flushed is None:
+                    self.restore_seen(int(part), record, rows)
+                else:
+                    self._restoring_seen[int(part)].append((record, flushed, rows, key.encode()))
             return 0
         partition = partition_for(key, partitions)
         if partition not in mine:
@@ -392,11 +576,75 @@ class KeyedStage:
         self.restore(partition, key, value)
         return 1
 
+    def _doc_partition(self, doc: str, partitions: int) -> int:
+        if doc.startswith(_CLOSED):
+            return int(doc[len(_CLOSED):].split("|", 1)[0])
+        return partition_for(doc, partitions)
+
+    def finish_restore(self) -> int:
+        """Resolve the adopted pages against their partition's marker (``pages.resolve``):
+        the documents of complete flushes become the keys' states and closed windows, the
+        rest is tombstoned by the next flush. Returns how many keys were restored from pages."""
+        n = 0
+        for partition, docs in self._restoring.items():
+            marker = self.markers.get(partition, 0)
+            pend = self.pending[partition]
+            for doc, versions in docs.items():
+                pages, directory, garbage = resolve(versions, marker)
+                pend.garbage.extend(garbage)
+                if not pages:
+                    continue
+                if doc.startswith(_CLOSED):
+                    _, size, start = (int(x) for x in doc[len(_CLOSED):].split("|"))
+                    group = (partition, size, start)
+                    self.restore_closed(*group)
+                    if self.load_pages is None:
+                        self.memory[group] = assemble(pages)
+                        self.group_dirs[group] = directory
+                    if group in self._legacy_groups:  # (its format-1 record lost to the pages)
+                        self._legacy_groups.discard(group)
+                        pend.garbage.append(doc.encode())
+                    continue
+                state = self._decode(assemble(pages))
+                self.parts[partition][doc] = self._at_rest(state) if self.compact else state
+                self.dirs[partition][doc] = directory
+                if doc in self._legacy[partition]:
+                    self._legacy[partition].discard(doc)
+                    pend.garbage.append(doc.encode())
+                n += 1
+        for partition, records in self._restoring_seen.items():
+            marker = self.markers.get(partition, 0)
+            for name, epoch, rows, key in records:
+                if epoch > marker:  # the ids of a flush that never completed: their events come again
+                    self.pending[partition].garbage.append(key)
+                else:
+                    self.restore_seen(partition, name, rows)
+                self._newest[partition] = max(self._newest.get(partition, 0), epoch)
+        for partition in set(self._newest) | set(self.markers):
+            self.epochs[partition] = max(self.epochs.get(partition, 0), self.markers.get(partition, 0),
+                                         self._newest.get(partition, 0))
+        self._restoring.clear()
+        self._restoring_seen.clear()
+        self._newest.clear()
+        return n
+
+    def _finish(self) -> None:
+        if self._restoring or self._restoring_seen:
+            self.finish_restore()
+
     def check_record(self, key: str, value: bytes | None) -> None:
         """Raise if a changelog record could not be adopted (read during recovery, with its offset)."""
+        if key.startswith(_PAGE):
+            parse_key(key.encode())
+            if value is not None:
+                decode_page(value)
+            return
         if value is None:
             return
-        if key.startswith(_WATERMARK):
+        if key.startswith(_FLUSH):
+            data = unversioned(value, "a flush marker")
+            int(data["e"]), int(data["wm"])
+        elif key.startswith(_WATERMARK):
             int(value)
         elif key.startswith(_CLOSED):
             unversioned(value, "a closed-window record")
@@ -406,12 +654,14 @@ class KeyedStage:
             self.loads(split_ids(value)[0])
 
     def restore(self, partition: int, key: str, raw: bytes) -> None:
-        """Adopt a key recovered from the changelog (with the ids its last batch applied)."""
+        """Adopt a key's record of format 1 (with the ids its last batch applied)."""
         raw, ids = split_ids(raw, key)
         if ids:
             self.restore_seen(partition, KEY_IDS + key, ids)
         state = self.loads(raw)  # readable, or recovery stops here
-        self.parts[partition][key] = bytes(memoryview(raw)) if self.compact else state
+        self.parts[partition][key] = self._at_rest(state) if self.compact else state
+        self._legacy[partition].add(key)
+        self.pending[partition].keys.add(key)  # written in pages by the next flush
 
     def restore_watermark(self, partition: int, watermark: int) -> None:
         """Never start a partition's watermark below the one its windows closed at."""
@@ -457,8 +707,16 @@ class KeyedStage:
             self.seen.pop(p, None)
             for group in [g for g in self._recent if g[0] == p]:
                 del self._recent[group]
+            for group in [g for g in self.group_dirs if g[0] == p]:
+                del self.group_dirs[group]
+            for group in [g for g in self.memory if g[0] == p]:
+                del self.memory[group]
+            self._legacy_groups = {g for g in self._legacy_groups if g[0] != p}
             self._hot.pop(p, None)
             self._sweep.pop(p, None)
+            # (the pipeline flushes a partition before it lets it go)
+            for table in (self.pending, self.epochs, self.markers, self.dirs, self._seen_parts, self._legacy):
+                table.pop(p, None)  # type: ignore[attr-defined]
 
     def size_bytes(self) -> int:
         """Encoded size of all owned state (what the changelog holds for it)."""
@@ -470,6 +728,7 @@ class KeyedStage:
     # -- events ------------------------------------------------------------
     def process(self, partition: int, items: list[Forwarded], out: StageOutput) -> None:
         """Apply one partition's forwarded events: dedup, lateness, then families."""
+        self._finish()
         clock = self.clock(partition)
         seen = self.seen_ids(partition)
         per_key: dict[str, list[tuple[str, Event]]] = defaultdict(list)
@@ -573,29 +832,47 @@ class KeyedStage:
 
     # -- closed windows ------------------------------------------------------
     def _group(self, out: StageOutput, group: Group) -> dict[str, Any]:
-        """A closed-window record, read once per batch and written back once with it."""
+        """A closed-window record, read once per batch and written back with the next flush."""
         found = out.groups.get(group)
         if found is not None:
             return found
-        if self.load_closed is None:
-            data = self.memory.get(group)
-        else:
-            # the groups of the last few batches stay decoded: corrections (replies to
-            # conversations whose window closed, late sources) come in runs
-            data = self._recent.pop(group, None)
-            if data is None:
-                raw = self.load_closed(*group)
-                data = unversioned(raw, "a closed-window record") if raw is not None else None
+        data = self.pending[group[0]].groups.get(group[1:])  # changed since the last flush
+        if data is None:
+            if self.load_pages is None:
+                data = self.memory.get(group)
+            else:
+                # the groups of the last few batches stay decoded: corrections (replies to
+                # conversations whose window closed, late sources) come in runs
+                data = self._recent.pop(group, None)
+                if data is None:
+                    data = self._load_group(group)
         data = {} if data is None else data
         out.groups[group] = data
-        if self.load_closed is None:
+        if self.load_pages is None:
             self.memory[group] = data
         else:
             self._recent[group] = data  # the same dict the batch changes and writes: never stale
             while len(self._recent) > RECENT_GROUPS:
-                del self._recent[next(iter(self._recent))]
+                gone = next(iter(self._recent))
+                del self._recent[gone]
+                if gone[1:] not in self.pending[gone[0]].groups:
+                    self.group_dirs.pop(gone, None)
         self.closed[group[0]].add(group[1:])  # type: ignore[arg-type]
         return data
+
+    def _load_group(self, group: Group) -> dict[str, Any] | None:
+        """A closed window from the local store: its pages, or its record of format 1."""
+        partition, size, start = group
+        pages, directory = self._stored(partition, CLOSED_KEY.format(partition=partition, size=size, start=start))
+        if pages:
+            self.group_dirs[group] = directory
+            return assemble(pages)  # type: ignore[no-any-return]
+        self.group_dirs[group] = {}
+        raw = self.load_closed(*group) if self.load_closed is not None else None
+        if raw is None:
+            return None
+        self._legacy_groups.add(group)
+        return unversioned(raw, "a closed-window record")
 
     def _publish_closed(self, partition: int, key: str, fam: Family, state: dict[str, Any], at: int, out: StageOutput) -> bool:
         """Publish a family's windows that closed at ``at`` (revision 0) and keep them for corrections."""
@@ -641,6 +918,7 @@ class KeyedStage:
         are closed only until that many results are out; the rest wait for the next tick
         (a watermark that jumps a day ahead must not publish a day of windows at once).
         """
+        self._finish()
         sources = None if expected is None else list(expected)
         for partition, clock in list(self.clocks.items()):
             at = clock.advance(sources)
@@ -684,6 +962,7 @@ class KeyedStage:
                     out.groups[(partition, size, start)] = None
                     self._recent.pop((partition, size, start), None)
                     self.memory.pop((partition, size, start), None)
+                    self.pending[partition].groups.pop((size, start), None)
 
     def _due_keys(self, partition: int) -> list[str]:
         """All keys each tick; in compact mode a rotating slice (each key once per sweep)."""
@@ -701,6 +980,7 @@ class KeyedStage:
 
     # -- reads -------------------------------------------------------------
     def _find(self, key: str) -> tuple[int, dict[str, Any]] | None:
+        self._finish()
         for partition, part in self.parts.items():
             if key in part:
                 st = self.state(partition, key)
@@ -713,6 +993,7 @@ class KeyedStage:
         return clock.current if clock is not None else 0
 
     def samples(self) -> Iterator[Sample]:
+        self._finish()
         for partition, part in list(self.parts.items()):
             at = self.current_watermark(partition)
             for key, state in list(part.items()):

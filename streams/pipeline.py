@@ -30,7 +30,7 @@ from schemas.events import INPUT_TOPICS, TOPIC_MODELS, account_key
 
 from .accounts import BookCollector, book_for
 from .accounts_reader import AccountsReader, dead_letter_value
-from .changelog import _hard_exit, delivered, read_one, write_many
+from .changelog import _hard_exit, delivered, read_one, read_prefix, write_many
 from .exporter import Metrics
 from .families import ROUTER, make_stages
 from .family import Output
@@ -126,6 +126,7 @@ class Pipeline:
         self.stages = make_stages(settings, self.spec)
         for name, stage in self.stages.items():
             stage.load_closed = self._closed_loader(name)
+            stage.load_pages = self._pages_loader(name)
         register_metrics(self.stages, self.metrics)
         t = settings.topic
         self.bare = {t(name): name for name in INPUT_TOPICS}
@@ -175,6 +176,9 @@ class Pipeline:
         self.expected: dict[str, list[str] | None] = {}
         #: input partitions paused because they read too far ahead of the slowest (``align``)
         self.paused: set[TP] = set()
+        #: the largest changelog record value written, per stage (bytes)
+        self.largest: dict[str, int] = {}
+        app.before_commit = self.flush_state  # type: ignore[attr-defined]  # streams/transport.py
         self._ticks = 0
         self._register()
 
@@ -217,6 +221,7 @@ class Pipeline:
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            self.flush_state()  # what was processed reaches the changelog before the offsets are committed
             for name, stage in self.stages.items():
                 topic = self.keyed_topics[name].get_topic_name()
                 mine = {tp.partition for tp in revoked if tp.topic == topic}
@@ -246,6 +251,13 @@ class Pipeline:
             self.owned[name] = set(mine)
             self.settled[name] &= mine
             restored = sum(self._adopt(name, key, value, mine) for key, value in list(table.data.items()))
+            try:
+                restored += stage.finish_restore()
+            except Exception as exc:
+                raise StateRecordError(
+                    f"{name} stage: the local state cannot be put together ({type(exc).__name__}: {exc}). "
+                    f"The local store in {self.app.conf.tabledir} is rebuilt from the changelog if you delete it; "
+                    "see docs/operations.md, 'A state record cannot be read'") from exc
             log.info("%s stage: %d keys restored from the changelog", name, restored)
 
         return on_recover
@@ -426,12 +438,9 @@ class Pipeline:
 
     # -- keyed stages ------------------------------------------------------
     def emit(self, name: str, out: StageOutput) -> None:
-        """Write changed keys once each (one changelog record per key, one RocksDB write
-        per partition), then publish results and dead letters."""
-        stage, table = self.stages[name], self.tables[name]
-        writes = stage.changelog_records(out)
-        for partition, changes in writes.items():
-            write_many(table, partition, changes)
+        """Keep what a batch changed for the next flush (``flush_state``), then publish
+        results and dead letters."""
+        self.stages[name].absorb(out)
         if out.corrected:
             self.metrics.corrections.labels(name).inc(out.corrected)
         for source, n in out.accepted.items():
@@ -440,6 +449,23 @@ class Pipeline:
         self.reject(out.rejected)
         if name == "actor" and self.settled["account"]:
             self._mark_settled(self._actor_marks(), stages=("account",))
+
+    def flush_state(self) -> None:
+        """Write what the stages changed since the last flush to their changelogs: each changed
+        page once, one atomic flush per partition (``streams.pages``), one RocksDB write each.
+        Called before every offset commit (``transport``), each tick and before partitions go."""
+        for name, stage in self.stages.items():
+            table = self.tables[name]
+            for partition, changes in stage.flush().items():
+                write_many(table, partition, changes)
+                self.metrics.changelog_records.labels(name).inc(len(changes))
+                sizes = [len(v) for _, v in changes if v is not None]
+                if sizes:
+                    self.metrics.changelog_bytes.labels(name).inc(sum(sizes))
+                    biggest = max(sizes)
+                    if biggest > self.largest.get(name, 0):
+                        self.largest[name] = biggest
+                        self.metrics.changelog_record_max.labels(name).set(biggest)
 
     def publish(self, outputs: list[Output]) -> None:
         """Results and records to their topics (``streams.outputs``); forwards to their keyed
@@ -557,6 +583,8 @@ class Pipeline:
             self.expected[name] = self.expected_sources(name)
             stage.tick(out, self.expected[name], budget=RESULTS_PER_TICK)
             self.emit(name, out)
+        self.flush_state()
+        for name, stage in self.stages.items():
             for partition, clock in stage.clocks.items():
                 self.metrics.watermark.labels(name, str(partition)).set(clock.current / 1000)
             self.metrics.state_keys.labels(name).set(len(stage))
@@ -576,6 +604,12 @@ class Pipeline:
     def event_time_known(self) -> bool:
         """Every input has marked every owned keyed partition at least once."""
         return all(stage.clocks[p].known for name, stage in self.stages.items() for p in self.owned[name] if p in stage.clocks)
+
+    def _pages_loader(self, name: str) -> Any:
+        def load(partition: int, prefix: bytes) -> list[tuple[bytes, bytes]]:
+            return read_prefix(self.tables[name], partition, prefix)
+
+        return load
 
     def _closed_loader(self, name: str) -> Any:
         def load(partition: int, size: int, start: int) -> bytes | None:

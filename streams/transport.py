@@ -13,8 +13,10 @@ Two things of its per-message data path do not fit a metrics service:
   exactly as Faust acks stream events, so commits and graceful shutdown work
   unchanged. Topics without a lane (the table changelogs) take Faust's path.
 
-* **Commits after sends.** A commit waits until every record the processed
-  batches sent is in the Kafka client and acknowledged by the broker.
+* **Commits after sends.** A commit first has the stages flush their record
+  cache (``app.before_commit``: the state the processed batches changed), then
+  waits until every record those batches sent is in the Kafka client and
+  acknowledged by the broker.
 
 * **Short fetch waits.** A fetch waits at most ``fetch_max_wait_ms`` (100 ms)
   for data, not Faust's fixed 1.5 s: an event crosses two topics.
@@ -161,6 +163,11 @@ class Consumer(driver.Consumer):
         offsets = self._filter_committable_offsets(tps)
         if not offsets:
             return False
+        # the state those batches changed is in the stages' record cache: write it now (no
+        # await since the offsets were taken, so the flush covers every batch they cover)
+        flush = getattr(self.app, "before_commit", None)
+        if flush is not None:
+            flush()
         buffer = self.app.producer.buffer
         deadline = time.monotonic() + 30
         # (a stopping producer drains no more: then Faust's own flush decides)
