@@ -1,0 +1,155 @@
+"""The record cache and its flushes, on the account stage: a worker killed in the middle of a
+flush, restored from what Kafka kept (a prefix of each partition) and fed its uncommitted input
+again, ends with exactly the state and series of a worker that never stopped; one very hot
+account never makes a record over the bound."""
+
+import random
+from collections import defaultdict
+
+import orjson
+import pytest
+
+from schemas.events import TOPIC_MODELS
+from streams.families import make_stages, routes
+from streams.ingest import partition_for
+from streams.keyed import Forwarded, KeyedStage, StageOutput
+from streams.pages import PAGE, RECORD_MAX
+from streams.settings import Settings
+from streams.windows import Mark, WindowSpec
+from tests.fixtures import mixed_scenario as mx
+
+SETTINGS = Settings(partitions=4)
+N = SETTINGS.partitions
+SOURCES = ["in/0", *(f"~actor/{q}" for q in range(N))]
+ACCOUNT_ONLY = {"likes", "impressions", "audience", "spend", "messages"}  # topics only the account stage reads
+START = mx.scenario_start(1_796_000_000_000)
+EVENTS = [e for e in mx.build(START).events if e.topic in ACCOUNT_ONLY]
+EVENTS.sort(key=lambda e: e.ts)
+ARRIVED = [START + i * 50 for i in range(len(EVENTS))]  # Kafka timestamps: the same on every re-delivery
+
+
+def new_stage() -> KeyedStage:
+    stage = make_stages(SETTINGS, WindowSpec.from_settings(SETTINGS))["account"]
+    stage.settle_s = 0
+    return stage
+
+
+class Worker:
+    def __init__(self, changelog: dict[bytes, bytes] | None = None) -> None:
+        self.stage = new_stage()
+        if changelog is not None:
+            for key, value in changelog.items():
+                self.stage.adopt(key.decode(), value, set(range(N)), N)
+            self.stage.finish_restore()
+
+    def batch(self, start: int, end: int) -> None:
+        by_p: dict[int, list[Forwarded]] = defaultdict(list)
+        for i in range(start, end):
+            ev = EVENTS[i]
+            model = TOPIC_MODELS[ev.topic].model_validate(ev.value)
+            for stream, key, primary in routes(ev.topic, model):
+                if stream == "account":
+                    by_p[partition_for(key, N)].append(Forwarded(ev.topic, ev.topic, 0, i, key, model, primary, ARRIVED[i]))
+        out = StageOutput()
+        for p, items in sorted(by_p.items()):
+            self.stage.process(p, items, out)
+        newest = EVENTS[end - 1].ts
+        for p in range(N):  # the input read to here: the watermark follows
+            self.stage.mark(p, {s: Mark(False, newest, False, ARRIVED[end - 1]) for s in SOURCES})
+            self.stage.clock(p).advance(SOURCES)
+        self.stage.tick(out, SOURCES)
+        self.stage.absorb(out)
+
+    def view(self) -> tuple:
+        samples = sorted((n, lv, orjson.dumps(v)) for n, lv, v in self.stage.samples())
+        groups = {g: orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for g, d in self.stage.memory.items() if d}
+        states = orjson.dumps(self.stage.states, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        return samples, groups, states
+
+
+def apply(log: dict[bytes, bytes], records: list[tuple[bytes, bytes | None]]) -> None:
+    """A changelog partition as compaction leaves it: the newest value of each key."""
+    for key, value in records:
+        if value is None:
+            log.pop(key, None)
+        else:
+            log[key] = value
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_worker_killed_inside_a_flush_restarts_exactly(seed):
+    rng = random.Random(seed)
+    bounds = sorted(rng.sample(range(1, len(EVENTS)), 30)) + [len(EVENTS)]
+    batches = list(zip([0, *bounds[:-1]], bounds, strict=True))
+    flush_after = {i for i in range(len(batches)) if rng.random() < 0.4} | {len(batches) - 1}  # the commits
+
+    never = Worker()
+    for i, (a, b) in enumerate(batches):
+        never.batch(a, b)
+        if i in flush_after:
+            never.stage.flush()
+
+    killed, log = Worker(), {}
+    flushes = sorted(flush_after)
+    crash = rng.randrange(len(flushes))  # the flush the worker dies in
+    committed_to = 0  # the input offsets of the last commit: its flush was acknowledged
+    for i, (a, b) in enumerate(batches):
+        killed.batch(a, b)
+        if i not in flush_after:
+            continue
+        writes = killed.stage.flush()
+        if i == flushes[crash]:  # killed: each partition keeps a prefix of what was sent
+            for records in writes.values():
+                apply(log, records[:rng.randint(0, len(records))])
+            break
+        for records in writes.values():
+            apply(log, records)
+        if rng.random() < 0.7:  # the commit after an acknowledged flush may not have happened yet
+            committed_to = i + 1
+
+    restarted = Worker(log)
+    for i in range(committed_to, len(batches)):  # Kafka delivers the uncommitted input again
+        restarted.batch(*batches[i])
+        if i in flush_after:
+            restarted.stage.flush()
+    assert restarted.view() == never.view()
+    # and a third worker restored from the second's changelog agrees again
+    for records in restarted.stage.flush().values():
+        apply(log, records)
+
+
+def test_one_very_hot_account_never_writes_a_record_over_the_bound():
+    """Thousands of conversations, posts and agents on one account within its windows."""
+    stage, t0 = new_stage(), START
+    key = "instagram|hot"
+    items = []
+    for i in range(6000):
+        conv, ts = f"c{i}", t0 + i * 10
+        items.append(("messages", {"event_id": f"m{i}", "ts": ts, "platform": "instagram", "account_id": "hot",
+                                   "conversation_id": conv, "direction": "inbound", "author_id": f"u{i}"}))
+        if i % 2:
+            items.append(("messages", {"event_id": f"r{i}", "ts": ts + 5, "platform": "instagram", "account_id": "hot",
+                                       "conversation_id": conv, "direction": "outbound", "author_id": f"a{i % 900}",
+                                       "agent_id": f"a{i % 900}"}))
+        items.append(("likes", {"event_id": f"l{i}", "ts": ts, "platform": "instagram", "account_id": "hot",
+                                "post_id": f"p{i % 3000}", "actor_id": f"u{i}"}))
+    written: list[tuple[bytes, bytes | None]] = []
+    log: dict[bytes, bytes] = {}
+    for n in range(0, len(items), 2000):
+        out = StageOutput()
+        batch = [Forwarded(t, t, 0, n + j, key, TOPIC_MODELS[t].model_validate(doc), True, t0 + n + j)
+                 for j, (t, doc) in enumerate(items[n:n + 2000])]
+        stage.process(partition_for(key, N), batch, out)
+        stage.absorb(out)
+        for records in stage.flush().values():
+            written += records
+            apply(log, records)
+    whole = len(stage.dumps(stage.states[key]))
+    assert whole > 1_000_000  # as one record it would pass Kafka's default limit
+    values = [v for _, v in written if v is not None]
+    assert max(len(v) for v in values) <= RECORD_MAX
+    assert max(len(k) for k, _ in written) < 1024
+    pages = [k for k in log if k.startswith(PAGE)]
+    assert len(pages) > 100
+    again = Worker(log)
+    assert again.stage.states[key] == stage.states[key]
