@@ -109,6 +109,18 @@ WIRE_FORMAT = 1
 #: closed-window records a stage keeps decoded (each holds one window of one partition)
 RECENT_GROUPS = 64
 
+
+class _Cold:
+    """The state of a key resting in the local store only (``KeyedStage.hot_keys``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "COLD"
+
+
+COLD: Any = _Cold()
+
 #: Name prefix of the ids restored from a key's own record (never written as a ``SEEN_KEY``)
 KEY_IDS = "~key|"
 _IDS_FIELD = b'{"~ids":'
@@ -299,7 +311,7 @@ class KeyedStage:
 
     def __init__(
         self, name: str, spec: WindowSpec, families: list[Family], dedup_horizon_ms: int, idle_ms: int,
-        compact: bool = False, sweep_s: int = 60,
+        compact: bool = False, sweep_s: int = 60, hot_keys: int | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -308,6 +320,11 @@ class KeyedStage:
         self.idle_ms = idle_ms
         self.compact = compact
         self.sweep_s = sweep_s
+        #: keys kept decoded at most (the most recently active); the others rest in the local store
+        #: (``COLD``, decoded on demand, visited by a sweep each ``sweep_s``) once ``load_pages`` reads
+        #: the store and ``cold`` is set (the pipeline, with RocksDB). None: every key stays decoded
+        self.hot_keys = hot_keys
+        self.cold = False
         self.parts: dict[int, dict[str, Any]] = defaultdict(dict)
         self.clocks: dict[int, EventClock] = {}
         self.seen: dict[int, SeenIds] = {}
@@ -343,6 +360,11 @@ class KeyedStage:
         self._restoring: dict[int, dict[str, list[tuple[int, PageId, bytes, bytes | None]]]] = defaultdict(dict)
         self._restoring_seen: dict[int, list[tuple[str, int, list[list[Any]], bytes]]] = defaultdict(list)
         self._newest: dict[int, int] = {}
+        # -- the cold tier: decoded keys by recent activity (oldest first), keys decoded only for a
+        # look (the sweep, the API), and the gauge rows of the keys at rest (their series at rest)
+        self._recency: dict[tuple[int, str], None] = {}
+        self._looked: set[tuple[int, str]] = set()
+        self.rows: dict[int, dict[str, tuple[list[Sample], int]]] = defaultdict(dict)
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> dict[str, Any]:
@@ -375,7 +397,11 @@ class KeyedStage:
     def states(self) -> dict[str, dict[str, Any]]:
         """Every owned key's decoded state (for reads and tests; the account stage keeps them decoded)."""
         self._finish()
-        return {k: (self.loads(v) if isinstance(v, bytes) else v) for part in self.parts.values() for k, v in part.items()}
+        out: dict[str, dict[str, Any]] = {}
+        for p, part in list(self.parts.items()):
+            for k, v in list(part.items()):
+                out[k] = self.loads(v) if isinstance(v, bytes) else self.state(p, k) if v is COLD else v  # type: ignore[assignment]
+        return out
 
     def state(self, partition: int, key: str, create: bool = False) -> dict[str, Any] | None:
         """The decoded state of a key (decoded and marked hot in compact mode)."""
@@ -389,10 +415,58 @@ class KeyedStage:
         elif isinstance(st, bytes):
             st = part[key] = self.loads(st)
             self._hot[partition].add(key)
+        elif st is COLD:
+            pages, directory = self._stored(partition, key)
+            st = part[key] = self._decode(assemble(pages))
+            self.dirs[partition][key] = directory
+            self.rows[partition].pop(key, None)
+            self._looked.add((partition, key))
         return st  # type: ignore[no-any-return]
+
+    def touch(self, partition: int, key: str) -> None:
+        """A key events changed: the most recently active (``hot_keys``)."""
+        if not self.cold:
+            return
+        where = (partition, key)
+        self._recency.pop(where, None)
+        self._recency[where] = None
+        self._looked.discard(where)
+
+    def _evict(self) -> None:
+        """After a flush: keys beyond ``hot_keys`` (least recently active first) and keys
+        decoded only for a look rest in the store again, with their gauge rows kept."""
+        if not self.cold or self.hot_keys is None:
+            return
+        at_rest = [w for w in self._looked]
+        self._looked.clear()
+        excess = len(self._recency) - self.hot_keys
+        if excess > 0:
+            for where in list(self._recency)[:excess]:
+                del self._recency[where]
+                at_rest.append(where)
+        for partition, key in at_rest:
+            self._rest(partition, key)
+
+    def _rest(self, partition: int, key: str) -> None:
+        """Let a decoded key's state go (its pages are in the store), keeping its gauge rows."""
+        part = self.parts.get(partition)
+        st = None if part is None else part.get(key)
+        if part is None or st is None or st is COLD or isinstance(st, bytes):
+            return
+        if key in self.pending[partition].keys:  # not written yet: stays until the next flush
+            self._looked.add((partition, key))
+            return
+        self._looked.discard((partition, key))
+        at = self.current_watermark(partition)
+        rows = [sample for fam in self.families for sample in fam.samples(key, st[fam.name], at)]
+        self.rows[partition][key] = (rows, len(self.dumps(st)))
+        part[key] = COLD
+        self.dirs[partition].pop(key, None)
 
     def encoded(self, partition: int, key: str) -> bytes | None:
         st = self.parts[partition].get(key)
+        if st is COLD:
+            st = self.state(partition, key)
         if st is None or isinstance(st, bytes):
             return st
         return self._at_rest(st)  # the table (a memory store, too) keeps it
@@ -453,7 +527,7 @@ class KeyedStage:
             part, dirs, legacy = self.parts.get(partition, {}), self.dirs[partition], self._legacy.get(partition, set())
             for key in pend.keys:
                 st = part.get(key)
-                if st is None:
+                if st is None or st is COLD:
                     continue
                 if isinstance(st, bytes):
                     pages = paginate(orjson.loads(st) if len(st) > SPLIT_AT else None, st)
@@ -502,6 +576,7 @@ class KeyedStage:
             marker = versioned(orjson.dumps({"e": epoch, "wm": clock.persisted}))
             writes[partition] = [*before, (FLUSH_KEY.format(partition=partition).encode(), marker), *after, *((key, None) for key in pend.garbage)]
             self.epochs[partition] = self.markers[partition] = epoch
+        self._evict()
         return writes
 
     def changelog_records(self, out: StageOutput) -> dict[int, list[tuple[bytes, bytes | None]]]:
@@ -608,6 +683,8 @@ class KeyedStage:
                 state = self._decode(assemble(pages))
                 self.parts[partition][doc] = self._at_rest(state) if self.compact else state
                 self.dirs[partition][doc] = directory
+                if self.cold and self.hot_keys is not None:  # at rest from the start: decoded when needed
+                    self._rest(partition, doc)
                 if doc in self._legacy[partition]:
                     self._legacy[partition].discard(doc)
                     pend.garbage.append(doc.encode())
@@ -626,6 +703,7 @@ class KeyedStage:
         self._restoring.clear()
         self._restoring_seen.clear()
         self._newest.clear()
+        self._evict()  # restored keys rest in the store until events or a look need them
         return n
 
     def _finish(self) -> None:
@@ -660,6 +738,8 @@ class KeyedStage:
             self.restore_seen(partition, KEY_IDS + key, ids)
         state = self.loads(raw)  # readable, or recovery stops here
         self.parts[partition][key] = self._at_rest(state) if self.compact else state
+        if self.cold and self.hot_keys is not None:
+            self._looked.add((partition, key))
         self._legacy[partition].add(key)
         self.pending[partition].keys.add(key)  # written in pages by the next flush
 
@@ -715,12 +795,19 @@ class KeyedStage:
             self._hot.pop(p, None)
             self._sweep.pop(p, None)
             # (the pipeline flushes a partition before it lets it go)
-            for table in (self.pending, self.epochs, self.markers, self.dirs, self._seen_parts, self._legacy):
+            self._recency = {w: None for w in self._recency if w[0] != p}
+            self._looked = {w for w in self._looked if w[0] != p}
+            for table in (self.pending, self.epochs, self.markers, self.dirs, self._seen_parts, self._legacy, self.rows):
                 table.pop(p, None)  # type: ignore[attr-defined]
 
     def size_bytes(self) -> int:
         """Encoded size of all owned state (what the changelog holds for it)."""
-        return sum(len(st) if isinstance(st, bytes) else len(self.dumps(st)) for part in self.parts.values() for st in part.values())
+        total = 0
+        for partition, part in self.parts.items():
+            rows = self.rows.get(partition, {})
+            for key, st in part.items():
+                total += len(st) if isinstance(st, bytes) else rows[key][1] if st is COLD else len(self.dumps(st))
+        return total
 
     def __len__(self) -> int:
         return sum(len(part) for part in self.parts.values())
@@ -784,6 +871,7 @@ class KeyedStage:
         for key, evs in per_key.items():
             state = self.state(partition, key, create=True)
             assert state is not None
+            self.touch(partition, key)
             for fam in self.families:
                 topics = fam.topics
                 mine = [e for t, e in evs if t in topics]
@@ -952,6 +1040,8 @@ class KeyedStage:
                 if all(fam.is_empty(state[fam.name]) for fam in self.families):
                     del self.parts[partition][key]
                     self._hot[partition].discard(key)
+                    self._recency.pop((partition, key), None)
+                    self._looked.discard((partition, key))
                     out.deleted[partition].add(key)
                     out.dirty[partition].discard(key)
                 elif changed:
@@ -970,7 +1060,18 @@ class KeyedStage:
         if not part:
             return []
         if not self.compact:
-            return list(part)
+            if not self.cold:
+                return list(part)
+            # every decoded key each tick; the keys at rest by a rotating slice (each once per sweep)
+            hot = [key for key, st in part.items() if st is not COLD]
+            if len(hot) == len(part):
+                return hot
+            queue = self._sweep.get(partition)
+            if not queue:
+                queue = self._sweep[partition] = [key for key, st in part.items() if st is COLD]
+            n = max(1, -(-(len(part) - len(hot)) // self.sweep_s))
+            chunk, self._sweep[partition] = queue[:n], queue[n:]
+            return hot + [key for key in chunk if part.get(key) is COLD]
         queue = self._sweep.get(partition)
         if not queue:
             queue = self._sweep[partition] = list(part)
@@ -996,9 +1097,13 @@ class KeyedStage:
         self._finish()
         for partition, part in list(self.parts.items()):
             at = self.current_watermark(partition)
+            rows = self.rows.get(partition, {})
             for key, state in list(part.items()):
                 if isinstance(state, bytes):
                     continue  # compact stages export no per-key series
+                if state is COLD:  # at rest: its rows as of its last look (the sweep's, at most sweep_s old)
+                    yield from rows[key][0]
+                    continue
                 for fam in self.families:
                     yield from fam.samples(key, state[fam.name], at)
 
