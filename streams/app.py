@@ -10,6 +10,7 @@ import socket
 
 from .changelog import CheckedTable
 from .clients import faust_credentials, servers
+from .exporter import SeriesPolicy
 from .pipeline import Pipeline
 from .settings import Settings
 from .transport import App
@@ -67,5 +68,7 @@ def build(settings: Settings) -> tuple[App, Pipeline]:
     """The composition root: the Faust app, the pipeline on it and its web endpoints."""
     app = create_app(settings)
     pipeline = Pipeline(app, settings)
+    # which accounts keep their own series on /metrics (METRICS_ACCOUNTS, METRICS_TOP_ACCOUNTS)
+    pipeline.metrics.use_series(SeriesPolicy.from_settings(settings))
     register_views(app, pipeline)
     return app, pipeline

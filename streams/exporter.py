@@ -58,14 +58,28 @@ RERANK_S = 300.0
 HYSTERESIS = 1.25
 
 
+#: how a folded account's sample of a gauge goes into ``account="other"`` (``_Plan.fold``)
+_DROP, _SUM, _HISTOGRAM, _MIN, _MAX = range(5)
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """Where a per-account gauge keeps its account: label positions in its samples."""
+    """A per-account gauge: where its samples keep the account, and how they fold."""
 
-    gauge: FamilyGauge
     platform: int
     account: int
-    detail: tuple[int, ...]
+    detail: tuple[int, ...]  # positions of its ``detail`` labels
+    fold: int
+    activity: bool
+    cumulative: bool  # a counter or histogram: its ``account="other"`` series must never go back
+
+    def other(self, labels: tuple[str, ...]) -> tuple[str, ...]:
+        """The labels of the ``account="other"`` series a folded account's sample goes into."""
+        folded = list(labels)
+        folded[self.account] = OTHER
+        for i in self.detail:
+            folded[i] = OTHER
+        return tuple(folded)
 
 
 class SeriesPolicy:
@@ -92,6 +106,14 @@ class SeriesPolicy:
     a new account gets a place only if one is free (fewer than ``top`` chosen, or a chosen
     account is no longer owned). At a new choice, an account already exported keeps its
     place unless a newcomer is more than ``hysteresis`` times as active.
+
+    ``other``'s counters and histograms stay counters when its members change (an account
+    folded or promoted at a new choice, or moved by a rebalance): they never jump by an
+    account's whole history nor fall, so ``rate()`` of ``other`` counts the folded accounts'
+    events (``_continue``). Their value is the folded accounts' sum until the first change.
+
+    Use: ``apply(gauges, samples)`` once per scrape, with every stage's gauges by name and
+    all their samples; ``exported`` and ``folded`` then count the accounts it saw.
     """
 
     def __init__(
@@ -113,6 +135,13 @@ class SeriesPolicy:
         self.exported = 0
         self.folded = 0
         self._plans: dict[FamilyGauge, _Plan | None] = {}
+        #: the folded accounts at the last scrape, and the exported ones' counters and histograms then
+        self._members: set[str] = set()
+        self._own: dict[str, list[Sample]] = {}
+        #: per ``account="other"`` counter or histogram: what it last showed, and what is added to
+        #: the folded accounts' sum to show it (by part: a bucket's ``le``, or "" for the value or sum)
+        self._last: dict[tuple[str, tuple[str, ...]], dict[str, float]] = {}
+        self._offsets: dict[tuple[str, tuple[str, ...]], dict[str, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Any, activity: Callable[[], Mapping[str, float]] | None = None) -> SeriesPolicy:
@@ -128,8 +157,13 @@ class SeriesPolicy:
         labels = gauge.labels
         plan = None
         if "platform" in labels and "account" in labels:
-            plan = _Plan(gauge, labels.index("platform"), labels.index("account"),
-                         tuple(labels.index(name) for name in gauge.detail))
+            if not gauge.additive:
+                fold = {"min": _MIN, "max": _MAX}.get(gauge.extreme or "", _DROP)
+            else:
+                fold = _HISTOGRAM if gauge.kind == "histogram" else _SUM
+            plan = _Plan(labels.index("platform"), labels.index("account"),
+                         tuple(labels.index(name) for name in gauge.detail), fold, gauge.activity,
+                         gauge.kind in ("counter", "histogram"))
         self._plans[gauge] = plan
         return plan
 
@@ -137,42 +171,59 @@ class SeriesPolicy:
         """The samples to export: the exported accounts' as given (in order), then the
         ``account="other"`` aggregates."""
         plans = {name: self.plan(g) for name, g in gauges.items()}
-        rows: list[tuple[Sample, _Plan | None, str]] = []
+        given = samples if isinstance(samples, list) else list(samples)
+        keys: list[str | None] = []  # each sample's account key (None: no account)
         seen: dict[str, float] = {}  # account key -> its activity from the samples
-        for sample in samples:
-            plan = plans.get(sample[0])
+        key, platform, account = "", None, None
+        for name, labels, value in given:
+            plan = plans.get(name)
             if plan is None:
-                rows.append((sample, None, ""))
+                keys.append(None)
                 continue
-            labels = sample[1]
-            key = labels[plan.platform] + "|" + labels[plan.account]
-            rows.append((sample, plan, key))
-            if plan.gauge.activity:
-                seen[key] = seen.get(key, 0.0) + sample[2]  # type: ignore[operator]
-            elif key not in seen:
-                seen[key] = 0.0
+            # (a key's samples come one after the other: its key string is built once)
+            if labels[plan.platform] is not platform or labels[plan.account] is not account:
+                platform, account = labels[plan.platform], labels[plan.account]
+                key = f"{platform}|{account}"
+                if key not in seen:
+                    seen[key] = 0.0
+            keys.append(key)
+            if plan.activity:
+                seen[key] += value  # type: ignore[operator]
         exported = self._choose(seen)
-        self.exported = sum(1 for key in seen if key in exported)
-        self.folded = len(seen) - self.exported
-        if not self.folded:
-            return [row[0] for row in rows]
+        folded = {key for key in seen if key not in exported}
+        self.exported, self.folded = len(seen) - len(folded), len(folded)
+        if not folded and not self._last:
+            self._members, self._own = folded, {}
+            return given
+        # the members of account="other" that changed since the last scrape (``_continue``)
+        demoted = {key for key in folded if key in self._own}
+        joined = {key for key in folded if key not in self._members and key not in demoted}
+        promoted = {key for key in self._members if key in exported and key in seen}
+        own: dict[str, list[Sample]] = defaultdict(list)  # the exported accounts' counters and histograms
         out: list[Sample] = []
         other: dict[tuple[str, tuple[str, ...]], Any] = {}
-        for sample, plan, key in rows:
-            if plan is None or key in exported:
+        for sample, of in zip(given, keys, strict=True):
+            if of is None:
                 out.append(sample)
                 continue
-            g = plan.gauge
-            if not g.additive and g.extreme is None:
-                continue
             name, labels, value = sample
-            folded = list(labels)
-            folded[plan.account] = OTHER
+            plan = plans[name]
+            assert plan is not None
+            if of in exported:
+                out.append(sample)
+                if plan.cumulative and of not in self.listed:
+                    own[of].append(sample)
+                continue
+            fold = plan.fold
+            if fold == _DROP:
+                continue
+            folded_labels = list(labels)  # (``plan.other``, inline: this runs for most samples)
+            folded_labels[plan.account] = OTHER
             for i in plan.detail:
-                folded[i] = OTHER
-            at = (name, tuple(folded))
+                folded_labels[i] = OTHER
+            at = (name, tuple(folded_labels))
             was = other.get(at)
-            if g.kind == "histogram":
+            if fold == _HISTOGRAM:
                 buckets, total = value  # type: ignore[misc]
                 if was is None:
                     other[at] = was = [{}, 0.0]
@@ -182,17 +233,68 @@ class SeriesPolicy:
                 was[1] += total
             elif was is None:
                 other[at] = value
-            elif g.extreme == "min":
-                other[at] = min(was, value)
-            elif g.extreme == "max":
-                other[at] = max(was, value)
-            else:
+            elif fold == _SUM:
                 other[at] = was + value
+            elif fold == _MIN:
+                other[at] = min(was, value)
+            else:
+                other[at] = max(was, value)
+            if joined and plan.cumulative and of in joined:
+                self._shift(at, value, -1.0)
+        for key in demoted:  # its own series stopped at what it last exported: go on from there
+            for name, labels, value in self._own[key]:
+                plan = plans[name]
+                assert plan is not None
+                self._shift((name, plan.other(labels)), value, -1.0)
+        for key in promoted:  # its own series starts now: what it has is no longer other's to count
+            for name, labels, value in own[key]:
+                plan = plans[name]
+                assert plan is not None
+                self._shift((name, plan.other(labels)), value, 1.0)
+        self._members, self._own = folded, own
+        for at in self._last:
+            other.setdefault(at, None)
         for (name, labels), value in other.items():
-            if isinstance(value, list):
-                value = (sorted(value[0].items(), key=lambda kv: float(kv[0])), value[1])
+            if gauges[name].kind in ("counter", "histogram"):
+                value = self._continue((name, labels), value)
             out.append((name, labels, value))
         return out
+
+    def _shift(self, at: tuple[str, tuple[str, ...]], value: Any, sign: float) -> None:
+        """Move an ``account="other"`` counter's offset by ``sign`` × a sample's value (only
+        for a series already exported: a new series may start from any value)."""
+        if at not in self._last:
+            return
+        offset = self._offsets.setdefault(at, {})
+        for part, v in _parts(value).items():
+            offset[part] = offset.get(part, 0.0) + sign * v
+
+    def _continue(self, at: tuple[str, tuple[str, ...]], raw: Any) -> Any:
+        """An ``account="other"`` counter or histogram as exported: the folded accounts' sum
+        plus its offset, never less than what it last showed.
+
+        The sum alone would jump when an account is folded (demoted, or moved here by a
+        rebalance: its whole count at once) and fall when one leaves (promoted, moved away),
+        which ``rate()`` reads as a reset, counting the whole series again. So an account that
+        joins brings only what it counts from then on (the offset takes off what it had, or
+        what its own series last showed), one promoted leaves what it had counted (its own
+        series starts from there), and any other fall (an account moved away, a correction)
+        is held flat. ``rate()`` and ``increase()`` of ``other`` then count the folded
+        accounts' events; its value is their sum until its membership first changes.
+        """
+        value = _parts(raw) if raw is not None else {}
+        offset = self._offsets.get(at, {})
+        last = self._last.get(at, {})
+        shown = {part: value.get(part, 0.0) + offset.get(part, 0.0) for part in value.keys() | offset.keys() | last.keys()}
+        for part, was in last.items():
+            if shown[part] < was:
+                offset[part] = offset.get(part, 0.0) + was - shown[part]
+                shown[part] = was
+        if offset:
+            self._offsets[at] = offset
+        self._last[at] = shown
+        buckets = sorted(((part, v) for part, v in shown.items() if part), key=lambda kv: float(kv[0]))
+        return (buckets, shown[""]) if buckets else shown[""]
 
     def _choose(self, seen: Mapping[str, float]) -> frozenset[str] | set[str]:
         """The accounts of ``seen`` (with their activity from the samples) that keep their series."""
@@ -231,6 +333,17 @@ class SeriesPolicy:
             keep.discard(new)
             keep.add(old)
         self.chosen = keep
+
+
+def _parts(value: Any) -> dict[str, float]:
+    """A counter's value or a histogram's (raw, or folded ``[counts by le, sum]``) by part:
+    each bucket's ``le``, and "" for the value or the sum."""
+    if isinstance(value, list):
+        return {**value[0], "": value[1]}
+    if isinstance(value, tuple):
+        buckets, total = value
+        return {**dict(buckets), "": total}
+    return {"": float(value)}
 
 
 class FamilyCollector(Collector):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 from schemas.events import Event
 from schemas.results import Result
@@ -25,15 +25,48 @@ from .windows import ClosedWindow, Merge, Windowed, WindowSpec
 __all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue", "Forward", "Tally", "Record", "Route"]
 
 
+#: the metric types a family's gauge can have
+KINDS = ("gauge", "counter", "histogram", "summary")
+
+
 @dataclass(frozen=True, slots=True)
 class Gauge:
     """A metric a family exports: its Prometheus name, help, label names and type
-    (``gauge``, ``counter`` or ``histogram``)."""
+    (``gauge``, ``counter``, ``histogram`` or ``summary``), and how it behaves when a worker
+    owns more accounts than ``/metrics`` exports one by one (``streams.exporter.SeriesPolicy``):
+
+    - ``additive``: its values add up across accounts (counts, sums, counters, histograms), so
+      the accounts beyond the exported ones are summed under ``account="other"`` and
+      ``sum by (platform)`` stays exact. False for ratios, means, quantiles, top-N-capped
+      series: those are not exported for the folded accounts.
+    - ``extreme``: for a non-additive gauge, ``"min"`` or ``"max"``: the folded accounts'
+      extreme is exported under ``account="other"`` instead (the oldest waiting message).
+    - ``detail``: labels whose values are an account's own (agents): a folded account's are
+      folded into ``"other"`` too, so ``account="other"`` stays a few series per platform.
+    - ``activity``: its value counts the account's events in a trailing window; the sum of
+      these ranks the accounts (the most active keep their own series) unless the stage
+      tells the exporter each account's activity.
+    """
 
     name: str
     help: str
     labels: tuple[str, ...]
     kind: str = "gauge"
+    additive: bool = True
+    extreme: Literal["min", "max"] | None = None
+    detail: tuple[str, ...] = ()
+    activity: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.extreme is not None and (self.additive or self.extreme not in ("min", "max") or self.kind != "gauge"):
+            raise ValueError(f"{self.name}: extreme is 'min' or 'max', of a non-additive gauge")
+        if self.kind == "summary" and self.additive:
+            raise ValueError(f"{self.name}: a summary's quantiles do not add up (additive=False)")
+        if not set(self.detail) <= set(self.labels) - {"platform", "account"}:
+            raise ValueError(f"{self.name}: detail labels must be among its labels (not platform or account)")
+
 
 
 #: a histogram sample's value: cumulative (le, count) pairs ending with +Inf, and the sum

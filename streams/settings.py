@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.events import PLATFORMS
+
 from .durations import format_duration, parse_duration
 
 __all__ = ["Settings", "SettingsError", "load_settings", "parse_duration", "format_duration"]
@@ -56,6 +58,22 @@ def _timezones(value: object) -> dict[str, str]:
         except Exception:
             raise ValueError(f"{key}: unknown time zone {name!r}") from None
     return zones
+
+
+def _account_keys(value: object) -> tuple[str, ...]:
+    """``platform|account_id,...`` (the accounts' key, as in ACCOUNT_TIMEZONES), in the order given."""
+    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    out: list[str] = []
+    for item in (str(v).strip() for v in items):
+        if not item:
+            continue
+        platform, bar, account = item.partition("|")
+        if not bar or not account.strip() or platform.strip() not in PLATFORMS:
+            raise ValueError(f"{item!r} is not platform|account_id (platform one of {', '.join(sorted(PLATFORMS))})")
+        key = f"{platform.strip()}|{account.strip()}"
+        if key not in out:
+            out.append(key)
+    return tuple(out)
 
 
 def _business_hours(value: object) -> dict[str, str]:
@@ -108,6 +126,11 @@ class Settings(BaseSettings):
     account_timezones: Annotated[dict[str, str], NoDecode, BeforeValidator(_timezones)] = ""  # type: ignore[assignment]
     #: per-account business hours: ``platform|account=mon-fri 09:00-17:00;...``
     business_hours: Annotated[dict[str, str], NoDecode, BeforeValidator(_business_hours)] = ""  # type: ignore[assignment]
+    #: accounts whose per-account series ``/metrics`` always exports: ``platform|account_id,...``
+    metrics_accounts: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_account_keys)] = ""  # type: ignore[assignment]
+    #: besides those, how many of a worker's most active accounts keep their own series; the
+    #: others are summed into ``account="other"`` per platform (``streams.exporter.SeriesPolicy``)
+    metrics_top_accounts: int = Field(100, ge=0, le=1_000_000)
     #: per-account settings as data (YAML or TOML; streams/accounts.py validates its content)
     accounts_file: str | None = None
     app_id: str = "socialpulse"

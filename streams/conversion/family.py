@@ -178,25 +178,32 @@ class Conversion:
     routes = (Route("clicks", of_account), Route("spend", of_account))
     counters: tuple[Gauge, ...] = ()
     gauges: tuple[Gauge, ...] = (
-        Gauge("socialpulse_attributed_orders", "Last-touch credited orders in the trailing window.", _W),
+        Gauge("socialpulse_attributed_orders", "Last-touch credited orders in the trailing window.", _W, activity=True),
         Gauge("socialpulse_attributed_revenue", "Credited revenue in the trailing window, per model and currency.",
               ("platform", "account", "window", "model", "currency")),
-        Gauge("socialpulse_conversion_rate", "Attributed orders / clicks in the trailing window (ratio).", _W),
-        Gauge("socialpulse_average_order_value", "Last-touch revenue / attributed orders, per currency.", _WC),
+        Gauge("socialpulse_conversion_rate", "Attributed orders / clicks in the trailing window (ratio).", _W,
+              additive=False),
+        Gauge("socialpulse_average_order_value", "Last-touch revenue / attributed orders, per currency.", _WC,
+              additive=False),
         Gauge("socialpulse_spend", "Spend in the trailing window, per currency.", _WC),
         Gauge("socialpulse_sessions_before_purchase", "Site sessions in the lookback before an attributed order, "
-              "per order (last touch), trailing window.", _W),
+              "per order (last touch), trailing window.", _W, additive=False),
         Gauge("socialpulse_time_on_site_before_purchase_seconds", "Time on site in the lookback before an attributed "
-              "order, per order (last touch), trailing window.", _W),
+              "order, per order (last touch), trailing window.", _W, additive=False),
         Gauge("socialpulse_new_customers", "Shoppers whose first order was attributed here (last touch), trailing window.", _W),
-        Gauge("socialpulse_cost_per_acquisition", "Spend / new customers, in the spend's currency.", _WC),
-        Gauge("socialpulse_return_on_investment", "(Revenue - spend) / spend, when currencies match (ratio).", _WC),
+        Gauge("socialpulse_cost_per_acquisition", "Spend / new customers, in the spend's currency.", _WC,
+              additive=False),
+        Gauge("socialpulse_return_on_investment", "(Revenue - spend) / spend, when currencies match (ratio).", _WC,
+              additive=False),
+        # per campaign: capped to the MAX_CAMPAIGNS most clicked, so not a sum over all of them
         Gauge("socialpulse_campaign_clicks", "Campaign clicks in the trailing window (campaigns capped).",
-              ("platform", "account", "campaign", "window")),
+              ("platform", "account", "campaign", "window"), additive=False),
         Gauge("socialpulse_campaign_attributed_orders", "Campaign last-touch credited orders in the trailing window "
-              "(campaigns capped).", ("platform", "account", "campaign", "window")),
-        Gauge("socialpulse_campaign_cost_per_acquisition", "Campaign spend / campaign new customers (campaigns capped).", _CAMP),
-        Gauge("socialpulse_campaign_return_on_investment", "Campaign ROI, last touch (campaigns capped).", _CAMP),
+              "(campaigns capped).", ("platform", "account", "campaign", "window"), additive=False),
+        Gauge("socialpulse_campaign_cost_per_acquisition", "Campaign spend / campaign new customers (campaigns capped).", _CAMP,
+              additive=False),
+        Gauge("socialpulse_campaign_return_on_investment", "Campaign ROI, last touch (campaigns capped).", _CAMP,
+              additive=False),
         Gauge("socialpulse_currency_mismatch_total", "Closed windows whose spend and revenue currencies differ (no ROI), "
               "counted once final (window end + ALLOWED_LATENESS).",
               ("platform", "account"), "counter"),

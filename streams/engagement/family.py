@@ -80,29 +80,36 @@ POST_SLOT_MS = 300_000
 class Metric:
     """One windowed metric: its result and API name, its help, and its value from a window's
     aggregate and the follower count (None: no value, e.g. a ratio over zero). The gauge
-    (``socialpulse_<name>``), the samples, the API view and the results all come from it."""
+    (``socialpulse_<name>``), the samples, the API view and the results all come from it.
+    ``additive``: a count or sum (``streams.family.Gauge``); ``activity``: counts events."""
 
     name: str
     help: str
     value: Callable[[windows.Agg, int | None], float | int | None]
+    additive: bool = True
+    activity: bool = False
+
+    @property
+    def gauge(self) -> Gauge:
+        return Gauge(f"socialpulse_{self.name}", self.help, _W, additive=self.additive, activity=self.activity)
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("engagements", "Interactions (likes, comments, shares, saves, reactions) in the trailing window.",
-           lambda agg, followers: agg["eng"]),
+           lambda agg, followers: agg["eng"], activity=True),
     Metric("impressions", "Impressions in the trailing window.", lambda agg, followers: agg["imp"]),
-    Metric("clicks", "Clicks in the trailing window.", lambda agg, followers: agg["clk"]),
+    Metric("clicks", "Clicks in the trailing window.", lambda agg, followers: agg["clk"], activity=True),
     Metric("engagement_rate", "Engagements / impressions in the trailing window (ratio).",
-           lambda agg, followers: m.engagement_rate(agg)),
+           lambda agg, followers: m.engagement_rate(agg), additive=False),
     Metric("engagement_rate_by_followers", "Engagements in the trailing window / latest follower count (ratio).",
-           m.engagement_rate_by_followers),
+           m.engagement_rate_by_followers, additive=False),
     Metric("click_through_rate", "Clicks / impressions in the trailing window (ratio).",
-           lambda agg, followers: m.click_through_rate(agg)),
+           lambda agg, followers: m.click_through_rate(agg), additive=False),
     Metric("follower_growth", "Latest minus first follower snapshot in the trailing window.",
            lambda agg, followers: m.follower_growth(agg)),
     Metric("post_engagement_rate_by_followers", "Mean over the trailing window's posts engaged with of post "
            "engagements / latest follower count (ratio; Rival IQ's per-post benchmark).",
-           m.post_engagement_rate_by_followers),
+           m.post_engagement_rate_by_followers, additive=False),
 )
 #: rows of the per-post table in one ``posts`` result (more posts: more pages)
 POSTS_PER_RESULT = 500
@@ -115,7 +122,8 @@ EXTRAS: dict[str, Callable[[windows.Agg, int | None], dict[str, Any]]] = {
 }
 FOLLOWERS = Gauge("socialpulse_followers", "Latest follower count snapshot.", ("platform", "account"))
 CTR_BY_TYPE = Gauge("socialpulse_click_through_rate_by_type",
-                    "Clicks / impressions of one type (organic, paid) in the trailing window (ratio).", (*_W, "type"))
+                    "Clicks / impressions of one type (organic, paid) in the trailing window (ratio).", (*_W, "type"),
+                    additive=False)
 
 
 class State(TypedDict):
@@ -133,7 +141,7 @@ class Engagement:
     topics = frozenset({"likes", "impressions", "audience", "clicks", "leads", "credits"})
     routes = tuple(Route(topic, of_account) for topic in ("audience", "clicks", "impressions", "likes"))
     counters: tuple[Gauge, ...] = ()
-    gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), FOLLOWERS, CTR_BY_TYPE)
+    gauges: tuple[Gauge, ...] = (*(x.gauge for x in METRICS), FOLLOWERS, CTR_BY_TYPE)
 
     merge = staticmethod(m.merge)
 

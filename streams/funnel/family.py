@@ -83,29 +83,41 @@ def social_account(event: Event) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Metric:
-    """One windowed metric: result and API name, help, value from a window's aggregate."""
+    """One windowed metric: result and API name, help, value from a window's aggregate.
+    ``additive``: a count or sum (``streams.family.Gauge``); ``activity``: counts events."""
 
     name: str
     help: str
     value: Callable[[Agg], float | int | None]
+    additive: bool = True
+    activity: bool = False
+
+    @property
+    def gauge(self) -> Gauge:
+        return Gauge(f"socialpulse_{self.name}", self.help, _W, additive=self.additive, activity=self.activity)
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("leads", "Leads (sign-ups, forms, DM leads) in the trailing window.", lambda agg: agg["leads"]),
-    Metric("lead_rate", "Leads / clicks in the trailing window (ratio).", m.lead_rate),
+    Metric("leads", "Leads (sign-ups, forms, DM leads) in the trailing window.", lambda agg: agg["leads"], activity=True),
+    Metric("lead_rate", "Leads / clicks in the trailing window (ratio).", m.lead_rate, additive=False),
     Metric("lead_rate_by_sessions", "Leads / sessions from social in the trailing window (ratio).",
-           m.lead_rate_by_sessions),
-    Metric("social_sessions", "Site sessions this account's links brought, trailing window.", lambda agg: agg["soc"]),
+           m.lead_rate_by_sessions, additive=False),
+    Metric("social_sessions", "Site sessions this account's links brought, trailing window.", lambda agg: agg["soc"],
+           activity=True),
     Metric("click_conversion_rate", "Of the trailing window's clicks, the share that is already the last non-direct "
-           "touch of an order (never above 1).", lambda agg: m.converted_share(agg.get("cclk", 0), agg["clk"])),
+           "touch of an order (never above 1).", lambda agg: m.converted_share(agg.get("cclk", 0), agg["clk"]),
+           additive=False),
     Metric("lead_to_customer_rate", "Of the trailing window's leads, the share whose shopper has placed a first "
-           "order since (within the attribution lookback).", lambda agg: m.converted_share(agg.get("lcust", 0), agg["leads"])),
+           "order since (within the attribution lookback).", lambda agg: m.converted_share(agg.get("lcust", 0), agg["leads"]),
+           additive=False),
 )
-CPL = Gauge("socialpulse_cost_per_lead", "Spend / leads in the trailing window, in the spend's currency.", _WC)
+CPL = Gauge("socialpulse_cost_per_lead", "Spend / leads in the trailing window, in the spend's currency.", _WC,
+            additive=False)
 ORDER_REVENUE = Gauge("socialpulse_order_revenue", "Revenue of all orders (placed minus cancelled and refunded) in the "
                       "trailing window, per currency.", ("window", "currency"))
 SOCIAL_SHARE = Gauge("socialpulse_social_revenue_share", "Revenue credited to social touches / revenue of all orders, "
-                     "trailing window, per attribution model and currency (ratio).", ("window", "model", "currency"))
+                     "trailing window, per attribution model and currency (ratio).", ("window", "model", "currency"),
+                     additive=False)
 CHECKOUTS_TOTAL = Gauge(
     "socialpulse_checkouts_total", "Checkouts started, completed and abandoned (CHECKOUT_TIMEOUT), by the source of "
     "the shopper's last touch before the start, counted live on the shop's key. A correction by late data within "
@@ -118,7 +130,7 @@ UNATTRIBUTED_TOTAL = Gauge(
     "as a counter reset (rate() and increase() handle it).", ("currency",), "counter")
 ABANDONMENT = Gauge("socialpulse_cart_abandonment_rate", "Checkouts abandoned (CHECKOUT_TIMEOUT) / started, of the "
                     "checkouts started in the trailing window, by the source of the shopper's last touch (ratio).",
-                    ("window", "source"))
+                    ("window", "source"), additive=False)
 #: the cohort results: (metric, numerator, denominator)
 COHORT_RESULTS = (("click_conversion_rate", m.CCLK, m.CLK), ("lead_to_customer_rate", m.LCUST, m.LEADS))
 
@@ -140,7 +152,7 @@ class Funnel:
         Route("sessions", social_account, primary=False),  # counted on its shopper (``Shopper``)
     )
     counters: tuple[Gauge, ...] = ()
-    gauges: tuple[Gauge, ...] = (*(Gauge(f"socialpulse_{x.name}", x.help, _W) for x in METRICS), CPL,
+    gauges: tuple[Gauge, ...] = (*(x.gauge for x in METRICS), CPL,
                                  ORDER_REVENUE, SOCIAL_SHARE, ABANDONMENT, CHECKOUTS_TOTAL, UNATTRIBUTED_TOTAL)
     merge = staticmethod(m.merge)
 

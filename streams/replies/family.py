@@ -173,34 +173,37 @@ class Replies:
         Gauge(
             "socialpulse_agent_reply_latency_seconds",
             "Reply latency per agent (the most recently active MAX_AGENTS; the rest as 'other').",
-            ("platform", "account", "agent"), "histogram",
+            ("platform", "account", "agent"), "histogram", detail=("agent",),
         ),
         Gauge(
             "socialpulse_reply_latency_window_seconds",
             "Reply latency quantiles (0.5, 0.9, 0.99) of replies in the trailing window.",
-            ("platform", "account", "window"), "summary",
+            ("platform", "account", "window"), "summary", additive=False,
         ),
-        Gauge("socialpulse_reply_latency_window_mean_seconds", "Mean reply latency over the trailing window.", _W),
-        Gauge("socialpulse_response_rate", "Of conversations started in the window, the fraction replied so far.", _W),
-        Gauge("socialpulse_conversations_started", "Conversations whose first inbound message lies in the window.", _W),
+        Gauge("socialpulse_reply_latency_window_mean_seconds", "Mean reply latency over the trailing window.", _W,
+              additive=False),
+        Gauge("socialpulse_response_rate", "Of conversations started in the window, the fraction replied so far.", _W,
+              additive=False),
+        Gauge("socialpulse_conversations_started", "Conversations whose first inbound message lies in the window.", _W,
+              activity=True),
         Gauge("socialpulse_awaiting_reply", "Conversations waiting for a reply now.", _A),
         Gauge(
             "socialpulse_oldest_awaiting_reply_timestamp_seconds",
-            "waiting_since of the oldest open spell (age: time() - value).", _A,
+            "waiting_since of the oldest open spell (age: time() - value).", _A, additive=False, extreme="min",
         ),
         Gauge("socialpulse_reply_sla_total", "Waiting spells by SLA result (met, breached), channel and policy.",
               ("platform", "account", "channel", "policy", "result"), "counter"),
         Gauge("socialpulse_reply_clamped_total", "Negative reply latencies (clock skew) clamped to 0.", _A, "counter"),
         Gauge("socialpulse_bot_resolved_total", "Waits a bot ended without a human reply.", _AC, "counter"),
         Gauge("socialpulse_outreach_conversations_total", "Outreach conversations (the seller wrote first), by the "
-              "agent who wrote.", ("platform", "account", "agent"), "counter"),
+              "agent who wrote.", ("platform", "account", "agent"), "counter", detail=("agent",)),
         Gauge("socialpulse_outreach_answered_total", "Outreach conversations the prospect answered within "
-              "OUTREACH_WINDOW.", ("platform", "account", "agent"), "counter"),
+              "OUTREACH_WINDOW.", ("platform", "account", "agent"), "counter", detail=("agent",)),
         Gauge("socialpulse_prospect_response_seconds", "Time from the seller's first message to the prospect's "
               "answer (answered outreach).", _A, "histogram"),
-        Gauge("socialpulse_outreach_started", "Outreach conversations started in the trailing window.", _W),
+        Gauge("socialpulse_outreach_started", "Outreach conversations started in the trailing window.", _W, activity=True),
         Gauge("socialpulse_prospect_response_rate", "Of the outreach started in the trailing window, the share the "
-              "prospect has answered so far.", _W),
+              "prospect has answered so far.", _W, additive=False),
     )
 
     merge = staticmethod(m.merge)

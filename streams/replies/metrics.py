@@ -15,7 +15,9 @@ A window aggregate (``agg``):
 
 from __future__ import annotations
 
+import functools
 import math
+from itertools import accumulate
 from typing import Any
 
 from ..windows import Agg
@@ -170,13 +172,16 @@ def _bucket(value: float, buckets: tuple[float, ...]) -> int:
     return len(buckets)
 
 
+@functools.cache
+def _les(buckets: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` labels of a histogram's buckets, ending with +Inf."""
+    return (*(repr(float(edge)) for edge in buckets), "+Inf")
+
+
 def hist_value(hist: dict[str, Any], buckets: tuple[float, ...] = LATENCY_BUCKETS) -> tuple[list[tuple[str, float]], float]:
-    """Cumulative (le, count) pairs ending with +Inf, and the sum: Prometheus' shape."""
-    out, running = [], 0
-    for edge, n in zip((*buckets, math.inf), hist["c"], strict=True):
-        running += n
-        out.append(("+Inf" if edge == math.inf else repr(float(edge)), float(running)))
-    return out, float(hist["sum"])
+    """Cumulative (le, count) pairs ending with +Inf, and the sum: Prometheus' shape.
+    (Every scrape asks this of every histogram of every account: no work is repeated.)"""
+    return list(zip(_les(buckets), map(float, accumulate(hist["c"])), strict=True)), float(hist["sum"])
 
 
 def quantile(values: list[float], q: float) -> float | None:

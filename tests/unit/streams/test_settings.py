@@ -47,6 +47,11 @@ def test_settings_come_from_the_environment(monkeypatch):
             ("SOCIALPULSE_ALLOWED_LATENESS", "soon", "SOCIALPULSE_ALLOWED_LATENESS"),
             ("SOCIALPULSE_BUCKET", "2m", "SOCIALPULSE_BUCKET"),
         ("SOCIALPULSE_SECURITY_PROTOCOL", "SASL_SSL", "SOCIALPULSE_SASL_USERNAME"),
+        ("SOCIALPULSE_METRICS_ACCOUNTS", "instagram:acme", "SOCIALPULSE_METRICS_ACCOUNTS"),
+        ("SOCIALPULSE_METRICS_ACCOUNTS", "myspace|acme", "SOCIALPULSE_METRICS_ACCOUNTS"),
+        ("SOCIALPULSE_METRICS_ACCOUNTS", "x|", "SOCIALPULSE_METRICS_ACCOUNTS"),
+        ("SOCIALPULSE_METRICS_TOP_ACCOUNTS", "-1", "SOCIALPULSE_METRICS_TOP_ACCOUNTS"),
+        ("SOCIALPULSE_METRICS_TOP_ACCOUNTS", "many", "SOCIALPULSE_METRICS_TOP_ACCOUNTS"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_setting(monkeypatch, var, value, named):
@@ -92,3 +97,11 @@ def test_a_familys_own_setting_stops_start_up_naming_it(monkeypatch):
     assert "SOCIALPULSE_BUSINESS_HOURS" in str(exc.value)
     monkeypatch.setenv("SOCIALPULSE_BUSINESS_HOURS", "instagram|acme=mon-fri 09:00-17:00")
     check_settings(load_settings())
+
+
+def test_metrics_accounts_are_account_keys_in_the_order_given_and_top_accounts_default_to_100(monkeypatch):
+    assert (load_settings().metrics_accounts, load_settings().metrics_top_accounts) == ((), 100)
+    monkeypatch.setenv("SOCIALPULSE_METRICS_ACCOUNTS", " instagram|acme, x|acme-support ,instagram|acme,")
+    monkeypatch.setenv("SOCIALPULSE_METRICS_TOP_ACCOUNTS", "0")
+    s = load_settings()
+    assert s.metrics_accounts == ("instagram|acme", "x|acme-support") and s.metrics_top_accounts == 0
