@@ -194,7 +194,7 @@ def live_day(accounts: int, per_account: int, budget_mib: float) -> None:
     from streams.families import make_stages, routes
     from streams.family import Forward
     from streams.ingest import partition_for
-    from streams.keyed import CLOSED_KEY, Forwarded, StageOutput
+    from streams.keyed import CLOSED_KEY, COLD, Forwarded, StageOutput
     from streams.windows import Mark, WindowSpec
 
     def rss() -> float:
@@ -207,19 +207,33 @@ def live_day(accounts: int, per_account: int, budget_mib: float) -> None:
     account, actor = stages["account"], stages["actor"]
     folder = tempfile.mkdtemp(prefix="sp-live-")
     store = {name: rocksdict.Rdict(f"{folder}/{name}", options=rocksdict.Options(raw_mode=True)) for name in stages}
+    def prefixed(db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        it, out = db.iter(), []
+        it.seek(prefix)
+        while it.valid() and bytes(it.key()).startswith(prefix):
+            out.append((bytes(it.key()), bytes(it.value())))
+            it.next()
+        return out
+
     for name, stage in stages.items():
         stage.settle_s = 0
         db = store[name]
         stage.load_closed = lambda p, size, start, db=db: db.get(CLOSED_KEY.format(partition=p, size=size, start=start).encode())
+        stage.load_pages = lambda p, prefix, db=db: prefixed(db, prefix)
+        if not stage.compact:  # as the pipeline does with RocksDB (the cold tier)
+            stage.cold, stage.hot_keys = True, s.hot_keys
+    largest = 0
 
     def write(name: str, out: StageOutput) -> None:
+        nonlocal largest
         db = store[name]
-        for records in stages[name].changelog_records(out).values():
+        for records in stages[name].changelog_records(out).values():  # a flush per chunk: a commit
             for key, value in records:
                 if value is None:
                     db.delete(key)
                 else:
                     db[key] = value
+                    largest = max(largest, len(value))
 
     n, parts, expected = s.partitions, range(s.partitions), ["in/0"]
     for stage in stages.values():
@@ -277,7 +291,8 @@ def live_day(accounts: int, per_account: int, budget_mib: float) -> None:
     gc.collect()
     after = rss()
     closed = sum(len(kept) for kept in account.closed.values())
-    on_disk = sum(len(v) for k, v in store["account"].items() if k.startswith(b"\x00closed"))
+    on_disk = sum(len(v) for k, v in store["account"].items() if k.startswith(b'\x01["\\u0000closed'))
+    decoded = sum(st is not COLD for part in account.parts.values() for st in part.values())
     print(f"\n{accounts:,} accounts, {total:,} events over 24 h, live in event-time order, default settings "
           f"(ALLOWED_LATENESS {s.allowed_lateness // 3_600_000} h, DEDUP_HORIZON {s.dedup_horizon // 60_000} min); "
           f"fed in {time.perf_counter() - began:.0f} s")
@@ -287,6 +302,8 @@ def live_day(accounts: int, per_account: int, budget_mib: float) -> None:
     print(f"| {after:,.0f} | {peak:,.0f} | {before:,.0f} | {len(account):,} | {len(actor):,} | "
           f"{(account.size_bytes() + actor.size_bytes()) / 2**20:,.0f} MiB | {closed:,} ({on_disk / 2**20:,.0f} MiB) | "
           f"{sum(len(x) for x in account.seen.values()) + sum(len(x) for x in actor.seen.values()):,} | {results:,} |")
+    print(f"account states decoded in memory: {decoded:,} (HOT_KEYS {s.hot_keys:,}); largest changelog record "
+          f"{largest:,} bytes")
     verdict = "met" if peak <= budget_mib else "NOT met"
     print(f"peak RSS {peak:,.0f} MiB vs budget {budget_mib:,.0f} MiB: {verdict} (a worker adds Faust, aiokafka and "
           "its web server: measure an idle one with `socialpulse worker` and /proc/<pid>/status)")

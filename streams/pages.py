@@ -80,7 +80,7 @@ def check_format(version: Any, what: str, newest: int = STATE_FORMAT) -> None:
         raise FormatError(
             f"{what} has format version {version!r}; this socialpulse reads versions 0 to {newest}. "
             "It was written by a newer socialpulse (or by something else): run that version, or see "
-            "docs/operations.md, 'Upgrades and state formats'")
+            "docs/operations.md, 'Poison records, state formats and upgrades'")
 
 
 class PageError(ValueError):

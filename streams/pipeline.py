@@ -127,6 +127,8 @@ class Pipeline:
         for name, stage in self.stages.items():
             stage.load_closed = self._closed_loader(name)
             stage.load_pages = self._pages_loader(name)
+            if not stage.compact and settings.store.startswith("rocksdb"):  # (the shoppers rest encoded anyway)
+                stage.cold, stage.hot_keys = True, settings.hot_keys
         register_metrics(self.stages, self.metrics)
         t = settings.topic
         self.bare = {t(name): name for name in INPUT_TOPICS}

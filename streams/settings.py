@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(5_000, ge=1)  # most records a fetched batch hands to a lane
     top_posts: int = Field(10, ge=1, le=1000)
     max_agents: int = Field(20, ge=1, le=1000)
+    #: account keys a worker keeps decoded in memory at most (the most recently active); the others
+    #: rest in the RocksDB store and are decoded on demand (``streams.keyed``, "the cold tier")
+    hot_keys: int = Field(2_000, ge=1, le=10_000_000)
     max_campaigns: int = Field(50, ge=1, le=10_000)
     attribution_half_life: Duration = "7d"  # type: ignore[assignment]
     conversation_ttl: Duration = "7d"  # type: ignore[assignment]
