@@ -7,7 +7,11 @@ quiet), then times one scrape: the families' samples, the series policy
 the rest fold into ``account="other"``) and the text exposition; and, for comparison, the
 exposition of every account's series (no policy, as before).
 
-    python bench/scrape.py [--accounts 10000] [--top 100] [--no-compare]
+With ``--hot-keys N`` the stage keeps at most N accounts decoded, as a worker with RocksDB does
+(HOT_KEYS, the cold tier of ``streams.keyed``): the others rest in a store and give their gauge
+rows as of their last look.
+
+    python bench/scrape.py [--accounts 10000] [--top 100] [--hot-keys 2000] [--no-compare]
 """
 
 from __future__ import annotations
@@ -38,11 +42,15 @@ NL = b"\n"
 PLATFORMS = ("instagram", "facebook", "x", "linkedin", "tiktok", "youtube")
 
 
-def account_stage(accounts: int, seed: int = 7) -> tuple[KeyedStage, int]:
+def account_stage(accounts: int, seed: int = 7, hot_keys: int | None = None) -> tuple[KeyedStage, int]:
     """The account stage holding ``accounts`` accounts' last 20 minutes, watermark at the
     wall clock; and how many events it took."""
     settings = Settings()
     stage = make_stages(settings, WindowSpec.from_settings(settings))["account"]
+    store: dict[bytes, bytes] = {}
+    if hot_keys is not None:
+        stage.cold, stage.hot_keys = True, hot_keys
+        stage.load_pages = lambda p, prefix: [(k, v) for k, v in store.items() if k.startswith(prefix)]
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     t0 = now - 20 * MIN
@@ -83,6 +91,12 @@ def account_stage(accounts: int, seed: int = 7) -> tuple[KeyedStage, int]:
     for partition in range(settings.partitions):
         stage.mark(partition, {"likes/0": Mark(False, 0, True, int(time.time() * 1000))})
     stage.tick(StageOutput(), ["likes/0"])
+    for records in stage.changelog_records(out).values():  # (with the cold tier: all but the hot keys rest)
+        for key, value in records:
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
     return stage, n
 
 
@@ -91,11 +105,12 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--top", type=int, default=Settings().metrics_top_accounts)
     ap.add_argument("--no-compare", action="store_true", help="skip the exposition of every account's series")
+    ap.add_argument("--hot-keys", type=int, default=None, help="accounts kept decoded (HOT_KEYS); default: all")
     args = ap.parse_args()
     gc.freeze()
     gc.set_threshold(50_000, 10, 10)  # as the worker (streams/cli.py)
     t = time.perf_counter()
-    stage, events = account_stage(args.accounts)
+    stage, events = account_stage(args.accounts, hot_keys=args.hot_keys)
     print(f"{args.accounts:,} accounts, {events:,} events, {len(stage):,} keys (built in {time.perf_counter() - t:.1f} s)")
     gauges = [g for fam in stage.families for g in fam.gauges]
 
