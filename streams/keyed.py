@@ -419,7 +419,6 @@ class KeyedStage:
             pages, directory = self._stored(partition, key)
             st = part[key] = self._decode(assemble(pages))
             self.dirs[partition][key] = directory
-            self.rows[partition].pop(key, None)
             self._looked.add((partition, key))
         return st  # type: ignore[no-any-return]
 
@@ -457,9 +456,14 @@ class KeyedStage:
             self._looked.add((partition, key))
             return
         self._looked.discard((partition, key))
-        at = self.current_watermark(partition)
-        rows = [sample for fam in self.families for sample in fam.samples(key, st[fam.name], at)]
-        self.rows[partition][key] = (rows, len(self.dumps(st)))
+        clock = self.clocks.get(partition)
+        kept = self.rows[partition].get(key)
+        if kept is None or clock is None or clock.live:
+            # (while a backlog is read the watermark is held and keys come and go by the thousand:
+            # a key's rows of its last look stay until the partition is live, the sweep's turn)
+            at = self.current_watermark(partition)
+            rows = [sample for fam in self.families for sample in fam.samples(key, st[fam.name], at)]
+            self.rows[partition][key] = (rows, len(self.dumps(st)))
         part[key] = COLD
         self.dirs[partition].pop(key, None)
 
@@ -1042,6 +1046,7 @@ class KeyedStage:
                     self._hot[partition].discard(key)
                     self._recency.pop((partition, key), None)
                     self._looked.discard((partition, key))
+                    self.rows[partition].pop(key, None)
                     out.deleted[partition].add(key)
                     out.dirty[partition].discard(key)
                 elif changed:
