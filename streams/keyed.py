@@ -362,6 +362,8 @@ class KeyedStage:
         self._newest: dict[int, int] = {}
         # -- the cold tier: decoded keys by recent activity (oldest first), keys decoded only for a
         # look (the sweep, the API), and the gauge rows of the keys at rest (their series at rest)
+        #: per changed key, the families whose slot changed since the last flush (None: any)
+        self._slots: dict[tuple[int, str], set[str] | None] = {}
         self._recency: dict[tuple[int, str], None] = {}
         self._looked: set[tuple[int, str]] = set()
         self.rows: dict[int, dict[str, tuple[list[Sample], int]]] = defaultdict(dict)
@@ -421,6 +423,13 @@ class KeyedStage:
             self.dirs[partition][key] = directory
             self._looked.add((partition, key))
         return st  # type: ignore[no-any-return]
+
+    def _changed(self, partition: int, key: str, families: list[str]) -> None:
+        where = (partition, key)
+        if where not in self._slots:
+            self._slots[where] = set(families)
+        elif (known := self._slots[where]) is not None:
+            known.update(families)
 
     def touch(self, partition: int, key: str) -> None:
         """A key events changed: the most recently active (``hot_keys``)."""
@@ -529,21 +538,38 @@ class KeyedStage:
             before: list[tuple[bytes, bytes | None]] = []
             after: list[tuple[bytes, bytes | None]] = []
             part, dirs, legacy = self.parts.get(partition, {}), self.dirs[partition], self._legacy.get(partition, set())
+            slots = self._slots
             for key in pend.keys:
                 st = part.get(key)
+                fams = slots.pop((partition, key), None)
                 if st is None or st is COLD:
                     continue
-                if isinstance(st, bytes):
-                    pages = paginate(orjson.loads(st) if len(st) > SPLIT_AT else None, st)
+                old = dirs.get(key, {})
+                if fams and old and ((), "") not in old and not isinstance(st, bytes):
+                    # split by family already: only the slots of the families that changed are encoded
+                    new = dict(old)
+                    for name in fams:
+                        mine = {pid: v for pid, v in old.items() if pid[0][:1] == (name,)}
+                        b, a, written = changes(key, epoch, mine, paginate(st[name], path=(name,)))
+                        for pid in mine:
+                            del new[pid]
+                        new.update(written)
+                        before += b
+                        after += a
+                    dirs[key] = new
                 else:
-                    pages = paginate(st)
-                b, a, dirs[key] = changes(key, epoch, dirs.get(key, {}), pages)
-                before += b
-                after += a
+                    if isinstance(st, bytes):
+                        pages = paginate(orjson.loads(st) if len(st) > SPLIT_AT else None, st)
+                    else:
+                        pages = paginate(st)
+                    b, a, dirs[key] = changes(key, epoch, old, pages)
+                    before += b
+                    after += a
                 if key in legacy:  # its format-1 record goes once the pages are there
                     legacy.discard(key)
                     after.append((key.encode(), None))
             for key in pend.deleted:
+                slots.pop((partition, key), None)
                 b, a, _ = changes(key, epoch, dirs.pop(key, {}), None)
                 before += b
                 after += a
@@ -553,10 +579,9 @@ class KeyedStage:
             for (size, start), data in pend.groups.items():
                 group = (partition, size, start)
                 doc = CLOSED_KEY.format(partition=partition, size=size, start=start)
-                old = self.group_dirs.pop(group, None)
-                if old is None:
-                    old = self._stored(partition, doc)[1]
-                b, a, new = changes(doc, epoch, old, None if data is None else paginate(data))
+                kept = self.group_dirs.pop(group, None)
+                b, a, new = changes(doc, epoch, self._stored(partition, doc)[1] if kept is None else kept,
+                                    None if data is None else paginate(data))
                 before += b
                 after += a
                 if data is not None and (group in self.memory or group in self._recent):
@@ -746,6 +771,7 @@ class KeyedStage:
             self._looked.add((partition, key))
         self._legacy[partition].add(key)
         self.pending[partition].keys.add(key)  # written in pages by the next flush
+        self._slots[(partition, key)] = None
 
     def restore_watermark(self, partition: int, watermark: int) -> None:
         """Never start a partition's watermark below the one its windows closed at."""
@@ -800,6 +826,7 @@ class KeyedStage:
             self._sweep.pop(p, None)
             # (the pipeline flushes a partition before it lets it go)
             self._recency = {w: None for w in self._recency if w[0] != p}
+            self._slots = {w: v for w, v in self._slots.items() if w[0] != p}
             self._looked = {w for w in self._looked if w[0] != p}
             for table in (self.pending, self.epochs, self.markers, self.dirs, self._seen_parts, self._legacy, self.rows):
                 table.pop(p, None)  # type: ignore[attr-defined]
@@ -876,10 +903,12 @@ class KeyedStage:
             state = self.state(partition, key, create=True)
             assert state is not None
             self.touch(partition, key)
+            touched: list[str] = []
             for fam in self.families:
                 topics = fam.topics
                 mine = [e for t, e in evs if t in topics]
                 if mine:
+                    touched.append(fam.name)
                     results.extend(fam.apply(key, state[fam.name], mine, at))
                     if fam.merge is not None:
                         self._correct(partition, key, fam, state, out)
@@ -890,6 +919,7 @@ class KeyedStage:
                             self._publish_closed(partition, key, fam, state, at, out)
                             windows.prune(win, at, self.spec)
             dirty.add(key)
+            self._changed(partition, key, touched)
         # one ids record per partition and batch: a batch whose events come in several runs
         # (marks between them) writes the ids of every run, not only of the last
         prior = out.seen.get(partition)
@@ -1031,14 +1061,15 @@ class KeyedStage:
                 state = self.state(partition, key)
                 if state is None:
                     continue
-                changed = False
+                changed: list[str] = []
                 for fam in self.families:
                     outputs, fam_changed = fam.close(key, state[fam.name], at)
                     out.results.extend(outputs)
                     if fam.merge is not None:
                         fam_changed = self._publish_closed(partition, key, fam, state, at, out) or fam_changed
                         self._correct(partition, key, fam, state, out)  # e.g. a breach of a spell that came late
-                    changed = changed or fam_changed
+                    if fam_changed:
+                        changed.append(fam.name)
                 # (a key whose events all went to published windows or gone buckets is empty without
                 # having changed here: it goes too, so a key's presence never depends on arrival order)
                 if all(fam.is_empty(state[fam.name]) for fam in self.families):
@@ -1051,6 +1082,7 @@ class KeyedStage:
                     out.dirty[partition].discard(key)
                 elif changed:
                     out.dirty[partition].add(key)
+                    self._changed(partition, key, changed)
             if kept:
                 for size, start in gone:
                     kept.discard((size, start))

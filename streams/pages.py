@@ -87,10 +87,11 @@ class PageError(ValueError):
     """A document's pages do not fit together (a chunk missing, a node twice)."""
 
 
-def paginate(doc: Any, raw: bytes | None = None) -> dict[PageId, bytes]:
-    """A document's pages: page id -> payload (the node's JSON, or a slice of it)."""
+def paginate(doc: Any, raw: bytes | None = None, path: tuple[str, ...] = ()) -> dict[PageId, bytes]:
+    """A document's pages: page id -> payload (the node's JSON, or a slice of it); with
+    ``path``, the pages of the node ``doc`` at that path of a document already split above it."""
     out: dict[PageId, bytes] = {}
-    _visit(doc, (), orjson.dumps(doc, option=_OPT) if raw is None else raw, out)
+    _visit(doc, path, orjson.dumps(doc, option=_OPT) if raw is None else raw, out)
     return out
 
 
