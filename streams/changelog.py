@@ -74,16 +74,25 @@ def delivered(what: str) -> Callable[[Any], None]:
     return callback
 
 
-def _acknowledged(table: Any) -> Any:
+def _acknowledged(table: Any) -> tuple[Any, Any]:
+    """Send callbacks: one for every record (counts it acknowledged, notices a refusal), and
+    one for the last record of a partition's write, which also has Faust keep the changelog
+    offset in the store (records of a partition are acknowledged in order: one offset kept per
+    write instead of a RocksDB write per record)."""
     on_sent = table._on_changelog_sent
 
-    def callback(fut: Any) -> None:
+    def counted(fut: Any) -> None:
+        global _pending
+        _pending -= 1
+        _failure(fut, "changelog")
+
+    def last(fut: Any) -> None:
         global _pending
         _pending -= 1
         if not _failure(fut, "changelog"):
             on_sent(fut)
 
-    return callback
+    return counted, last
 
 
 def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes | None]]) -> int:
@@ -92,7 +101,9 @@ def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes 
     how many keys were written."""
     global _pending
     app, store, channel = table.app, table.data, table.changelog_topic
-    send, callback, generation = app.producer.send_soon, _acknowledged(table), app.consumer_generation_id
+    send, generation = app.producer.send_soon, app.consumer_generation_id
+    counted, last = _acknowledged(table)
+    changes = list(changes)
     if type(store) is rocksdb.Store and store.rocksdb_options.use_rocksdict:
         batch = rocksdb.rocksdict.WriteBatch(raw_mode=True)
     elif type(store) is memory.Store:
@@ -100,9 +111,10 @@ def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes 
     else:  # settings allow rocksdb:// (with rocksdict, faust-streaming's default) and memory:// only
         raise TypeError(f"write_many: unsupported table store {type(store).__name__}")
     n = 0
+    end = len(changes) - 1
     for key, value in changes:
         send(FutureMessage(PendingMessage(
-            channel, key, value, partition, None, {}, "raw", "raw", callback, None, None, generation,
+            channel, key, value, partition, None, {}, "raw", "raw", last if n == end else counted, None, None, generation,
         )))
         if batch is not None:
             if value is None:

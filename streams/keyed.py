@@ -500,8 +500,7 @@ class KeyedStage:
     # -- the changelog ---------------------------------------------------------
     def absorb(self, out: StageOutput) -> None:
         """Take what a processed batch (or tick) changed into the record cache: the next
-        ``flush`` writes it, each changed key and closed window once. Puts decoded states of
-        compact stages back to rest."""
+        ``flush`` writes it, each changed key and closed window once."""
         for partition, keys in out.dirty.items():
             if keys:
                 pend = self.pending[partition]
@@ -520,13 +519,15 @@ class KeyedStage:
             self.pending[partition].expired.extend(names)
         for (partition, size, start), group in out.groups.items():
             self.pending[partition].groups[(size, start)] = group
-        self.cool()
+        # (compact stages: the states a batch decoded stay decoded until the flush, which encodes
+        # them once, however many batches touched them)
 
     def flush(self, partitions: Iterable[int] | None = None) -> dict[int, list[tuple[bytes, bytes | None]]]:
         """The changelog records of everything changed since the last flush, per partition, as
         one atomic flush each (``streams.pages``): the pages that changed and removal notes, the
         batches' ids, the partition's marker (epoch and watermark), then the tombstones of what
-        they superseded. Every record is at most ``pages.RECORD_MAX`` bytes plus its key."""
+        they superseded. Every record is at most ``pages.RECORD_MAX`` bytes plus its key. Puts
+        decoded states of compact stages back to rest, and keys beyond ``hot_keys`` to rest."""
         self._finish()
         writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition in list(self.pending) if partitions is None else list(partitions):
@@ -605,6 +606,7 @@ class KeyedStage:
             marker = versioned(orjson.dumps({"e": epoch, "wm": clock.persisted}))
             writes[partition] = [*before, (FLUSH_KEY.format(partition=partition).encode(), marker), *after, *((key, None) for key in pend.garbage)]
             self.epochs[partition] = self.markers[partition] = epoch
+        self.cool()
         self._evict()
         return writes
 
