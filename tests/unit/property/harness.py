@@ -183,7 +183,7 @@ class Observation:
 class Worker:
     """One worker owning every keyed partition, driven like ``streams/pipeline.py`` drives it."""
 
-    def __init__(self, settings: Settings = SETTINGS, input_partitions: int = INPUT_PARTITIONS) -> None:
+    def __init__(self, settings: Settings = SETTINGS, input_partitions: int = INPUT_PARTITIONS, hot: int | None = None) -> None:
         self.settings = settings
         self.spec = WindowSpec.from_settings(settings)
         self.stages = make_stages(settings, self.spec)
@@ -191,6 +191,13 @@ class Worker:
         self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in self.stages}
         for name, stage in self.stages.items():  # as Pipeline.__init__
             stage.load_closed = self._closed_loader(name)
+            if hot is not None and not stage.compact:
+                # the cold tier, as with RocksDB (HOT_KEYS): at most ``hot`` keys decoded, the rest
+                # read from the table when needed; swept every tick, so windows close as for the others
+                table = self.tables[name]
+                stage.cold, stage.hot_keys, stage.sweep_s = True, hot, 1
+                stage.load_pages = lambda p, prefix, table=table: sorted(
+                    (k, v) for k, v in table.items() if k.startswith(prefix))
         register_metrics(self.stages, self.metrics)
         t = settings.topic
         self.bare = {t(name): name for name in INPUT_TOPICS}
@@ -395,10 +402,12 @@ def account_keys(events: Sequence[Ev]) -> set[str]:
     return keys
 
 
-def run(events: Sequence[Ev], schedule: Schedule, keys: Iterable[str] | None = None) -> tuple[Observation, Observation]:
-    """Play one arrival order; (what is seen at the checkpoint, what is seen at the end)."""
+def run(events: Sequence[Ev], schedule: Schedule, keys: Iterable[str] | None = None,
+        hot: int | None = None) -> tuple[Observation, Observation]:
+    """Play one arrival order; (what is seen at the checkpoint, what is seen at the end). With
+    ``hot``, at most that many account keys stay decoded (the cold tier)."""
     keys = sorted(keys if keys is not None else account_keys(events))
-    w = Worker()
+    w = Worker(hot=hot)
     newest = max(ev.ts for ev in events)
     cap = newest + CHECKPOINT_MS
     t = SETTINGS.topic

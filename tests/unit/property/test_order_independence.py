@@ -130,3 +130,19 @@ def test_a_scenario_reads_as_events_and_orders(data: st.DataObject) -> None:
     text = describe_events(events)
     assert text.count("\n") == len(events) - 1 and "messages" in text and "conversation_id=" in text
     assert describe_schedule(schedules[0]).startswith("reference (live;")
+
+
+@ORDERS
+@given(scenarios(all_events))
+def test_accounts_at_rest_in_the_store_give_the_same_numbers(scenario: tuple[list[Ev], list[Schedule]]) -> None:
+    """The cold tier (``HOT_KEYS``): with one account decoded at a time, every other one read
+    back from its pages whenever an event, the sweep or the API needs it, every arrival order
+    gives what the reference gives with every account decoded."""
+    events, schedules = scenario
+    note("events:\n" + describe_events(events))
+    reference = run(events, schedules[0])
+    for schedule in schedules[1:]:
+        lines = compare(reference, run(events, schedule, hot=1))
+        if lines:
+            raise AssertionError("an account at rest gives different outputs:\n" + "\n".join(lines)
+                                 + "\narrival order:\n  " + describe_schedule(schedule))
