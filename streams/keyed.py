@@ -40,6 +40,7 @@ changelog-backed table once per batch.
 from __future__ import annotations
 
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -366,7 +367,8 @@ class KeyedStage:
         self._slots: dict[tuple[int, str], set[str] | None] = {}
         self._recency: dict[tuple[int, str], None] = {}
         self._looked: set[tuple[int, str]] = set()
-        self.rows: dict[int, dict[str, tuple[list[Sample], int]]] = defaultdict(dict)
+        #: (the rows as compressed JSON: under a KiB per key at rest instead of ~11 KiB of tuples; read at scrape time)
+        self.rows: dict[int, dict[str, tuple[bytes, int]]] = defaultdict(dict)
 
     # -- state -------------------------------------------------------------
     def new_state(self) -> dict[str, Any]:
@@ -472,7 +474,7 @@ class KeyedStage:
             # a key's rows of its last look stay until the partition is live, the sweep's turn)
             at = self.current_watermark(partition)
             rows = [sample for fam in self.families for sample in fam.samples(key, st[fam.name], at)]
-            self.rows[partition][key] = (rows, len(self.dumps(st)))
+            self.rows[partition][key] = (zlib.compress(orjson.dumps(rows), 1), len(self.dumps(st)))
         part[key] = COLD
         self.dirs[partition].pop(key, None)
 
@@ -1141,7 +1143,8 @@ class KeyedStage:
                 if isinstance(state, bytes):
                     continue  # compact stages export no per-key series
                 if state is COLD:  # at rest: its rows as of its last look (the sweep's, at most sweep_s old)
-                    yield from rows[key][0]
+                    for name, labels, value in orjson.loads(zlib.decompress(rows[key][0])):
+                        yield name, tuple(labels), value
                     continue
                 for fam in self.families:
                     yield from fam.samples(key, state[fam.name], at)
