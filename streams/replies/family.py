@@ -145,6 +145,7 @@ class State(TypedDict):
     phist: NotRequired[dict[str, Any]]
     coh: NotRequired[dict[int, cohorts.Cohort]]
     wm: NotRequired[int]  # the latest watermark the key's windows were judged at (open, published, dropped)
+    nd: NotRequired[int]  # no conversation is due before this watermark (absent: look at each)
 
 
 def _hists() -> dict[str, dict[str, Any]]:
@@ -447,6 +448,9 @@ class Replies:
         not happen after all is withdrawn by a tombstone on the breaches topic). Then fold the
         messages no late message can precede any more into the conversation's carried state."""
         new = self._derive(key, conv, wm)
+        nd = state.get("nd")
+        if nd is None or conv["due"] < nd:
+            state["nd"] = conv["due"]
         old = Counter(tuple(f) for f in conv["eff"])
         now = Counter(tuple(f) for f in new)
         gone, added = old - now, now - old
@@ -585,7 +589,10 @@ class Replies:
         seen = state.get("wm", 0)
         if watermark > seen:
             state["wm"] = watermark
-        for cid, conv in list(convs.items()):
+        nd = state.get("nd")
+        # (``nd``: no conversation is due before it, so a tick visits a key's conversations only
+        # when one is: a busy account's thousands of them are not walked every second)
+        for cid, conv in list(convs.items()) if nd is None or nd <= watermark else ():
             # like event-time timers, in their order: each at its own moment, so a decision that the
             # watermark jumped past (a day's jump after an outage) lands in the windows it would have
             step = 0
@@ -599,6 +606,12 @@ class Replies:
                 if conv["last"] + self.keep_ms < step and not waiting_for_prospect:
                     del convs[cid]
                     break
+        if nd is None or nd <= watermark:
+            due = min((conv["due"] for conv in convs.values()), default=None)
+            if due is None:
+                state.pop("nd", None)
+            elif due != nd:
+                state["nd"] = due
         changed = windows.prune(state["win"], watermark, self.spec) or changed
         published, moved = cohorts.close(state, watermark, self.spec.grace_ms, self.outreach_ms + self.spec.lateness_ms,
                                          lambda day, c: self._cohort_results(key, day, c))
