@@ -76,7 +76,7 @@ from .windows import ClosedWindow, EventClock, Mark, WindowSpec
 
 __all__ = [
     "Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "encode_marks",
-    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "FLUSH_KEY", "KEY_IDS", "FORMAT", "WIRE_FORMAT", "FormatError",
+    "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "ENTRY_DOC", "FLUSH_KEY", "KEY_IDS", "FORMAT", "WIRE_FORMAT", "FormatError",
     "encode_group", "encode_seen",
     "decode_seen", "versioned", "unversioned", "check_format", "ids_by_key", "with_ids", "split_ids",
 ]
@@ -85,9 +85,11 @@ __all__ = [
 WATERMARK_KEY = "\x00watermark|{partition}"
 #: Table key of one record of a partition's de-duplication ids.
 SEEN_KEY = "\x00seen|{partition}|{name}"
-#: Name of the document of one closed window of a partition: {key: {family: [revision, aggregate]}}
-#: (written in pages, ``streams.pages``; before format 2 it was one record under this key).
+#: One closed window of a partition: {key: {family: [revision, aggregate]}}. Format 1 wrote it as one
+#: record under this key; format 2 writes each key's entry as a document of its own (``ENTRY_DOC``).
 CLOSED_KEY = "\x00closed|{partition}|{size}|{start}"
+#: Name of the document of one key's entry of a closed window: {family: [revision, aggregate]}
+ENTRY_DOC = CLOSED_KEY + "|{key}"
 #: Table key of a partition's flush marker: the epoch of its last complete flush and its watermark.
 FLUSH_KEY = "\x00flush|{partition}"
 
@@ -107,8 +109,8 @@ FORMAT = STATE_FORMAT
 #: the state, so workers of both versions share the topics during a rolling upgrade).
 WIRE_FORMAT = 1
 
-#: closed-window records a stage keeps decoded (each holds one window of one partition)
-RECENT_GROUPS = 64
+#: closed-window entries (one key's aggregates of one window) a stage keeps decoded
+RECENT_ENTRIES = 20_000
 
 
 class _Cold:
@@ -290,14 +292,16 @@ class Pending:
 
     keys: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
-    groups: dict[tuple[int, int], dict[str, Any] | None] = field(default_factory=dict)
+    groups: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # window -> entries changed
+    gone: set[tuple[int, int]] = field(default_factory=set)  # windows past the allowed lateness
     seen: list[tuple[str, list[list[Any]]]] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     garbage: list[bytes] = field(default_factory=list)  # keys to tombstone after the marker
     watermark: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.keys or self.deleted or self.groups or self.seen or self.expired or self.garbage or self.watermark)
+        return bool(self.keys or self.deleted or self.groups or self.gone or self.seen or self.expired or self.garbage
+                    or self.watermark)
 
 
 class KeyedStage:
@@ -335,8 +339,10 @@ class KeyedStage:
         #: reads a closed-window record (the pipeline reads its table); None: kept in ``memory``
         self.load_closed: Callable[[int, int, int], bytes | None] | None = None
         self.memory: dict[Group, dict[str, Any]] = {}
-        #: closed-window records decoded lately (least recently used first), see ``_group``
-        self._recent: dict[Group, dict[str, Any]] = {}
+        #: closed-window entries decoded lately (least recently used first), see ``_entry``
+        self._recent: dict[tuple[Group, str], dict[str, Any]] = {}
+        #: closed windows of format 1 read lately (whole windows: their keys' entries are taken from them)
+        self._legacy_read: dict[Group, dict[str, Any]] = {}
         self.settle_s = SETTLE_S
         self._hot: dict[int, set[str]] = defaultdict(set)
         self._sweep: dict[int, list[str]] = {}
@@ -348,8 +354,8 @@ class KeyedStage:
         self.markers: dict[int, int] = {}
         #: what is written of each key's document, per partition (``pages.Directory``)
         self.dirs: dict[int, dict[str, Directory]] = defaultdict(dict)
-        #: what is written of the closed windows held decoded (in ``memory``, ``_recent`` or pending)
-        self.group_dirs: dict[Group, Directory] = {}
+        #: what is written of the closed-window entries held decoded (in ``memory``, ``_recent`` or pending)
+        self.entry_dirs: dict[tuple[Group, str], Directory] = {}
         #: reads the records of a document from the local store (``pages.doc_prefix``); None: in memory
         self.load_pages: Callable[[int, bytes], list[tuple[bytes, bytes]]] | None = None
         #: ids records of this run written in several parts: name -> parts
@@ -519,8 +525,13 @@ class KeyedStage:
             self.pending[partition].seen.append(record)
         for partition, names in out.seen_expired.items():
             self.pending[partition].expired.extend(names)
-        for (partition, size, start), group in out.groups.items():
-            self.pending[partition].groups[(size, start)] = group
+        for (partition, size, start), entries in out.groups.items():
+            pend = self.pending[partition]
+            if entries is None:
+                pend.groups.pop((size, start), None)
+                pend.gone.add((size, start))
+            else:
+                pend.groups.setdefault((size, start), {}).update(entries)
         # (compact stages: the states a batch decoded stay decoded until the flush, which encodes
         # them once, however many batches touched them)
 
@@ -579,19 +590,37 @@ class KeyedStage:
                 if key in legacy:
                     legacy.discard(key)
                     after.append((key.encode(), None))
-            for (size, start), data in pend.groups.items():
+            for (size, start), entries in pend.groups.items():
                 group = (partition, size, start)
-                doc = CLOSED_KEY.format(partition=partition, size=size, start=start)
-                kept = self.group_dirs.pop(group, None)
-                b, a, new = changes(doc, epoch, self._stored(partition, doc)[1] if kept is None else kept,
-                                    None if data is None else paginate(data))
-                before += b
-                after += a
-                if data is not None and (group in self.memory or group in self._recent):
-                    self.group_dirs[group] = new
-                if data is None or group in self._legacy_groups:
-                    self._legacy_groups.discard(group)
-                    after.append((doc.encode(), None))
+                for key, entry in entries.items():
+                    doc = ENTRY_DOC.format(partition=partition, size=size, start=start, key=key)
+                    kept = self.entry_dirs.pop((group, key), None)
+                    b, a, new = changes(doc, epoch, self._stored(partition, doc)[1] if kept is None else kept, paginate(entry))
+                    before += b
+                    after += a
+                    if self.load_pages is None or (group, key) in self._recent:
+                        self.entry_dirs[(group, key)] = new
+            for size, start in pend.gone:  # every entry of the window, and its record of format 1
+                group = (partition, size, start)
+                window = CLOSED_KEY.format(partition=partition, size=size, start=start)
+                docs: dict[str, Directory] = {}
+                for (g, key) in [w for w in self.entry_dirs if w[0] == group]:
+                    docs[ENTRY_DOC.format(partition=partition, size=size, start=start, key=key)] = self.entry_dirs.pop((g, key))
+                if self.load_pages is not None:
+                    versions: dict[str, list[tuple[int, PageId, bytes, bytes | None]]] = defaultdict(list)
+                    for raw, value in self.load_pages(partition, PAGE + orjson.dumps([window + "|"])[:-2]):
+                        doc, e, pid = parse_key(raw)
+                        versions[doc].append((e, pid, raw, decode_page(value)))
+                    for doc, found in versions.items():
+                        _, directory, garbage = resolve(found, self.markers.get(partition, 0))
+                        docs.setdefault(doc, directory)
+                        after += [(k, None) for k in garbage]
+                for doc, directory in docs.items():
+                    b, a, _ = changes(doc, epoch, directory, None)
+                    before += b
+                    after += a
+                self._legacy_groups.discard(group)
+                after.append((window.encode(), None))
             parts = self._seen_parts[partition]
             for name, rows in pend.seen:
                 chunks = seen_chunks(rows)
@@ -703,15 +732,12 @@ class KeyedStage:
                 if not pages:
                     continue
                 if doc.startswith(_CLOSED):
-                    _, size, start = (int(x) for x in doc[len(_CLOSED):].split("|"))
-                    group = (partition, size, start)
+                    _, size, start, owner = doc[len(_CLOSED):].split("|", 3)
+                    group = (partition, int(size), int(start))
                     self.restore_closed(*group)
                     if self.load_pages is None:
-                        self.memory[group] = assemble(pages)
-                        self.group_dirs[group] = directory
-                    if group in self._legacy_groups:  # (its format-1 record lost to the pages)
-                        self._legacy_groups.discard(group)
-                        pend.garbage.append(doc.encode())
+                        self.memory.setdefault(group, {})[owner] = assemble(pages)
+                        self.entry_dirs[(group, owner)] = directory
                     continue
                 state = self._decode(assemble(pages))
                 self.parts[partition][doc] = self._at_rest(state) if self.compact else state
@@ -819,10 +845,12 @@ class KeyedStage:
             self.clocks.pop(p, None)
             self.closed.pop(p, None)
             self.seen.pop(p, None)
-            for group in [g for g in self._recent if g[0] == p]:
-                del self._recent[group]
-            for group in [g for g in self.group_dirs if g[0] == p]:
-                del self.group_dirs[group]
+            for where in [w for w in self._recent if w[0][0] == p]:
+                del self._recent[where]
+            for where in [w for w in self.entry_dirs if w[0][0] == p]:
+                del self.entry_dirs[where]
+            for group in [g for g in self._legacy_read if g[0] == p]:
+                del self._legacy_read[group]
             for group in [g for g in self.memory if g[0] == p]:
                 del self.memory[group]
             self._legacy_groups = {g for g in self._legacy_groups if g[0] != p}
@@ -957,48 +985,68 @@ class KeyedStage:
         return Rejection(raw, reason, detail, data.get("event_id"))
 
     # -- closed windows ------------------------------------------------------
-    def _group(self, out: StageOutput, group: Group) -> dict[str, Any]:
-        """A closed-window record, read once per batch and written back with the next flush."""
-        found = out.groups.get(group)
-        if found is not None:
-            return found
-        data = self.pending[group[0]].groups.get(group[1:])  # changed since the last flush
-        if data is None:
+    def _entry(self, out: StageOutput, group: Group, key: str) -> dict[str, Any]:
+        """One key's entry of a closed window ({family: [revision, aggregate]}), read once per
+        batch and written back, on its own, by the next flush."""
+        touched = out.groups.get(group)
+        if touched is not None and key in touched:
+            return touched[key]  # type: ignore[no-any-return]
+        partition = group[0]
+        entry = self.pending[partition].groups.get(group[1:], {}).get(key)  # changed since the last flush
+        if entry is None:
             if self.load_pages is None:
-                data = self.memory.get(group)
+                entry = self.memory.setdefault(group, {}).setdefault(key, {})
             else:
-                # the groups of the last few batches stay decoded: corrections (replies to
-                # conversations whose window closed, late sources) come in runs
-                data = self._recent.pop(group, None)
-                if data is None:
-                    data = self._load_group(group)
-        data = {} if data is None else data
-        out.groups[group] = data
-        if self.load_pages is None:
-            self.memory[group] = data
-        else:
-            self._recent[group] = data  # the same dict the batch changes and writes: never stale
-            while len(self._recent) > RECENT_GROUPS:
+                # the entries of the last batches stay decoded: corrections (replies to conversations
+                # whose window closed, late sources) come in runs
+                entry = self._recent.pop((group, key), None)
+                if entry is None:
+                    entry = self._load_entry(group, key)
+        if self.load_pages is not None:
+            self._recent[(group, key)] = entry  # the same dict the batch changes and writes: never stale
+            while len(self._recent) > RECENT_ENTRIES:
                 gone = next(iter(self._recent))
                 del self._recent[gone]
-                if gone[1:] not in self.pending[gone[0]].groups:
-                    self.group_dirs.pop(gone, None)
-        self.closed[group[0]].add(group[1:])  # type: ignore[arg-type]
-        return data
+                if gone[1] not in self.pending[gone[0][0]].groups.get(gone[0][1:], {}):
+                    self.entry_dirs.pop(gone, None)
+        if touched is None:
+            touched = out.groups[group] = {}
+        touched[key] = entry
+        self.closed[partition].add(group[1:])  # type: ignore[arg-type]
+        return entry
 
-    def _load_group(self, group: Group) -> dict[str, Any] | None:
-        """A closed window from the local store: its pages, or its record of format 1."""
+    def _load_entry(self, group: Group, key: str) -> dict[str, Any]:
+        """A key's entry of a closed window from the local store: its pages, or its part of the
+        window's record of format 1."""
         partition, size, start = group
-        pages, directory = self._stored(partition, CLOSED_KEY.format(partition=partition, size=size, start=start))
+        pages, directory = self._stored(partition, ENTRY_DOC.format(partition=partition, size=size, start=start, key=key))
+        self.entry_dirs[(group, key)] = directory
         if pages:
-            self.group_dirs[group] = directory
             return assemble(pages)  # type: ignore[no-any-return]
-        self.group_dirs[group] = {}
-        raw = self.load_closed(*group) if self.load_closed is not None else None
-        if raw is None:
-            return None
-        self._legacy_groups.add(group)
-        return unversioned(raw, "a closed-window record")
+        if group not in self._legacy_groups or self.load_closed is None:
+            return {}
+        legacy = self._legacy_read.get(group)
+        if legacy is None:
+            raw = self.load_closed(*group)
+            legacy = {} if raw is None else unversioned(raw, "a closed-window record")
+            self._legacy_read[group] = legacy
+            while len(self._legacy_read) > 8:
+                del self._legacy_read[next(iter(self._legacy_read))]
+        return orjson.loads(orjson.dumps(legacy.get(key, {})))  # type: ignore[no-any-return]
+
+    def closed_window(self, group: Group) -> dict[str, Any]:
+        """Every key's entry of a closed window (for reads and tests)."""
+        if self.load_pages is None:
+            return dict(self.memory.get(group, {}))
+        partition, size, start = group
+        window = CLOSED_KEY.format(partition=partition, size=size, start=start)
+        keys = {parse_key(raw)[0][len(window) + 1:] for raw, _ in self.load_pages(partition, PAGE + orjson.dumps([window + "|"])[:-2])}
+        keys |= {k for (g, k) in self._recent if g == group}
+        if group in self._legacy_groups and self.load_closed is not None and (raw := self.load_closed(*group)) is not None:
+            keys |= set(unversioned(raw, "a closed-window record"))
+        look = StageOutput()
+        out = {key: self._entry(look, group, key) for key in sorted(keys)}
+        return {key: entry for key, entry in out.items() if entry}
 
     def _publish_closed(self, partition: int, key: str, fam: Family, state: dict[str, Any], at: int, out: StageOutput) -> bool:
         """Publish a family's windows that closed at ``at`` (revision 0) and keep them for corrections."""
@@ -1007,8 +1055,7 @@ class KeyedStage:
         closed = windows.close_due(win, at, self.spec)
         for cw in closed:
             out.results.extend(fam.results(key, cw, state[fam.name], 0))
-            kept = self._group(out, (partition, cw.size, cw.start)).setdefault(key, {})
-            kept[fam.name] = [0, cw.agg]
+            self._entry(out, (partition, cw.size, cw.start), key)[fam.name] = [0, cw.agg]
         return bool(closed)
 
     def _correct(self, partition: int, key: str, fam: Family, state: dict[str, Any], out: StageOutput) -> None:
@@ -1016,7 +1063,7 @@ class KeyedStage:
         win, merge = fam.windowed(state[fam.name]), fam.merge
         assert win is not None and merge is not None
         for size, start, part in windows.take_late(win):
-            kept = self._group(out, (partition, size, start)).setdefault(key, {})
+            kept = self._entry(out, (partition, size, start), key)
             entry = kept.get(fam.name)
             label = self.spec.label(size)
             before: set[str] = set()
@@ -1090,9 +1137,12 @@ class KeyedStage:
             if kept:
                 for size, start in gone:
                     kept.discard((size, start))
-                    out.groups[(partition, size, start)] = None
-                    self._recent.pop((partition, size, start), None)
-                    self.memory.pop((partition, size, start), None)
+                    group = (partition, size, start)
+                    out.groups[group] = None
+                    for where in [w for w in self._recent if w[0] == group]:
+                        del self._recent[where]
+                    self.memory.pop(group, None)
+                    self._legacy_read.pop(group, None)
                     self.pending[partition].groups.pop((size, start), None)
 
     def _due_keys(self, partition: int) -> list[str]:

@@ -75,9 +75,8 @@ class Worker:
 
     def view(self, judged: bool = True) -> tuple:
         samples = sorted((n, lv, orjson.dumps(v)) for n, lv, v in self.stage.samples())
-        look = StageOutput()  # (the closed windows kept for corrections: in memory, or in the store)
         kept = [(p, size, start) for p, windows in self.stage.closed.items() for size, start in windows]
-        groups = {g: orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for g in kept if (d := self.stage._group(look, g))}
+        groups = {g: orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for g in kept if (d := self.stage.closed_window(g))}
         states = self.stage.states
         if not judged:
             states = {k: {f: {n: v for n, v in slot.items() if n != "wm"} for f, slot in st.items()} for k, st in states.items()}
