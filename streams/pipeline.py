@@ -180,6 +180,7 @@ class Pipeline:
         self.paused: set[TP] = set()
         #: the largest changelog record value written, per stage (bytes)
         self.largest: dict[str, int] = {}
+        self._flushed_at = 0.0  # (monotonic) when the stages last flushed
         app.before_commit = self.flush_state  # type: ignore[attr-defined]  # streams/transport.py
         self._ticks = 0
         self._register()
@@ -455,7 +456,9 @@ class Pipeline:
     def flush_state(self) -> None:
         """Write what the stages changed since the last flush to their changelogs: each changed
         page once, one atomic flush per partition (``streams.pages``), one RocksDB write each.
-        Called before every offset commit (``transport``), each tick and before partitions go."""
+        Called before every offset commit (``transport``), before partitions go, and by the tick
+        when no commit flushed for a second (nothing read: the changes of ticks alone)."""
+        self._flushed_at = time.monotonic()
         for name, stage in self.stages.items():
             table = self.tables[name]
             for partition, changes in stage.flush().items():
@@ -585,7 +588,8 @@ class Pipeline:
             self.expected[name] = self.expected_sources(name)
             stage.tick(out, self.expected[name], budget=RESULTS_PER_TICK)
             self.emit(name, out)
-        self.flush_state()
+        if time.monotonic() - self._flushed_at >= 1.0:
+            self.flush_state()
         for name, stage in self.stages.items():
             for partition, clock in stage.clocks.items():
                 self.metrics.watermark.labels(name, str(partition)).set(clock.current / 1000)
