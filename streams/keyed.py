@@ -559,6 +559,9 @@ class KeyedStage:
                 if st is None or st is COLD:
                     continue
                 old = dirs.get(key, {})
+                if self.compact and not isinstance(st, bytes):  # put to rest now: encoded once, for both
+                    st = part[key] = self._at_rest(st)
+                    self._hot[partition].discard(key)
                 if fams and old and ((), "") not in old and not isinstance(st, bytes):
                     # split by family already: only the slots of the families that changed are encoded
                     new = dict(old)
