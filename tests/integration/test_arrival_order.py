@@ -80,6 +80,10 @@ IGNORED_SERIES: dict[str, str] = {
                                                   "upserted breaches topic and reply_sla_total are compared instead",
     "socialpulse_state_keys": "keys held in state: a storage detail (expiry, internal keys), not a metric",
     "socialpulse_publish_errors_total": "broker health; a lost record shows as a missing result anyway",
+    "socialpulse_changelog_records_total": "changelog writes: a storage detail; each flush's marker records the "
+                                           "watermark, which follows the wall clock once the inputs are quiet",
+    "socialpulse_changelog_bytes_total": "same: bytes of those writes (pages, markers, ids)",
+    "socialpulse_changelog_record_max_bytes": "the largest record written: pages depend on how state grew",
 }
 #: name prefixes excluded as process metrics (prometheus_client's default collectors, if registered)
 IGNORED_PREFIXES = ("socialpulse_process_", "socialpulse_python_")
