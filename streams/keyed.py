@@ -105,8 +105,9 @@ Group = tuple[int, int, int]
 #: Format version of state records (bump it with a migration: docs/operations.md). Version 2: state
 #: in pages written per flush (``streams.pages``); 1: one record per key and per closed window.
 FORMAT = STATE_FORMAT
-#: Format version of forwarded records and marks on the keyed topics (unchanged by format 2 of
-#: the state, so workers of both versions share the topics during a rolling upgrade).
+#: Format version written on the keyed topics (forwarded records and marks): their layout did not
+#: change with format 2 of the state, so a worker of the previous release still reads what this one
+#: forwards during a rolling upgrade. (Read: any version up to ``FORMAT``.)
 WIRE_FORMAT = 1
 
 #: closed-window entries (one key's aggregates of one window) a stage keeps decoded
@@ -260,12 +261,12 @@ def decode_forward(value: bytes) -> list[Forwarded] | dict[str, Mark]:
     ``FormatError`` for a version it does not know, ValueError/TypeError for anything malformed."""
     data = orjson.loads(value)
     if isinstance(data, dict):
-        check_format(data.get("v", 0), "a marks record", WIRE_FORMAT)
+        check_format(data.get("v", 0), "a marks record")
         return {str(source): Mark(bool(r[0]), int(r[1]), bool(r[2]), int(r[3])) for source, r in data["marks"].items()}
     if not isinstance(data, list):
         raise TypeError(f"a keyed-topic record is a JSON array or object, not {type(data).__name__}")
     if data and not isinstance(data[0], list):
-        check_format(data[0], "a forwarded-events record", WIRE_FORMAT)
+        check_format(data[0], "a forwarded-events record")
         data = data[1:]
     make = Forwarded._make
     return [make(row) if len(row) == 8 else Forwarded(*row) for row in data]
