@@ -9,32 +9,30 @@ batches and owns, per key, one state dict:
 Each partition's watermark (``windows.EventClock``) is held by the slowest input
 that feeds it: the readers of the input partitions send marks (``encode_marks``)
 down the keyed topic after the events they forwarded, so a backlog read in any
-order never makes its own events late. It is persisted beside the keys
-(``WATERMARK_KEY``), so a restarted worker never judges lateness against a lower
+order never makes its own events late. It is persisted in each flush's marker
+(``FLUSH_KEY``), so a restarted worker never judges lateness against a lower
 watermark than the one its windows were closed at.
 
 An event up to ``ALLOWED_LATENESS`` behind the watermark is accepted. A window is
-published when the watermark passes its end plus grace (revision 0) and kept, one
-record per partition and window (``CLOSED_KEY``: every key's aggregate of that
-window), until the watermark passes its end plus the allowed lateness; late data
-for it merges into that record and the window is published again with the next
-revision. Kept outside the keys' own records, closed windows cost the hot path
-nothing: a key's record holds only its open windows and trailing buckets.
+published when the watermark passes its end plus grace (revision 0) and each key's
+aggregate of it is kept, a small document per key and window (``ENTRY_DOC``), until
+the watermark passes its end plus the allowed lateness; late data for it merges
+into that entry and the window is published again with the next revision. Kept
+outside the keys' own documents, closed windows cost the hot path nothing.
 
 De-duplication ids are kept per partition (``SeenIds``), not in the key's
-state: a batch then writes only its own new ids to the changelog (one record
-per partition, ``SEEN_KEY``), where a per-key set would rewrite every id of a
-busy account with each batch. They expire by arrival time (the Kafka timestamp
-of the input record), so a re-delivery of the same record, however old, is
-always recognised, and memory is arrival rate x ``DEDUP_HORIZON``. A key's
-changelog record also carries the ids its batch applied to it (``with_ids``):
-Kafka keeps a prefix of what a killed worker sent, and a key's state can be in
-that prefix while the batch's ids record is not; the ids travel with the state,
-so a re-delivered event is never applied twice.
+state: a batch then writes only its own new ids to the changelog (``SEEN_KEY``),
+where a per-key set would rewrite every id of a busy account with each batch.
+They expire by arrival time (the Kafka timestamp of the input record), so a
+re-delivery of the same record, however old, is always recognised, and memory is
+arrival rate x ``DEDUP_HORIZON``. Ids and state reach the changelog in the same
+atomic flush (``streams.pages``); a key record of format 1 carried its batch's
+ids itself (``with_ids``), and is still read.
 
 Kafka-free on purpose: the lane hands in decoded batches and gets back what to
-publish and which keys changed; the lane writes each changed key to the
-changelog-backed table once per batch.
+publish; ``absorb`` keeps what they changed and ``flush`` gives the changelog
+records of everything changed since the last flush (the pipeline calls it before
+each commit).
 """
 
 from __future__ import annotations
@@ -77,7 +75,7 @@ from .windows import ClosedWindow, EventClock, Mark, WindowSpec
 __all__ = [
     "Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "encode_marks",
     "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "ENTRY_DOC", "FLUSH_KEY", "KEY_IDS", "FORMAT", "WIRE_FORMAT", "FormatError",
-    "encode_group", "encode_seen",
+    "encode_seen",
     "decode_seen", "versioned", "unversioned", "check_format", "ids_by_key", "with_ids", "split_ids",
 ]
 
@@ -145,11 +143,6 @@ def unversioned(raw: bytes, what: str) -> dict[str, Any]:
         raise TypeError(f"{what} is not a JSON object")
     check_format(data.pop("~v", 0), what)
     return data
-
-
-def encode_group(group: dict[str, Any]) -> bytes:
-    """A closed-window record: every key's aggregates of one window of one partition."""
-    return versioned(orjson.dumps(group))
 
 
 def encode_seen(rows: list[list[Any]], epoch: int | None = None) -> bytes:

@@ -41,7 +41,7 @@ import orjson
 
 __all__ = [
     "PAGE", "SPLIT_AT", "CHUNK_AT", "RECORD_MAX", "PageId", "Directory", "paginate", "assemble", "page_key",
-    "parse_key", "doc_prefix", "encode_page", "decode_page", "removal", "changes", "resolve", "PageError",
+    "parse_key", "doc_prefix", "encode_page", "decode_page", "changes", "resolve", "PageError",
     "FormatError", "check_format", "STATE_FORMAT",
 ]
 
@@ -168,10 +168,6 @@ def encode_page(pid: PageId, payload: bytes) -> bytes:
     if pid[1]:
         return _CHUNKED + base64.b64encode(payload) + b'"}'
     return _WHOLE + payload + b"}"
-
-
-def removal() -> bytes:
-    return _NOTE
 
 
 def decode_page(value: bytes) -> bytes | None:
