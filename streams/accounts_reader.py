@@ -83,8 +83,10 @@ class AccountsReader:
 
     async def _assign(self, consumer: Any) -> list[TopicPartition]:
         while True:
-            await consumer.topics()  # a metadata refresh of every topic
-            partitions = consumer.partitions_for_topic(self.topic)
+            # metadata of every topic: a consumer without a subscription keeps none in its own
+            # cache (Apache Kafka answers it with no topic; Tansu with all of them)
+            cluster = await consumer._client.fetch_all_metadata()
+            partitions = cluster.partitions_for_topic(self.topic)
             if partitions:
                 tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
                 consumer.assign(tps)

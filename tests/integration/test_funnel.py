@@ -19,7 +19,7 @@ from streams.windows import iso
 
 from ..helpers import consume_all, metric_value, spawn_worker, stop_process, wait_until, worker_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 PREFIX = "fun."
 FB = {"platform": "facebook", "account": "acme", "window": "5m"}
 

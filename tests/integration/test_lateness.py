@@ -25,7 +25,7 @@ from streams.windows import iso
 from ..helpers import spawn_worker, stop_process, wait_until, worker_env
 from .test_scale_out import Feed, scrape_all, summed, total
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
 MIN = 60_000
 HOUR = 60 * MIN

@@ -13,7 +13,7 @@ import pytest
 from ..helpers import spawn_worker, stop_process, wait_until, worker_env
 from .test_scale_out import Feed, summed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 PREFIX = "rs."
 
 

@@ -22,7 +22,7 @@ from streams.windows import iso
 
 from ..helpers import consume_all, http_get, spawn_worker, stop_process, wait_until, worker_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 PREFIX = "so."
 ACCOUNTS = [("instagram", f"ig-{i}") for i in range(4)] + [("tiktok", f"tt-{i}") for i in range(4)]
 
