@@ -11,6 +11,7 @@ import socket
 from .changelog import CheckedTable
 from .clients import faust_credentials, servers
 from .exporter import SeriesPolicy
+from .groups import timeouts
 from .pipeline import Pipeline
 from .settings import Settings
 from .transport import App
@@ -21,6 +22,7 @@ __all__ = ["create_app", "build"]
 
 def create_app(settings: Settings) -> App:
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else socket.gethostname()
+    session, heartbeat = timeouts(settings, "tansu" if settings.session_timeout is None else None)
     return App(
         settings.app_id,
         settings=settings,
@@ -38,10 +40,9 @@ def create_app(settings: Settings) -> App:
         canonical_url=f"http://{host}:{settings.web_port}",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
-        # Tansu holds each JoinGroup for half the session timeout: 6 s / 1 s makes a
-        # worker ready in a few seconds instead of ~30 (and 6 s is Kafka's minimum).
-        broker_session_timeout=6,
-        broker_heartbeat_interval=1,
+        # classic group protocol; the timeouts that suit the broker (streams/groups.py)
+        broker_session_timeout=session,
+        broker_heartbeat_interval=heartbeat,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",

@@ -61,6 +61,7 @@ def worker(web_port: int | None) -> None:
     from .changelog import distrust_unclean, mark_clean
     from .clients import explain
     from .families import check_settings
+    from .groups import with_timeouts
 
     overrides = {"web_port": web_port} if web_port else {}
     settings = load_settings(**overrides)
@@ -69,6 +70,7 @@ def worker(web_port: int | None) -> None:
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(connect(settings))
+        settings = loop.run_until_complete(with_timeouts(settings))
     except Exception as exc:
         raise click.ClickException(explain(exc, settings)) from None
     app, _pipeline = build(settings)

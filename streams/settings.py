@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     idle: Duration = "5s"  # type: ignore[assignment]
     broker_timeout: Duration = "2m"  # type: ignore[assignment]  # stop when no broker answers for this long
     rebalance_timeout: Duration = "5m"  # type: ignore[assignment]  # stop when a rebalance hangs this long
+    #: the consumer group's session timeout; empty: what suits the broker (``streams.groups``)
+    session_timeout: Annotated[int | None, BeforeValidator(lambda v: parse_duration(v) if v not in (None, "") else None)] = None
     dedup_horizon: Duration = "10m"  # type: ignore[assignment]
     reply_slo: Duration = "15m"  # type: ignore[assignment]
     attribution_lookback: Duration = "7d"  # type: ignore[assignment]
@@ -189,6 +191,13 @@ class Settings(BaseSettings):
     def _positive(cls, value: int) -> int:
         if value <= 0:
             raise ValueError("must be positive")
+        return value
+
+    @field_validator("session_timeout")
+    @classmethod
+    def _session(cls, value: int | None) -> int | None:
+        if value is not None and not 6_000 <= value <= 300_000:
+            raise ValueError("between 6s (the broker's group.min.session.timeout.ms) and 5m")
         return value
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""A secured cluster end to end: worker, generator and a results reader over TLS.
+"""A secured cluster end to end: worker, generator and a results reader over TLS, on Apache
+Kafka's own TLS listener (``[kafka]``) and on the embedded Tansu behind a TLS proxy (``[tansu]``).
 
 Tansu 0.6.0 cannot serve TLS itself (``--cert`` and ``--key`` are refused together), so a
 real TLS endpoint, Debian's stunnel, stands in front of it, and Tansu advertises that
@@ -6,7 +7,7 @@ endpoint: every connection a client makes after bootstrap goes through TLS too. 
 is started as a user would: ``socialpulse worker`` and ``socialpulse generate`` with
 ``SOCIALPULSE_SECURITY_PROTOCOL=SSL`` and ``SOCIALPULSE_SSL_CAFILE``. The results are read
 with librdkafka (confluent-kafka), an independent client, configured by streams.clients.
-SASL cannot be proven here: Tansu 0.6.0 accepts no SASL login (see docs/operations.md).
+SASL, mutual TLS and ACLs are proven on Kafka in test_kafka_security.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from streams.settings import Settings
 
 from ..helpers import ROOT, free_port, metric_value, spawn_worker, wait_until, worker_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
 PREFIX = "tls."
 
@@ -55,9 +56,24 @@ def make_certs(folder: Path) -> tuple[Path, Path, Path, Path]:
     return ca, cert, key, other
 
 
-@pytest.fixture(scope="module")
-def tls_broker(tmp_path_factory):
-    """Tansu (plaintext, loopback) behind stunnel (TLS); yields (bootstrap, CA, other CA)."""
+@pytest.fixture(scope="module", params=["tansu", "kafka"])
+def tls_broker(request, tmp_path_factory):
+    """A TLS-only client listener; yields (bootstrap, CA, other CA). ``kafka``: Apache Kafka's
+    SSL listener (PEM certificate); ``tansu``: Tansu (plaintext, loopback) behind stunnel."""
+    if request.param == "kafka":
+        from ..kafka import KafkaCluster
+
+        folder = tmp_path_factory.mktemp("kafka-tls")
+        ca, cert, key, other = make_certs(folder)
+        cluster = KafkaCluster(folder / "cluster", external="SSL", props={
+            "listener.name.external.ssl.keystore.type": "PEM",
+            "listener.name.external.ssl.keystore.location": str(_pem_bundle(folder, key, cert)),
+        }).start()
+        try:
+            yield cluster.bootstrap, ca, other
+        finally:
+            cluster.stop()
+        return
     if STUNNEL is None:
         pytest.fail("stunnel is not installed: `make test` installs Debian's stunnel4")
     folder = tmp_path_factory.mktemp("tls")
@@ -78,6 +94,15 @@ def tls_broker(tmp_path_factory):
     finally:
         stop_process(stunnel)
         stop_process(broker)
+
+
+def _pem_bundle(folder: Path, key: Path, cert: Path) -> Path:
+    """Kafka's PEM key store: the (unencrypted PKCS#8) private key followed by the certificate."""
+    pkcs8 = folder / "server.pk8"
+    openssl("pkcs8", "-topk8", "-nocrypt", "-in", str(key), "-out", str(pkcs8))
+    bundle = folder / "server.pem"
+    bundle.write_text(pkcs8.read_text() + cert.read_text())
+    return bundle
 
 
 def tls_env(bootstrap: str, data_dir: Path, cafile: Path | None, **extra: str) -> dict[str, str]:
