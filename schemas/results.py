@@ -63,6 +63,13 @@ class DeadLetter(BaseModel):
     detail: str
     event_id: str | None = None
     rejected_at: str
+    #: a dead letter stays within the bound on every record (64 KiB): a larger rejected value
+    #: keeps only its first 16 KiB (or less) in ``raw``, with its length and digest
+    raw_truncated: bool = Field(False, description=(
+        "true when raw holds only the start of the rejected value (the whole would pass the 64 KiB bound "
+        "on every record socialpulse writes); raw_bytes and raw_sha256 then describe the whole value"))
+    raw_bytes: int | None = Field(None, ge=0, description="Length in bytes of the whole rejected value (when truncated).")
+    raw_sha256: str | None = Field(None, description="SHA-256 (hex) of the whole rejected value (when truncated).")
 
 
 class ReplyBreach(BaseModel):

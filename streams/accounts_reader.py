@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from . import clients
 from .accounts import AccountBook, RecordRejected
-from .ingest import Raw, Rejection, dead_letter
+from .ingest import Raw, Rejection
+from .ingest import dead_letter_value as ingest_dead_letter_value
 from .settings import Settings
 from .topics import ACCOUNTS
 
@@ -141,5 +142,5 @@ class AccountsReader:
 
 
 def dead_letter_value(rejection: Rejection) -> bytes:
-    """The JSON of a dead letter (``schemas.results.DeadLetter``)."""
-    return dead_letter(rejection).model_dump_json().encode()
+    """The JSON of a dead letter (``schemas.results.DeadLetter``), within the record bound."""
+    return ingest_dead_letter_value(rejection)

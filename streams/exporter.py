@@ -525,6 +525,12 @@ class Metrics:
             "The largest changelog record value this worker wrote, by stage (bounded: streams/pages.py RECORD_MAX).",
             ["stage"], registry=r,
         )
+        self.record_max = Gauge(
+            "socialpulse_record_max_bytes",
+            "The largest record (key and value) this worker wrote to a topic other than its changelogs, by bare topic "
+            "name: socialpulse.by-account, .by-actor, .results, .reply-breaches, .dlq (bounded: streams/pages.py RECORD_MAX).",
+            ["topic"], registry=r,
+        )
         for topic in INPUT_TOPICS:
             for outcome in OUTCOMES:
                 self.events.labels(topic, outcome)

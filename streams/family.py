@@ -20,9 +20,10 @@ from typing import Any, Literal, Protocol, Self
 from schemas.events import Event
 from schemas.results import Result
 
+from .pages import RECORD_MAX
 from .windows import ClosedWindow, Merge, Windowed, WindowSpec
 
-__all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue", "Forward", "Tally", "Record", "Route"]
+__all__ = ["Family", "Gauge", "Sample", "Output", "HistogramValue", "Forward", "Tally", "Record", "Route", "RECORD_MAX"]
 
 
 #: the metric types a family's gauge can have

@@ -7,6 +7,7 @@ validated events and rejections, so every rule is unit-tested on plain values.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from schemas.events import Event
 from schemas.results import OUTCOMES, REJECT_REASONS, DeadLetter
 
+from .pages import RECORD_MAX
 from .windows import iso
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "SeenIds",
     "SETTLE_S",
     "dead_letter",
+    "dead_letter_value",
+    "RAW_KEEP",
 ]
 
 #: ``socialpulse_events_total{outcome}`` for each rejection reason (schemas.results.REJECT_REASONS)
@@ -279,21 +283,57 @@ class SeenIds:
         return len(self.ids)
 
 
-def dead_letter(rej: Rejection, now_ms: int | None = None) -> DeadLetter:
+#: raw bytes a dead letter keeps of a rejected value when the whole would pass ``RECORD_MAX``
+#: (the dead letter then says ``raw_truncated`` and carries the value's length and SHA-256)
+RAW_KEEP = 16 * 1024
+#: characters of ``detail`` a dead letter keeps
+DETAIL_MAX = 1024
+
+
+def dead_letter(rej: Rejection, now_ms: int | None = None, limit: int = RECORD_MAX) -> DeadLetter:
+    """The dead letter of a rejection, at most ``limit`` bytes as JSON (``dead_letter_value``)."""
+    return _bounded(rej, now_ms, limit)[0]
+
+
+def dead_letter_value(rej: Rejection, now_ms: int | None = None, limit: int = RECORD_MAX) -> bytes:
+    """The JSON of a rejection's dead letter: whole when it fits in ``limit`` bytes, else with
+    the first ``RAW_KEEP`` bytes of the raw value (fewer if its escapes still make it too long),
+    ``raw_truncated``, and the whole value's ``raw_bytes`` and ``raw_sha256``."""
+    return _bounded(rej, now_ms, limit)[1]
+
+
+def _bounded(rej: Rejection, now_ms: int | None, limit: int) -> tuple[DeadLetter, bytes]:
     value = rej.value if rej.value is not None else rej.raw.value
     raw_bytes = value or b""
     try:
-        text, encoding = raw_bytes.decode("utf-8"), "utf-8"
+        raw_bytes.decode("utf-8")
+        utf8 = True
     except UnicodeDecodeError:
-        text, encoding = base64.b64encode(raw_bytes).decode(), "base64"
+        utf8 = False
+    at = iso(int(time.time() * 1000) if now_ms is None else now_ms)
+    letter = _letter(rej, raw_bytes, utf8, at)
+    encoded = letter.model_dump_json().encode()
+    keep = RAW_KEEP
+    if len(encoded) > limit:
+        whole = {"raw_truncated": True, "raw_bytes": len(raw_bytes), "raw_sha256": hashlib.sha256(raw_bytes).hexdigest()}
+    while len(encoded) > limit and keep >= 64:
+        letter = _letter(rej, raw_bytes[:keep], utf8, at, **whole)
+        encoded = letter.model_dump_json().encode()
+        keep //= 2  # (escapes can make a value's JSON six times its length)
+    return letter, encoded
+
+
+def _letter(rej: Rejection, part: bytes, utf8: bool, at: str, **whole: Any) -> DeadLetter:
     return DeadLetter(
         source_topic=rej.raw.topic,
         partition=rej.raw.partition,
         offset=rej.raw.offset,
-        raw=text,
-        raw_encoding=encoding,  # type: ignore[arg-type]
+        # (a cut value may end inside a character: that partial character is left out)
+        raw=part.decode("utf-8", errors="ignore") if utf8 else base64.b64encode(part).decode(),
+        raw_encoding="utf-8" if utf8 else "base64",
         reason=rej.reason,  # type: ignore[arg-type]
-        detail=rej.detail,
+        detail=rej.detail[:DETAIL_MAX],
         event_id=rej.event_id,
-        rejected_at=iso(int(time.time() * 1000) if now_ms is None else now_ms),
+        rejected_at=at,
+        **whole,
     )

@@ -73,7 +73,7 @@ from .topics import RESULTS
 from .windows import ClosedWindow, EventClock, Mark, WindowSpec
 
 __all__ = [
-    "Forwarded", "KeyedStage", "StageOutput", "encode_forward", "decode_forward", "encode_marks",
+    "Forwarded", "KeyedStage", "StageOutput", "encode_forward", "forward_records", "decode_forward", "encode_marks", "marks_records",
     "WATERMARK_KEY", "SEEN_KEY", "CLOSED_KEY", "ENTRY_DOC", "FLUSH_KEY", "KEY_IDS", "FORMAT", "WIRE_FORMAT", "FormatError",
     "encode_seen",
     "decode_seen", "versioned", "unversioned", "check_format", "ids_by_key", "with_ids", "split_ids",
@@ -177,7 +177,10 @@ def seen_chunks(rows: list[list[Any]], limit: int = RECORD_MAX - 1024) -> list[l
     out: list[list[list[Any]]] = [[]]
     size = 0
     for row in rows:
-        n = len(row[0]) * 2 + 24  # (an id's JSON is at most twice its length: escapes)
+        uid = row[0]
+        # an id's JSON is at most twice its UTF-8 length (escapes; \x1f, the one control
+        # character, takes 6 bytes: within the 24 of the row's brackets and arrival)
+        n = (len(uid) if uid.isascii() else len(uid.encode())) * 2 + 24
         if size + n > limit and out[-1]:
             out.append([])
             size = 0
@@ -235,18 +238,58 @@ class Forwarded(NamedTuple):
     arrived: int = 0  # Kafka timestamp (ms) of the input record: de-duplication is by arrival time
 
 
+def _row(f: Forwarded) -> bytes:
+    return orjson.dumps([f.topic, f.source, f.partition, f.offset, f.key,
+                         f.event.model_dump(mode="json") if isinstance(f.event, Event) else f.event, f.primary, f.arrived])
+
+
+_WIRE_HEAD = b"[%d" % WIRE_FORMAT
+
+
 def encode_forward(items: Iterable[Forwarded]) -> bytes:
     """Forwarded events: ``[FORMAT, row, row, ...]`` (version 0 had no leading version)."""
-    return orjson.dumps([WIRE_FORMAT] + [
-        [f.topic, f.source, f.partition, f.offset, f.key,
-         f.event.model_dump(mode="json") if isinstance(f.event, Event) else f.event, f.primary, f.arrived]
-        for f in items
-    ])
+    return b",".join([_WIRE_HEAD, *map(_row, items)]) + b"]"
+
+
+def forward_records(items: Iterable[Forwarded], limit: int = RECORD_MAX, most: int = 500) -> Iterator[bytes]:
+    """Forwarded events in records of at most ``most`` events and ``limit`` bytes each, in their
+    order (each is ``encode_forward`` of a run of them: the layout and version are unchanged,
+    so a reader of the last release reads these too). A validated event is a few KiB at most
+    (its ids and names are bounded by the schemas), so every event fits: one larger than
+    ``limit`` would still go, alone."""
+    rows: list[bytes] = [_WIRE_HEAD]
+    size = len(_WIRE_HEAD) + 1
+    for f in items:
+        row = _row(f)
+        if len(rows) > 1 and (size + 1 + len(row) > limit or len(rows) > most):
+            yield b",".join(rows) + b"]"
+            rows, size = [_WIRE_HEAD], len(_WIRE_HEAD) + 1
+        rows.append(row)
+        size += 1 + len(row)
+    if len(rows) > 1:
+        yield b",".join(rows) + b"]"
 
 
 def encode_marks(marks: dict[str, Mark]) -> bytes:
     """Watermark marks of input partitions (``"topic/partition"``) for a keyed partition."""
     return orjson.dumps({"v": WIRE_FORMAT, "marks": {source: mark.row() for source, mark in marks.items()}})
+
+
+def marks_records(marks: dict[str, Mark], limit: int = RECORD_MAX) -> list[bytes]:
+    """``encode_marks`` in records of at most ``limit`` bytes (a worker reading hundreds of input
+    partitions): each source's mark stands alone, so a reader takes them in any grouping."""
+    out: list[bytes] = []
+    part: dict[str, Mark] = {}
+    size = 32
+    for source, mark in marks.items():
+        n = len(source.encode()) * 2 + 64  # (escapes; four numbers and flags)
+        if part and size + n > limit:
+            out.append(encode_marks(part))
+            part, size = {}, 32
+        part[source] = mark
+        size += n
+    out.append(encode_marks(part))
+    return out
 
 
 def decode_forward(value: bytes) -> list[Forwarded] | dict[str, Mark]:

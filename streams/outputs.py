@@ -17,7 +17,8 @@ from schemas.results import Result
 
 from .exporter import Metrics
 from .family import Forward, Output, Record, Tally
-from .ingest import OUTCOME_OF, Rejection, dead_letter
+from .ingest import OUTCOME_OF, Rejection, dead_letter_value
+from .pages import RECORD_MAX
 from .topics import BREACHES, DLQ, RESULTS
 
 __all__ = ["Outputs"]
@@ -34,15 +35,27 @@ class Outputs:
         self.prefix = prefix
         self.metrics = metrics
         self._sent = {name: self._on_sent(name) for name in self.topics}
+        self.largest: dict[str, int] = {}  # bare topic -> the largest record written (key and value)
+
+    def sized(self, topic: str, size: int) -> None:
+        """Note a record of ``size`` bytes written to ``topic`` (bare name): the largest is a gauge,
+        and one over the bound (``RECORD_MAX``: none should be) is logged."""
+        if size > self.largest.get(topic, 0):
+            self.largest[topic] = size
+            self.metrics.record_max.labels(topic).set(size)
+            if size > RECORD_MAX:
+                log.error("a record of %d bytes to %s passes the bound of %d (RECORD_MAX)", size, topic, RECORD_MAX)
 
     def publish(self, outputs: Iterable[Output]) -> list[Forward]:
         """Send results and records, add tallies; return the forwards (for the pipeline to route)."""
         families: Counter[str] = Counter()
         forwards: list[Forward] = []
-        results = self.topics[RESULTS]
+        results, biggest = self.topics[RESULTS], 0
         for r in outputs:
             if isinstance(r, Result):
-                results.send_soon(key=r.key.encode(), value=r.model_dump_json().encode(), callback=self._sent[RESULTS])
+                key, value = r.key.encode(), r.model_dump_json().encode()
+                biggest = max(biggest, len(key) + len(value))
+                results.send_soon(key=key, value=value, callback=self._sent[RESULTS])
                 families[r.family] += 1
             elif isinstance(r, Forward):
                 forwards.append(r)
@@ -50,7 +63,11 @@ class Outputs:
                 counter = self.metrics.tallies[r.metric]
                 (counter.labels(*r.labels) if r.labels else counter).inc(r.n)
             elif isinstance(r, Record):
-                self.topics[r.topic].send_soon(key=r.key.encode(), value=r.value, callback=self._sent[r.topic])
+                key = r.key.encode()
+                self.topics[r.topic].send_soon(key=key, value=r.value, callback=self._sent[r.topic])
+                self.sized(r.topic, len(key) + len(r.value or b""))
+        if biggest:
+            self.sized(RESULTS, biggest)
         for fam, n in families.items():
             self.metrics.results.labels(fam).inc(n)
         return forwards
@@ -59,10 +76,15 @@ class Outputs:
         """Dead-letter each rejection, counted by source topic, outcome and reason."""
         counts: Counter[tuple[str, str]] = Counter()
         dlq, sent = self.topics[DLQ], self._sent[DLQ]
+        biggest = 0
         for rej in rejections:
             bare = self.bare.get(rej.raw.topic) or rej.raw.topic.removeprefix(self.prefix)
             counts[(bare, rej.reason)] += 1
-            dlq.send_soon(value=dead_letter(rej).model_dump_json().encode(), callback=sent)
+            value = dead_letter_value(rej)
+            biggest = max(biggest, len(value))
+            dlq.send_soon(value=value, callback=sent)
+        if biggest:
+            self.sized(DLQ, biggest)
         for (bare, reason), n in counts.items():
             self.metrics.events.labels(bare, OUTCOME_OF[reason]).inc(n)
             self.metrics.dead_letters.labels(bare, reason).inc(n)

@@ -43,8 +43,8 @@ from .keyed import (
     KeyedStage,
     StageOutput,
     decode_forward,
-    encode_forward,
-    encode_marks,
+    forward_records,
+    marks_records,
 )
 from .outputs import Outputs
 from .settings import Settings
@@ -64,7 +64,8 @@ ROCKSDB_OPTIONS = {
 }
 #: results a tick publishes at most (a watermark that jumps ahead closes the rest on the next ticks)
 RESULTS_PER_TICK = 20_000
-#: events per forwarded message (a few hundred bytes each)
+#: events per forwarded message at most (a few hundred bytes each); a message also stays within
+#: the bound on every record socialpulse writes (``pages.RECORD_MAX``: ``keyed.forward_records``)
 FORWARD_CHUNK = 500
 
 
@@ -340,7 +341,7 @@ class Pipeline:
         event they cover was handed over in-process or read already), through Kafka to the
         rest, where they follow the events this worker forwarded before them.
         ``in_process`` (only for marks that hold back) reaches every owned partition at once."""
-        value = encode_marks(marks)
+        values: list[bytes] | None = None
         for name in stages:
             stage, local = self.stages[name], self.owned[name] if in_process else self.settled[name]
             for p in range(self.settings.partitions):
@@ -348,7 +349,11 @@ class Pipeline:
                     stage.mark(p, marks)
                     stage.clock(p).advance(self.expected.get(name))
                 else:
-                    self.keyed_topics[name].send_soon(value=value, partition=p, callback=self._delivered)
+                    if values is None:
+                        values = marks_records(marks)
+                        self.outputs.sized(f"socialpulse.by-{name}", max(map(len, values)))
+                    for value in values:
+                        self.keyed_topics[name].send_soon(value=value, partition=p, callback=self._delivered)
 
     def _mark_settled(self, marks: dict[str, Mark], stages: tuple[str, ...] = ("account", "actor")) -> None:
         """Marks to the settled partitions only (the periodic marks reach the others)."""
@@ -436,7 +441,9 @@ class Pipeline:
 
     def _reject_account(self, rejection: Rejection) -> None:
         """A bad socialpulse.accounts record: dead-lettered and counted (not an input event)."""
-        self.outputs.topics[DLQ].send_soon(value=dead_letter_value(rejection))
+        value = dead_letter_value(rejection)
+        self.outputs.topics[DLQ].send_soon(value=value)
+        self.outputs.sized(DLQ, len(value))
         self.metrics.dead_letters.labels(ACCOUNTS, rejection.reason).inc()
 
     # -- keyed stages ------------------------------------------------------
@@ -493,12 +500,14 @@ class Pipeline:
             self.emit(stream, out)
 
     def _forward(self, outgoing: dict[tuple[str, int], list[Forwarded]]) -> None:
-        """One message per keyed partition and chunk: few messages, each well under
-        Kafka's default 1 MiB message size."""
+        """Few messages per keyed partition, in order: at most ``FORWARD_CHUNK`` events and
+        ``RECORD_MAX`` bytes each (``keyed.forward_records``)."""
         for (stream, p), items in outgoing.items():
-            for i in range(0, len(items), FORWARD_CHUNK):
-                self.keyed_topics[stream].send_soon(
-                    value=encode_forward(items[i:i + FORWARD_CHUNK]), partition=p, callback=self._delivered)
+            topic, biggest = self.keyed_topics[stream], 0
+            for value in forward_records(items, most=FORWARD_CHUNK):
+                biggest = max(biggest, len(value))
+                topic.send_soon(value=value, partition=p, callback=self._delivered)
+            self.outputs.sized(f"socialpulse.by-{stream}", biggest)
 
     def _positions(self) -> dict[TP, bool]:
         """Per assigned partition (input and keyed): are there records not read yet?
