@@ -29,13 +29,19 @@ windows keep no per-post detail, which would be bytes in every changelog write):
   in ``followers``), ``clicks``, ``click_through_rate`` (clicks ÷ imp), ``leads``,
   ``revenue`` ({currency: last-touch credited revenue as Decimal text; negative credits of
   cancelled or refunded orders included}). Ratios are null where the denominator is 0.
-  A busy window's table is split in pages of ``POSTS_PER_RESULT`` rows so no record grows
-  without bound: ``page`` (0-based) and ``pages``; key ``posts|platform|account|window|
-  window_start|<page>``. Late data only adds posts, so a revision has at least as many
+  A busy window's table is split in pages of at most ``POSTS_PER_RESULT`` rows and
+  ``ROWS_MAX`` (48 KiB) of rows' JSON, so no record passes the bound on every record (64 KiB,
+  ``RECORD_MAX``): ``page`` (0-based) and ``pages``; key ``posts|platform|account|window|
+  window_start|<page>``. Pages are filled in post-id order, each as full as it can be, and
+  late data only adds posts or grows their numbers, so a revision has at least as many
   pages as the one it replaces and every key is upserted.
+- ``metric="top_posts"``: ``value`` = posts listed, ``top_posts`` = up to ``TOP_POSTS``
+  [{post_id, engagements}], most first.
 - ``metric="top_posts_by_revenue"``, one per currency: ``value`` = posts listed,
   ``top_posts_by_revenue`` = up to ``TOP_POSTS`` [{post_id, revenue}] with positive
-  revenue, most first; key ``...|<currency>``.
+  revenue, most first; key ``...|<currency>``. Both lists stop early where the next post
+  would take them past ``ROWS_MAX`` of JSON (only long post ids and a ``TOP_POSTS`` in the
+  hundreds get there).
 - ``metric="post_engagement_rate_by_followers"``: the mean over the window's posts with
   engagements or impressions of post engagements ÷ followers (Rival IQ's per-post
   benchmark); ``followers``, and ``posts_counted`` = how many posts the mean is over.
@@ -56,11 +62,13 @@ from dataclasses import dataclass
 from math import gcd
 from typing import Any, NotRequired, TypedDict
 
+import orjson
+
 from schemas.events import PLATFORMS, Audience, Credit, Event, Lead, of_account, split_account_key
 from schemas.results import Result, result_key
 
 from .. import windows
-from ..family import Gauge, Output, Route, Sample
+from ..family import RECORD_MAX, Gauge, Output, Route, Sample
 from ..windows import Windowed, WindowSpec, iso
 from . import followers as fl
 from . import metrics as m
@@ -113,6 +121,35 @@ METRICS: tuple[Metric, ...] = (
 )
 #: rows of the per-post table in one ``posts`` result (more posts: more pages)
 POSTS_PER_RESULT = 500
+#: bytes of JSON of the rows of one ``posts`` result, or of a top-posts list, at most: with the
+#: result's other fields and its key, a record stays within ``RECORD_MAX`` (64 KiB)
+ROWS_MAX = RECORD_MAX - 16 * 1024
+
+
+def paged(rows: list[dict[str, Any]], most: int | None = None, limit: int = ROWS_MAX) -> list[list[dict[str, Any]]]:
+    """Rows in pages of at most ``most`` (``POSTS_PER_RESULT``) rows and ``limit`` bytes of JSON,
+    in order, each page as full as it can be (so more rows, or larger ones, never make fewer pages)."""
+    most = POSTS_PER_RESULT if most is None else most
+    pages: list[list[dict[str, Any]]] = []
+    size = 0
+    for row in rows:
+        n = len(orjson.dumps(row)) + 1
+        if not pages or len(pages[-1]) >= most or (pages[-1] and size + n > limit):
+            pages.append([])
+            size = 0
+        pages[-1].append(row)
+        size += n
+    return pages
+
+
+def fitting(entries: list[dict[str, Any]], limit: int = ROWS_MAX) -> list[dict[str, Any]]:
+    """The first entries of a ranked list whose JSON fits in ``limit`` bytes."""
+    size = 0
+    for i, entry in enumerate(entries):
+        size += len(orjson.dumps(entry)) + 1
+        if size > limit:
+            return entries[:i]
+    return entries
 #: what a result of a metric carries besides its value
 EXTRAS: dict[str, Callable[[windows.Agg, int | None], dict[str, Any]]] = {
     "engagements": lambda agg, followers: {"by_kind": dict(sorted(agg["kinds"].items()))},
@@ -316,19 +353,20 @@ class Engagement:
         if followers is not None:
             values.append(("followers", followers, {}))
         if agg["posts"]:
-            top = m.top_posts(agg, self.top_n)
+            top = fitting(m.top_posts(agg, self.top_n))
             values.append(("top_posts", len(top), {"top_posts": top}))
         # (metric, value, fields, key suffix): the per-post and per-type results
         keyed: list[tuple[str, float | None, dict[str, Any], tuple[str, ...]]] = []
         for kind, ctr in m.click_through_rate_by_type(agg).items():
             keyed.append(("click_through_rate_by_type", ctr, {"type": kind}, (kind,)))
         table = m.post_table(agg, followers) if cw.size >= self.detail_from_ms else []
-        pages = -(-len(table) // POSTS_PER_RESULT)
-        for page in range(pages):
-            rows = table[page * POSTS_PER_RESULT:(page + 1) * POSTS_PER_RESULT]
+        chunks = paged(table)
+        pages = len(chunks)
+        for page, rows in enumerate(chunks):
             keyed.append(("posts", len(table), {"posts": rows, "page": page, "pages": pages, "followers": followers},
                           (str(page),)))
         for cur, top_rev in (m.top_posts_by_revenue(agg, self.top_n) if table else {}).items():
+            top_rev = fitting(top_rev)
             keyed.append(("top_posts_by_revenue", len(top_rev), {"currency": cur, "top_posts_by_revenue": top_rev}, (cur,)))
         return [
             Result(
