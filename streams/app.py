@@ -58,10 +58,11 @@ def create_app(settings: Settings) -> App:
         # on: with true changelog ends (streams/transport.py) it holds on Tansu too, and it is
         # what notices a broker that came back without the changelog this worker wrote
         recovery_consistency_check=True,
-        # a hot account's state (its de-duplication ids above all) can pass 1 MiB; the
-        # broker's message.max.bytes must allow this too (docs/operations.md)
-        producer_max_request_size=8 * 1024 * 1024,
-        producer_max_batch_size=1024 * 1024,  # changelog writes come in bursts, one per changed key
+        # every record socialpulse writes is at most 64 KiB (streams/pages.py RECORD_MAX), whatever
+        # an account does, so a broker's default limits fit (message.max.bytes 1048588): Kafka's
+        # default request size, and batches of half of it (changelog writes come in bursts)
+        producer_max_request_size=1024 * 1024,
+        producer_max_batch_size=512 * 1024,
     )
 
 
