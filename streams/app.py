@@ -16,12 +16,14 @@ from .pipeline import Pipeline
 from .settings import Settings
 from .transport import App
 from .web import register_views
+from .web_security import load_web_config
 
 __all__ = ["create_app", "build"]
 
 
 def create_app(settings: Settings) -> App:
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else socket.gethostname()
+    web = load_web_config(settings.web_config) if settings.web_config else None
     session, heartbeat = timeouts(settings, "tansu" if settings.session_timeout is None else None)
     return App(
         settings.app_id,
@@ -37,7 +39,11 @@ def create_app(settings: Settings) -> App:
         web_host=host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
-        canonical_url=f"http://{host}:{settings.web_port}",
+        # with TLS the router forwards account requests over https, with the peers' TLS and the
+        # caller's Authorization header (streams/web_security.py)
+        canonical_url=f"{web.scheme if web else 'http'}://{host}:{settings.web_port}",
+        web_ssl_context=web.server_context() if web else None,
+        HttpClient=web.peer_client() if web else None,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         # classic group protocol; the timeouts that suit the broker (streams/groups.py)

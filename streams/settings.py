@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     data_dir: str = "./data"
     web_host: str = "0.0.0.0"
     web_port: int = Field(6066, ge=1, le=65535)
+    #: TLS and credentials of the web port: an exporter-toolkit web.config.yml (streams/web_security.py)
+    web_config: str | None = None
     partitions: int = Field(4, ge=1, le=1024)
     replication: int = Field(1, ge=1, le=16)
     bucket: Duration = "1m"  # type: ignore[assignment]
@@ -176,6 +178,16 @@ class Settings(BaseSettings):
             raise ValueError("use a .yaml, .yml or .toml file")
         if not os.path.isfile(value) or not os.access(value, os.R_OK):
             raise ValueError("no readable file there")
+        return value
+
+    @field_validator("web_config")
+    @classmethod
+    def _web_config(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from .web_security import load_web_config  # aiohttp and bcrypt: only when there is a file
+
+        load_web_config(value)
         return value
 
     @field_validator("topic_prefix")

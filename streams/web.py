@@ -17,6 +17,7 @@ from .exporter import Metrics
 from .health import Watchdog
 from .ingest import partition_for
 from .settings import Settings
+from .web_security import guard, load_web_config
 
 __all__ = ["register_views"]
 
@@ -41,6 +42,10 @@ class Served(Protocol):
 
 
 def register_views(app: faust.App, pipeline: Served) -> None:
+    if pipeline.settings.web_config:
+        # every path, Faust's own (/router, /table) included, except the probes (streams/web_security.py)
+        app.web.web_app.middlewares.append(guard(load_web_config(pipeline.settings.web_config)))  # type: ignore[attr-defined]
+
     @app.page("/metrics")
     async def metrics(self: View, request: Request) -> Response:
         return self.bytes(pipeline.metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])

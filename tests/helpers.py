@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from streams.broker import stop_process
 
 __all__ = [
     "ROOT", "SPAWNED", "Worker", "consume_all", "free_port", "http_get", "metric_value", "spawn_worker",
-    "stop_process", "wait_until", "worker_env",
+    "stop_process", "wait_until", "web_certs", "worker_env",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +30,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None,
+             context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -66,13 +69,17 @@ class Worker:
     web_port: int
     env: dict[str, str]
     log: Path
+    #: for a worker with SOCIALPULSE_WEB_CONFIG: https and what Worker.get sends
+    scheme: str = "http"
+    headers: dict[str, str] | None = None
+    context: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        return f"{self.scheme}://127.0.0.1:{self.web_port}"
 
     def get(self, path: str) -> tuple[int, bytes]:
-        return http_get(self.url + path)
+        return http_get(self.url + path, headers=self.headers, context=self.context)
 
     def metrics(self) -> str:
         return self.get("/metrics")[1].decode()
@@ -116,6 +123,28 @@ def spawn_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Wo
     )
     SPAWNED.append(proc)
     return Worker(proc, port, env, log)
+
+
+def web_certs(folder: Path) -> dict[str, Path]:
+    """A CA, a certificate it signed for localhost/127.0.0.1 (server and client use, as a worker
+    calling its peers needs) and a client certificate: ``ca``, ``cert``, ``key``, ``client_cert``, ``client_key``."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    out = {"ca": folder / "ca.crt"}
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=socialpulse web test CA",
+            "-keyout", str(folder / "ca.key"), "-out", str(out["ca"]), "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, cn in (("", "localhost"), ("client_", "prometheus")):
+        key, csr, cert = folder / f"{name}tls.key", folder / f"{name}tls.csr", folder / f"{name}tls.crt"
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", str(key), "-out", str(csr))
+        ext = folder / f"{name}ext.cnf"
+        ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                       "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n")
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(out["ca"]), "-CAkey", str(folder / "ca.key"),
+                "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))
+        out[f"{name}cert"], out[f"{name}key"] = cert, key
+    return out
 
 
 def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list:
