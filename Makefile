@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install dashboards schemas clean
+.PHONY: demo test test-kafka kafka lint bench install dashboards schemas clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,7 +25,17 @@ test: $(STAMP)
 	@command -v promtool >/dev/null && command -v amtool >/dev/null && command -v stunnel4 >/dev/null || { echo "installing Debian's prometheus, alertmanager and stunnel4"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager stunnel4 openssl >/dev/null) \
 		|| echo "could not install them: the tests that need them fail"; }
+	$(BIN)/python -m tests.kafka install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Apache Kafka (tests/kafka.py: the pinned 4.x from Maven Central, checksums verified) into .cache/kafka
+kafka: $(STAMP)
+	$(BIN)/python -m tests.kafka install
+
+# the integration tests on Apache Kafka alone (each kafka-marked test's [kafka] variant, and the
+# cluster, security and hot-account tests that only run there)
+test-kafka: kafka
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m kafka -k "kafka and not tansu" tests/integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check streams schemas tests bench deploy
@@ -41,4 +51,4 @@ schemas: $(STAMP)
 	$(BIN)/socialpulse schemas export schemas/json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache
