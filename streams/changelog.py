@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from faust.stores import memory, rocksdb
 from faust.types.tuples import FutureMessage, PendingMessage
 
 __all__ = [
-    "write_many", "read_one", "read_prefix", "unacknowledged", "send_failures", "delivered", "distrust_unclean", "mark_clean", "CLEAN_STOP",
+    "write_many", "read_one", "read_prefix", "unacknowledged", "write_stall", "send_failures", "delivered", "distrust_unclean", "mark_clean", "CLEAN_STOP",
     "CheckedTable", "ChangelogRecordError",
 ]
 
@@ -37,6 +38,8 @@ log = logging.getLogger("socialpulse")
 
 #: changelog records sent and not yet acknowledged by the broker (all tables of this process)
 _pending = 0
+#: while some are: when the first of them was sent or the broker last answered one, the later
+_waiting_since = 0.0
 #: state or forwarded records the broker refused (all tables and keyed topics of this process)
 _failed = 0
 
@@ -45,6 +48,15 @@ def unacknowledged() -> int:
     """How many changelog records this process sent that the broker has not acknowledged:
     while any are, the local store holds state Kafka may never get (``streams/cli.py``)."""
     return _pending
+
+
+def write_stall(now: float | None = None) -> float:
+    """Seconds changelog records have waited for the broker without any answered meanwhile
+    (0 when none waits). It grows only while the cluster takes no write at all: fewer in-sync
+    replicas than ``min.insync.replicas``, no controller quorum (``streams/health.py``)."""
+    if not _pending:
+        return 0.0
+    return (time.monotonic() if now is None else now) - _waiting_since
 
 
 def send_failures() -> int:
@@ -82,13 +94,15 @@ def _acknowledged(table: Any) -> tuple[Any, Any]:
     on_sent = table._on_changelog_sent
 
     def counted(fut: Any) -> None:
-        global _pending
+        global _pending, _waiting_since
         _pending -= 1
+        _waiting_since = time.monotonic()
         _failure(fut, "changelog")
 
     def last(fut: Any) -> None:
-        global _pending
+        global _pending, _waiting_since
         _pending -= 1
+        _waiting_since = time.monotonic()
         if not _failure(fut, "changelog"):
             on_sent(fut)
 
@@ -99,7 +113,7 @@ def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes 
     """Set (value bytes) or delete (value None) keys of one partition of ``table``;
     each key is written once, as Faust's own ``table[key] = value`` would. Returns
     how many keys were written."""
-    global _pending
+    global _pending, _waiting_since
     app, store, channel = table.app, table.data, table.changelog_topic
     send, generation = app.producer.send_soon, app.consumer_generation_id
     counted, last = _acknowledged(table)
@@ -127,6 +141,8 @@ def write_many(table: Any, partition: int, changes: Iterable[tuple[bytes, bytes 
         else:
             store.data[key] = value
         n += 1
+    if n and not _pending:
+        _waiting_since = time.monotonic()
     _pending += n
     if batch is not None and n:
         store._db_for_partition(partition).write(batch)

@@ -25,9 +25,13 @@ from typing import Any
 
 from aiokafka import TopicPartition as KafkaTP
 
-from . import clients
+from . import changelog, clients
 
-__all__ = ["BrokerWatch", "BrokerLost", "Watchdog", "offsets_gone", "shortened"]
+__all__ = ["BrokerWatch", "BrokerLost", "Watchdog", "offsets_gone", "shortened", "WRITES_STALLED_S"]
+
+#: changelog records unanswered this long with none answered meanwhile: the cluster takes no
+#: writes (a leader moving after one broker is lost stalls only its partitions, for ~10 s)
+WRITES_STALLED_S = 10.0
 
 
 log = logging.getLogger("socialpulse")
@@ -43,6 +47,8 @@ class BrokerWatch:
     timeout_s: float
     down_since: float | None = None
     checked_at: float = field(default=0.0)
+    #: seconds this worker's changelog records have waited with none acknowledged meanwhile
+    writes_stalled_s: float = 0.0
 
     @classmethod
     def from_urls(cls, broker: str, timeout_s: float) -> BrokerWatch:
@@ -84,6 +90,8 @@ class BrokerWatch:
 
     def status(self, now: float | None = None) -> str:
         if self.down_since is None:
+            if self.writes_stalled_s >= WRITES_STALLED_S:
+                return f"writes not acknowledged for {self.writes_stalled_s:.0f} s"
             return "reachable"
         now = time.monotonic() if now is None else now
         return f"unreachable for {now - self.down_since:.0f} s"
@@ -132,8 +140,8 @@ class Watchdog:
         self.rebalancing_since: float | None = None
 
     def fine(self) -> bool:
-        """The broker answers and holds what this worker built on."""
-        return self.broker.down_since is None and not self.lost
+        """The broker answers, takes this worker's writes and holds what this worker built on."""
+        return self.broker.down_since is None and self.broker.writes_stalled_s < WRITES_STALLED_S and not self.lost
 
     def note_end(self, topic: str, partition: int, end: int | None, committed: int | None) -> None:
         """A partition's end as the consumer last saw it: before a committed offset, the broker lost data."""
@@ -146,6 +154,12 @@ class Watchdog:
         if self.lost:
             raise BrokerLost(self.lost)
         now = time.monotonic()
+        # brokers that answer but acknowledge no write (too few in-sync replicas, no quorum): the
+        # producer retries (PRODUCER_REQUEST_TIMEOUT, 20 min) and no offset is committed meanwhile
+        was, self.broker.writes_stalled_s = self.broker.writes_stalled_s, changelog.write_stall(now)
+        if (was >= WRITES_STALLED_S) != (stalled := self.broker.writes_stalled_s >= WRITES_STALLED_S):
+            log.warning("broker %s: %s", self.broker.describe(),
+                        self.broker.status() if stalled else "writes acknowledged again")
         if not self.app.rebalancing:
             self.rebalancing_since = None
         elif self.rebalancing_since is None:

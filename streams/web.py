@@ -56,7 +56,7 @@ def register_views(app: faust.App, pipeline: Served) -> None:
 
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
-        ready = pipeline.ready
+        ready = pipeline.ready and pipeline.health.fine()  # the broker checks are live, the rest per tick
         body = {
             "ready": ready,
             "recovered": app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]

@@ -57,3 +57,23 @@ def test_a_broker_without_the_groups_offsets_lost_data():
     assert offsets_gone({a: 90, b: None}, {a: 120, b: 7}) is None  # behind is not gone (shortened() judges ends)
     assert offsets_gone({}, {}) is None  # nothing committed yet: nothing to lose
     assert offsets_gone({a: None}, {a: 0}) is None
+
+
+def test_brokers_that_answer_but_take_no_write_make_the_worker_unready():
+    """Fewer in-sync replicas than min.insync.replicas, or no controller quorum: the brokers
+    answer a TCP connect, but no changelog record is acknowledged."""
+    watch = BrokerWatch.from_urls("kafka://a:9092", 120)
+    watch.writes_stalled_s = 9.0  # a leader moving after one broker is lost: not yet
+    assert watch.status() == "reachable"
+    watch.writes_stalled_s = 12.4
+    assert watch.status() == "writes not acknowledged for 12 s"
+
+
+def test_the_write_stall_counts_from_the_last_acknowledgement(monkeypatch):
+    from streams import changelog
+
+    monkeypatch.setattr(changelog, "_pending", 0)
+    assert changelog.write_stall(now=1e9) == 0.0  # nothing waits: nothing is stalled
+    monkeypatch.setattr(changelog, "_pending", 3)
+    monkeypatch.setattr(changelog, "_waiting_since", 100.0)
+    assert changelog.write_stall(now=115.0) == 15.0
