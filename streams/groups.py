@@ -7,7 +7,7 @@ clients that ask for it; a Kafka 4 broker serves classic groups as before.
 
 The session timeout is how long a silent worker keeps its partitions. Tansu holds each
 JoinGroup for half of it, so a short one (6 s, the broker's minimum) makes workers ready in
-seconds there; on Apache Kafka 10 s (heartbeat every 3 s) detects a lost worker quickly and
+seconds there (heartbeat every second); on Apache Kafka 10 s (heartbeat every 3 s) detects a lost worker quickly and
 rides out a loaded machine's pauses. ``SOCIALPULSE_SESSION_TIMEOUT`` overrides both.
 """
 
@@ -30,9 +30,10 @@ def timeouts(settings: Settings, cluster_id: str | None) -> tuple[float, float]:
     """(session timeout, heartbeat interval) in seconds for this broker."""
     if settings.session_timeout is not None:
         session = settings.session_timeout / 1000
-    else:
-        session = TANSU_S if (cluster_id or "").startswith("tansu") else KAFKA_S
-    return session, max(1.0, min(3.0, session / 3))
+        return session, min(3.0, session / 3)
+    if (cluster_id or "").startswith("tansu"):
+        return TANSU_S, 1.0  # heartbeats cost Tansu nothing; a rejoin is noticed within a second
+    return KAFKA_S, 3.0
 
 
 async def with_timeouts(settings: Settings) -> Settings:

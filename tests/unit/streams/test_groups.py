@@ -10,7 +10,7 @@ from streams.settings import Settings
 
 def test_tansu_gets_the_shortest_timeout_kafka_a_safer_one() -> None:
     settings = Settings()
-    assert timeouts(settings, "tansu_cluster") == (6.0, 2.0)
+    assert timeouts(settings, "tansu_cluster") == (6.0, 1.0)
     assert timeouts(settings, "af07329b-76aa-411d-8f8a-1ea8fe4cb9b7") == (10.0, 3.0)
     assert timeouts(settings, None) == (10.0, 3.0)
     assert PROTOCOL == "classic"
