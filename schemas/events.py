@@ -33,6 +33,9 @@ __all__ = [
     "Lead",
     "Session",
     "Checkout",
+    "Post",
+    "Connection",
+    "Referral",
     "TOPIC_MODELS",
     "INPUT_TOPICS",
     "MAX_FUTURE_MS",
@@ -103,6 +106,9 @@ LeadKindName = Literal["signup", "form", "dm"]
 SourceName = Literal["linkedin", "x", "facebook", "instagram", "tiktok", "youtube", "pinterest", "other",
                      "direct", "search", "email"]
 CheckoutStatusName = Literal["started", "completed"]
+#: a seller's post: their own, a share of someone else's, a comment on someone else's
+PostKindName = Literal["original", "share", "comment"]
+ConnectionStatusName = Literal["requested", "accepted", "removed"]
 #: where a message was written: a direct message, a public comment (and the brand's answer),
 #: a mention, a review
 ChannelName = Literal["dm", "comment", "mention", "review"]
@@ -211,6 +217,7 @@ class Lead(Event):
     campaign_id: Id | None = None
     post_id: Id | None = None
     click_id: Id | None = None
+    referrer_id: KeyId | None = None  # the seller who referred the shopper (``streams.sellers``)
 
 
 class Session(Event):
@@ -263,6 +270,7 @@ class Order(Event):
     currency: ISO4217
     status: StatusName = "placed"
     click_id: Id | None = None
+    referrer_id: KeyId | None = None  # the seller who referred the shopper (``streams.sellers``)
 
 
 class Spend(Event):
@@ -273,6 +281,30 @@ class Spend(Event):
     campaign_id: Id
     amount: Money
     currency: ISO4217
+
+
+class Post(Event):
+    """A post a seller published for an account (``posts`` topic): their own (``original``), a
+    ``share`` of someone else's or a ``comment`` on it (``target_post_id``)."""
+
+    platform: PlatformName
+    account_id: KeyId
+    post_id: Id
+    author_id: KeyId
+    kind: PostKindName = "original"
+    target_post_id: Id | None = None
+
+
+class Connection(Event):
+    """A seller's connection with a person (``connections`` topic): a request sent, accepted
+    or removed; ``decision_maker`` flags a buyer who decides."""
+
+    platform: PlatformName
+    account_id: KeyId
+    author_id: KeyId
+    actor_id: KeyId
+    status: ConnectionStatusName
+    decision_maker: bool = Field(False, strict=True)
 
 
 TOPIC_MODELS: dict[str, type[Event]] = {
@@ -286,6 +318,8 @@ TOPIC_MODELS: dict[str, type[Event]] = {
     "leads": Lead,
     "sessions": Session,
     "checkouts": Checkout,
+    "posts": Post,
+    "connections": Connection,
 }
 INPUT_TOPICS: tuple[str, ...] = tuple(TOPIC_MODELS)
 
@@ -349,9 +383,27 @@ class CheckoutOutcome(Event):
     outcome: Literal["started", "completed", "abandoned"]
 
 
+class Referral(Event):
+    """Internal: a referred order's part for its referrer, sent from the shopper's state to the
+    account where the referrer referred the shopper (``streams.sellers.referrals``). A negated
+    copy (``orders`` -1, negative ``amount``) takes it back: a cancellation or refund, or a
+    referral decided again differently (a late lead or earlier order)."""
+
+    referrer_id: KeyId
+    platform: PlatformName
+    account_id: KeyId
+    order_id: Id
+    currency: ISO4217
+    amount: Decimal = Field(ge=Decimal("-1e12"), le=Decimal("1e12"), allow_inf_nan=False)
+    orders: int = Field(0, ge=-1, le=1, strict=True)
+    customers: int = Field(0, ge=-1, le=1, strict=True)  # the shopper's first order (a new customer)
+    repeat: int = Field(0, ge=-1, le=1, strict=True)  # an order of a shopper who had ordered before
+
+
 #: every model the keyed stages may see, input topics plus internal records
 STAGE_MODELS: dict[str, type[Event]] = TOPIC_MODELS | {"credits": Credit, "converted": Converted, "sales": Sale,
-                                                        "checkout_outcomes": CheckoutOutcome}
+                                                        "checkout_outcomes": CheckoutOutcome,
+                                                        "referrals": Referral}
 #: the key of the shop's own totals (revenue of all orders) on the account stream
 SHOP_KEY = "all|all"
 #: the key of direct visits' credits on the account stream

@@ -26,7 +26,7 @@ class Result(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    family: Literal["engagement", "replies", "conversion", "funnel"]
+    family: Literal["engagement", "replies", "conversion", "funnel", "sellers"]
     metric: str
     platform: str
     account_id: str

@@ -33,6 +33,10 @@ VALID = {
     "leads": {"platform": "x", "account_id": "a", "actor_id": "u", "kind": "form"},
     "sessions": {"actor_id": "u", "source": "instagram", "account_id": "a", "duration_s": 30.5, "pages": 3},
     "checkouts": {"checkout_id": "k", "actor_id": "u", "status": "started", "amount": "20", "currency": "USD"},
+    "posts": {"platform": "x", "account_id": "a", "post_id": "p", "author_id": "s", "kind": "share",
+              "target_post_id": "q"},
+    "connections": {"platform": "x", "account_id": "a", "author_id": "s", "actor_id": "u", "status": "accepted",
+                    "decision_maker": True},
 }
 
 
