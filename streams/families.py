@@ -20,14 +20,15 @@ from .funnel import Funnel
 from .keyed import KeyedStage
 from .replies import Replies
 from .routing import Router
+from .sellers import Referrals, Sellers
 from .windows import WindowSpec
 
 __all__ = ["STAGES", "COMPACT", "ROUTER", "check_settings", "make_stages", "routes"]
 
 #: keyed stage -> its families (classes meeting ``Family``), in the order they see each key's events
 STAGES: dict[str, tuple[Any, ...]] = {
-    "account": (Engagement, Replies, Conversion, Funnel),
-    "actor": (Shopper,),
+    "account": (Engagement, Replies, Conversion, Funnel, Sellers),
+    "actor": (Shopper, Referrals),
 }
 #: stages with many small keys (a key per shopper): kept at rest as bytes
 COMPACT = frozenset({"actor"})

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(5_000, ge=1)  # most records a fetched batch hands to a lane
     top_posts: int = Field(10, ge=1, le=1000)
     max_agents: int = Field(20, ge=1, le=1000)
+    #: sellers per account with their own series on /metrics (the highest selling index); the rest
+    #: are summed under seller="other" (``streams.sellers``)
+    max_sellers: int = Field(10, ge=1, le=1000)
+    #: the trailing window of a seller's index, influence and numbers (whole UTC days)
+    seller_window: Duration = "28d"  # type: ignore[assignment]
     #: account keys a worker keeps decoded in memory at most (the most recently active); the others
     #: rest in the RocksDB store and are decoded on demand (``streams.keyed``, "the cold tier")
     hot_keys: int = Field(2_000, ge=1, le=10_000_000)
@@ -197,7 +202,7 @@ class Settings(BaseSettings):
             raise ValueError("only letters, digits, '.', '_' and '-'")
         return value
 
-    @field_validator("bucket", "idle", "grace", "reply_slo", "dedup_horizon", "attribution_lookback", "attribution_half_life", "broker_timeout", "checkout_timeout", "outreach_window",
+    @field_validator("bucket", "idle", "grace", "reply_slo", "dedup_horizon", "attribution_lookback", "attribution_half_life", "broker_timeout", "checkout_timeout", "outreach_window", "seller_window",
                      "rebalance_timeout")
     @classmethod
     def _positive(cls, value: int) -> int:

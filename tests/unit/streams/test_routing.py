@@ -44,4 +44,13 @@ def test_routes_that_contradict_each_other_stop_start_up():
 
 def test_a_family_is_registered_in_one_place():
     names = {cls.name for classes in STAGES.values() for cls in classes}
-    assert names == {"engagement", "replies", "conversion", "funnel", "attribution"}
+    assert names == {"engagement", "replies", "conversion", "funnel", "attribution", "sellers", "referrals"}
+
+
+def test_posts_and_connections_count_on_their_account_and_a_referred_order_on_its_shopper():
+    post = event("posts", platform="linkedin", account_id="a", post_id="p", author_id="ana")
+    assert ROUTER.routes("posts", post) == [("account", "linkedin|a", True)]
+    conn = event("connections", platform="linkedin", account_id="a", author_id="ana", actor_id="u", status="accepted")
+    assert ROUTER.routes("connections", conn) == [("account", "linkedin|a", True)]
+    order = event("orders", order_id="o", actor_id="u1", amount="5.00", currency="USD", referrer_id="ana")
+    assert ROUTER.routes("orders", order) == [("actor", "u1", True)]  # joined to its referrer's account there

@@ -1,0 +1,674 @@
+"""Sellers family: the people who post, connect and converse for an account, each with their
+posts, earned engagement, network, referrals, attributed outcomes, a selling index of four
+0-25 pillars and a 1-100 influence score over a trailing window (``SELLER_WINDOW``, 28 days).
+
+**Keyed by account.** A seller (an ``author_id`` of ``posts`` and ``connections``, an agent of
+``messages``, a ``referrer_id``) belongs to an account (``platform|account_id``): the family
+lives in the ``account`` stage, so every event about a seller and the posts their engagement
+joins to reach one key on one worker, and their numbers are exact whatever the number of
+workers. Orders carry no account: a referred order is joined to its referrer's account on the
+shopper's key first (``sellers.referrals``), which forwards a ``Referral`` record here.
+
+State per key, small and bounded (days and sellers capped, everything expires):
+
+    {"posts": {post_id: [ts, author, kind]},        # the sellers' posts (o, s, c) in the horizon
+     "pend":  {post_id: [[ts, field, n, actor], ...]},  # engagement etc. waiting for its post
+     "days":  {day: {author: {field: n | {currency: "amount"}}}},   # UTC day number -> per seller
+     "eng":   {author: {actor: [day, ...]}},        # who engaged with the seller's posts, and when
+     "conv":  {conversation_id: {"m": [[ts, code, who, event_id], ...], "s": [[day, author, field, n], ...]}},
+     "net":   {author: n},                           # network size: accepted minus removed, all time
+     "pub":   {day: [revision, changed]}}            # daily results published and still correctable
+
+**Joins by post.** A like, impression, click, lead or credit names a ``post_id``; if the post is
+a seller's, it counts for that seller on the day of its own ``ts``. One that comes before its post
+waits in ``pend``: everything in the state is a sum of per-event parts, so the order of arrival
+never matters. It waits while its post could still be accepted: a post is stamped before its
+engagement, so once an entry is older than the allowed lateness its post would be late, and the
+entry goes.
+
+**Conversations** (``messages``) are kept ordered by ``ts`` and what they contribute is computed
+from the whole conversation and applied by difference (the old contribution taken back, the new
+one added): a reply read before the message it answers is still its reply. The conversation's
+seller is its first human outbound writer; its customer waits (spells) count for that seller,
+answered or not; each human reply's latency counts for whoever replied; a conversation that a
+seller opened is outreach, answered when the prospect writes within ``OUTREACH_WINDOW``.
+
+**Daily results.** Each UTC day with events of the key is published per seller once the watermark
+passes its end plus grace (revision 0): the day's counts and the index, pillars and influence of
+the trailing window ending with that day. A late event changes its day and the index of the days
+after it: those are published again with the next revision, until the allowed lateness passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any, NotRequired, TypedDict
+
+from schemas.events import (
+    Click,
+    Connection,
+    Credit,
+    Event,
+    Impression,
+    Lead,
+    Like,
+    Message,
+    Post,
+    Referral,
+    of_account,
+    split_account_key,
+)
+from schemas.results import Result, result_key
+
+from ..family import Gauge, Output, Route, Sample
+from ..windows import WindowSpec, iso
+from . import index as ix
+
+__all__ = ["Sellers", "DAY_MS", "TEAM", "trailing", "seller_inputs"]
+
+DAY_MS = 86_400_000
+#: the team's own entries of a day (a control character: no author id can be it)
+TEAM = "\x00team"
+#: the kind of a post, as kept: original, share, comment
+_KIND = {"original": "o", "share": "s", "comment": "c"}
+#: the money fields (per currency)
+MONEY = ("rev", "rr")
+#: most sellers per account kept (the least active beyond it are dropped from the day)
+MAX_SELLERS = 200
+#: most distinct engagers kept per seller (beyond it the engagers of the oldest days go first)
+MAX_ENGAGERS = 5_000
+#: most posts waiting for their post record, and entries per post (beyond: counted without the actor)
+MAX_PENDING_POSTS = 2_000
+MAX_PENDING_ENTRIES = 200
+#: most conversations kept per account (the least recent go; what they counted stays)
+MAX_CONVERSATIONS = 2_000
+#: most messages kept of one conversation
+MAX_MESSAGES = 100
+
+_L = ("platform", "account", "seller", "window")
+_S = ("seller",)
+
+
+def _g(name: str, help: str, labels: tuple[str, ...] = _L, additive: bool = True) -> Gauge:
+    return Gauge(name, help, labels, additive=additive, detail=_S if "seller" in labels else ())
+
+
+POSTS = _g("socialpulse_seller_posts", "A seller's posts in the trailing window (SELLER_WINDOW), by kind (their own: "
+           "original; on others' content: a repost or a comment).", (*_L, "kind"))
+ENGAGEMENTS = _g("socialpulse_seller_engagements", "Engagements on a seller's posts (likes etc. joined by post_id), "
+                 "trailing window.")
+ENGAGERS = _g("socialpulse_seller_engagers", "Distinct people who engaged with a seller's posts, trailing window (not a "
+              "sum: capped sellers only, none under seller=\"other\").",
+              additive=False)
+CONNECTIONS = _g("socialpulse_seller_connections", "A seller's connection requests sent, accepted and removed, "
+                 "trailing window.", (*_L, "status"))
+ACCEPTANCE = _g("socialpulse_seller_acceptance_rate", "Connections accepted / requests sent, trailing window (ratio, "
+                "at most 1).", additive=False)
+DECISION_MAKERS = _g("socialpulse_seller_decision_makers", "Accepted connections flagged decision makers, trailing "
+                     "window.")
+NETWORK = _g("socialpulse_seller_network_size", "A seller's network: connections accepted minus removed, since the "
+             "seller's first event kept.", ("platform", "account", "seller"))
+REFERRALS = _g("socialpulse_seller_referrals", "Leads and orders referred by a seller (referrer_id), trailing "
+               "window, by kind (lead, order).", (*_L, "kind"))
+REFERRAL_REVENUE = _g("socialpulse_seller_referral_revenue", "Revenue of a seller's referred orders (placed minus "
+                      "cancelled and refunded), trailing window.", (*_L, "currency"))
+REFERRAL_SHARE = _g("socialpulse_seller_referral_customer_share", "A seller's referred new customers / the team's "
+                    "new customers (attributed plus referred), trailing window (ratio).", additive=False)
+CLICKS = _g("socialpulse_seller_clicks", "Clicks on a seller's posts, trailing window.")
+LEADS = _g("socialpulse_seller_leads", "Leads from a seller's posts, trailing window.")
+CUSTOMERS = _g("socialpulse_seller_new_customers", "New customers attributed (last touch) to a seller's posts, "
+               "trailing window.")
+REVENUE = _g("socialpulse_seller_attributed_revenue", "Revenue attributed (last touch) to a seller's posts, "
+             "trailing window.", (*_L, "currency"))
+INDEX = _g("socialpulse_selling_index", "A seller's selling index (0-100: four pillars of 0-25), trailing window (a "
+           "score: capped sellers only, the MAX_SELLERS highest of each account).",
+           additive=False)
+PILLAR = _g("socialpulse_selling_index_pillar", "A pillar of a seller's selling index (0-25: brand, people, insights, "
+            "relationships), trailing window (capped sellers only).", (*_L, "pillar"), additive=False)
+INFLUENCE = _g("socialpulse_seller_influence", "A seller's influence score (1-100: distinct people reacting and the "
+               "reach of their posts, log scale), trailing window (capped sellers only).", additive=False)
+TEAM_INDEX = _g("socialpulse_team_selling_index", "The mean selling index of an account's sellers, trailing window.",
+                ("platform", "account", "window"), additive=False)
+TEAM_SELLERS = _g("socialpulse_team_sellers", "Sellers of an account with activity in the trailing window.",
+                  ("platform", "account", "window"))
+TEAM_REVENUE = _g("socialpulse_team_seller_revenue", "Revenue attributed to the sellers' posts plus their referred "
+                  "revenue (the team's total), trailing window.", ("platform", "account", "window", "currency"))
+
+
+class State(TypedDict):
+    """A key's sellers slot (its changelog JSON has the same keys; day numbers as text there)."""
+
+    posts: dict[str, list[Any]]
+    days: dict[int, dict[str, dict[str, Any]]]
+    pend: NotRequired[dict[str, list[list[Any]]]]
+    eng: NotRequired[dict[str, dict[str, list[int]]]]
+    conv: NotRequired[dict[str, dict[str, Any]]]
+    net: NotRequired[dict[str, int]]
+    pub: NotRequired[dict[int, list[int]]]
+
+
+def _add(fields: dict[str, Any], name: str, n: Any) -> None:
+    if name in MONEY:
+        cur, amount = n
+        money = fields.setdefault(name, {})
+        total = Decimal(money.get(cur, "0")) + Decimal(amount)
+        if total:
+            money[cur] = str(total)
+        else:
+            money.pop(cur, None)
+            if not money:
+                del fields[name]
+        return
+    v = fields.get(name, 0) + n
+    if v:
+        fields[name] = v
+    else:
+        fields.pop(name, None)
+
+
+def trailing(days: dict[int, dict[str, dict[str, Any]]], last_day: int, n_days: int) -> dict[str, dict[str, Any]]:
+    """Per author, the sums of their fields over the ``n_days`` UTC days ending with ``last_day``."""
+    out: dict[str, dict[str, Any]] = {}
+    for day, by in days.items():
+        if last_day - n_days < day <= last_day:
+            for author, fields in by.items():
+                mine = out.setdefault(author, {})
+                for name, v in fields.items():
+                    if name in MONEY:
+                        for cur, amount in v.items():
+                            _add(mine, name, (cur, amount))
+                    else:
+                        _add(mine, name, v)
+    return out
+
+
+def seller_inputs(f: dict[str, Any]) -> ix.Inputs:
+    """The index's inputs from a seller's trailing sums."""
+    return ix.Inputs(
+        originals=f.get("po", 0), original_engagement=f.get("eo", 0), accepted=f.get("ca", 0),
+        decision_makers=f.get("cd", 0), outreach_answered=f.get("oa", 0), outreach=f.get("oo", 0),
+        insights=f.get("ps", 0) + f.get("pc", 0), insight_engagement=f.get("ei", 0), replies=f.get("rq", 0),
+        reply_seconds=f.get("rs", 0) / 1000, spells=f.get("sp", 0), answered=f.get("sa", 0),
+        repeat_customers=f.get("rp", 0))
+
+
+def _conversation(messages: list[list[Any]], outreach_ms: int) -> list[list[Any]]:
+    """What a conversation contributes, ``[[day, author, field, n], ...]``, from its messages
+    ordered by ``(ts, event id)``: ``rq``/``rs`` a reply and its latency (ms) for whoever replied,
+    ``sp``/``sa`` a customer wait and whether it was answered, for the conversation's seller,
+    ``oo``/``oa`` an outreach conversation and whether the prospect answered."""
+    out: dict[tuple[int, str, str], int] = {}
+
+    def add(ts: int, author: str, name: str, n: int) -> None:
+        k = (ts // DAY_MS, author, name)
+        out[k] = out.get(k, 0) + n
+
+    seller = next((m[2] for m in messages if m[1] == "o"), None)
+    first = messages[0] if messages else None
+    if first is not None and first[1] == "o":
+        add(first[0], first[2], "oo", 1)
+        if any(m[1] == "i" and m[0] <= first[0] + outreach_ms for m in messages):
+            add(first[0], first[2], "oa", 1)
+    waiting: int | None = None
+    for ts, code, who, _eid in messages:
+        if code == "i":
+            if waiting is None:
+                waiting = ts
+                if seller is not None:
+                    add(ts, seller, "sp", 1)
+        elif code in ("o", "b") and waiting is not None:
+            if seller is not None:
+                add(waiting, seller, "sa", 1)
+            if code == "o":
+                add(ts, who, "rq", 1)
+                add(ts, who, "rs", ts - waiting)
+            waiting = None
+    return [[day, author, name, n] for (day, author, name), n in sorted(out.items()) if n]
+
+
+class Sellers:
+    name = "sellers"
+    # referrals: from the shopper stream (``sellers.referrals``); credits: from ``conversion.shopper``
+    topics = frozenset({"posts", "connections", "likes", "impressions", "clicks", "leads", "messages", "credits",
+                        "referrals"})
+    routes = (Route("posts", of_account), Route("connections", of_account), Route("likes", of_account),
+              Route("impressions", of_account), Route("clicks", of_account), Route("leads", of_account),
+              Route("messages", of_account))
+    counters: tuple[Gauge, ...] = ()
+    gauges: tuple[Gauge, ...] = (POSTS, ENGAGEMENTS, ENGAGERS, CONNECTIONS, ACCEPTANCE, DECISION_MAKERS, NETWORK,
+                                 REFERRALS, REFERRAL_REVENUE, REFERRAL_SHARE, CLICKS, LEADS, CUSTOMERS, REVENUE, INDEX,
+                                 PILLAR, INFLUENCE, TEAM_INDEX, TEAM_SELLERS, TEAM_REVENUE)
+    merge = None  # its own daily publication (``close``), not the shared closed windows
+
+    def __init__(self, spec: WindowSpec, window_ms: int = 28 * DAY_MS, max_sellers: int = 10,
+                 outreach_ms: int = 7 * DAY_MS, conversation_ttl_ms: int = 7 * DAY_MS,
+                 targets: dict[str, Decimal] | None = None) -> None:
+        self.spec = spec
+        self.days = max(1, window_ms // DAY_MS)
+        self.label = f"{self.days}d"
+        self.max_sellers = max_sellers
+        self.outreach_ms = outreach_ms
+        self.conversation_ttl_ms = conversation_ttl_ms
+        self.targets = targets or ix.TARGETS
+        #: days a day's data is kept after it: the trailing window of a day still correctable
+        self._at = 0  # the watermark of the batch being applied
+        self.keep_days = self.days + -(-max(spec.lateness_ms, spec.grace_ms) // DAY_MS) + 1
+
+    @classmethod
+    def from_settings(cls, settings: Any, spec: WindowSpec) -> Sellers:
+        return cls(spec, getattr(settings, "seller_window", 28 * DAY_MS), getattr(settings, "max_sellers", 10),
+                   settings.outreach_window, settings.conversation_ttl)
+
+    def constants(self) -> Iterable[tuple[Gauge, float]]:
+        return ()
+
+    # -- state -------------------------------------------------------------
+    def new_state(self) -> State:
+        return {"posts": {}, "days": {}}
+
+    def decode_state(self, raw: dict[str, Any]) -> State:
+        state: State = {"posts": raw.get("posts", {}),
+                        "days": {int(d): by for d, by in raw.get("days", {}).items()}}
+        for name in ("pend", "eng", "conv", "net"):
+            if raw.get(name):
+                state[name] = raw[name]  # type: ignore[literal-required]
+        if raw.get("pub"):
+            state["pub"] = {int(d): v for d, v in raw["pub"].items()}
+        return state
+
+    def is_empty(self, state: State) -> bool:
+        return not (state["posts"] or state["days"] or state.get("pend") or state.get("conv") or state.get("pub")
+                    or state.get("net"))
+
+    def windowed(self, state: State) -> None:
+        return None
+
+    # -- events ------------------------------------------------------------
+    def _bump(self, state: State, ts: int, author: str, name: str, n: Any) -> None:
+        day = ts // DAY_MS
+        _add(state["days"].setdefault(day, {}).setdefault(author, {}), name, n)
+        by = state["days"][day]
+        if not by[author]:
+            del by[author]
+            if not by:
+                del state["days"][day]
+        pub = state.setdefault("pub", {})
+        for d in range(day, day + self.days):  # its day and the trailing windows it falls in
+            if d in pub:
+                pub[d][1] = 1
+            elif d == day and (day + 1) * DAY_MS + self.spec.lateness_ms > self._at:
+                pub[d] = [-1, 1]  # (a day past its lateness is not published again from scratch)
+        if not pub:
+            del state["pub"]
+
+    def _on_post(self, state: State, author: str, kind: str, entry: list[Any]) -> None:
+        """An entry about one of ``author``'s posts: [ts, field, n, actor or currency]."""
+        ts, name, n, extra = entry
+        if name == "e":
+            self._bump(state, ts, author, "eo" if kind == "o" else "ei", n)
+            if extra:
+                days = state.setdefault("eng", {}).setdefault(author, {}).setdefault(extra, [])
+                day = ts // DAY_MS
+                if day not in days:
+                    days.append(day)
+                    days.sort()
+        elif name in MONEY:
+            self._bump(state, ts, author, name, (extra, n))
+        else:
+            self._bump(state, ts, author, name, n)
+
+    def _joined(self, state: State, post_id: str | None, entry: list[Any]) -> None:
+        if post_id is None:
+            return
+        post = state["posts"].get(post_id)
+        if post is not None:
+            self._on_post(state, post[1], post[2], entry)
+            return
+        pend = state.setdefault("pend", {})
+        rows = pend.get(post_id)
+        if rows is None:
+            if len(pend) >= MAX_PENDING_POSTS:
+                return  # (documented bound: a post this far behind its engagement is not joined)
+            rows = pend[post_id] = []
+        if entry[1] in MONEY or not (entry[3] and len(rows) >= MAX_PENDING_ENTRIES):
+            rows.append(entry)
+            return
+        entry = [entry[0], entry[1], entry[2], ""]  # beyond the bound: counted without its actor
+        for row in rows:  # merged into a row of its day and field
+            if row[1] == entry[1] and not row[3] and row[0] // DAY_MS == entry[0] // DAY_MS:
+                row[0], row[2] = max(row[0], entry[0]), row[2] + entry[2]
+                return
+        rows.append(entry)
+
+    def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
+        self._at = watermark
+        touched: set[str] = set()
+        for event in events:
+            if isinstance(event, Post):
+                self._post(state, event)
+            elif isinstance(event, Like):
+                self._joined(state, event.post_id, [event.ts, "e", 1, event.actor_id])
+            elif isinstance(event, Impression):
+                self._joined(state, event.post_id, [event.ts, "im", event.count, ""])
+            elif isinstance(event, Click):
+                self._joined(state, event.post_id, [event.ts, "clk", 1, ""])
+            elif isinstance(event, Lead):
+                self._joined(state, event.post_id, [event.ts, "ld", 1, ""])
+                if event.referrer_id is not None:
+                    self._bump(state, event.ts, event.referrer_id, "lr", 1)
+            elif isinstance(event, Credit):
+                if event.customers:
+                    self._bump(state, event.ts, TEAM, "tnc", event.customers)
+                self._joined(state, event.post_id, [event.ts, "nc", event.customers, ""])
+                self._joined(state, event.post_id, [event.ts, "rev", str(event.revenue.get("last_touch", "0")),
+                                                    event.currency])
+            elif isinstance(event, Connection):
+                self._connection(state, event)
+            elif isinstance(event, Referral):
+                self._bump(state, event.ts, event.referrer_id, "ro", event.orders)
+                self._bump(state, event.ts, event.referrer_id, "rn", event.customers)
+                self._bump(state, event.ts, event.referrer_id, "rp", event.repeat)
+                self._bump(state, event.ts, event.referrer_id, "rr", (event.currency, event.amount))
+            elif isinstance(event, Message):
+                self._message(state, event)
+                touched.add(event.conversation_id)
+        for cid in touched:
+            self._sync_conversation(state, cid)
+        return []
+
+    def _post(self, state: State, event: Post) -> None:
+        if event.post_id in state["posts"]:
+            return  # (the same post again under another event id: counted once)
+        kind = _KIND[event.kind]
+        state["posts"][event.post_id] = [event.ts, event.author_id, kind]
+        self._bump(state, event.ts, event.author_id, "p" + kind, 1)
+        waiting = state.get("pend", {}).pop(event.post_id, None)
+        if "pend" in state and not state["pend"]:
+            del state["pend"]
+        for entry in waiting or ():
+            self._on_post(state, event.author_id, kind, entry)
+
+    def _connection(self, state: State, event: Connection) -> None:
+        author = event.author_id
+        if event.status == "requested":
+            self._bump(state, event.ts, author, "cr", 1)
+            return
+        n = 1 if event.status == "accepted" else -1
+        if n > 0:
+            self._bump(state, event.ts, author, "ca", 1)
+            if event.decision_maker:
+                self._bump(state, event.ts, author, "cd", 1)
+        else:
+            self._bump(state, event.ts, author, "cx", 1)
+        net = state.setdefault("net", {})
+        v = net.get(author, 0) + n
+        if v:
+            net[author] = v
+        else:
+            net.pop(author, None)
+            if not net:
+                del state["net"]
+
+    @staticmethod
+    def _message(state: State, event: Message) -> None:
+        if event.direction == "inbound":
+            code, who = "i", event.author_id
+        elif event.automated:
+            return  # an auto-acknowledgement: no reply, no seller
+        elif event.bot:
+            code, who = "b", event.author_id
+        else:
+            code, who = "o", event.agent_id or event.author_id
+        conv = state.setdefault("conv", {}).setdefault(event.conversation_id, {"m": [], "s": []})
+        row = [event.ts, code, who, event.event_id]
+        m = conv["m"]
+        m.append(row)
+        if len(m) > 1 and (m[-2][0], m[-2][3]) > (row[0], row[3]):
+            m.sort(key=lambda r: (r[0], r[3]))
+        if len(m) > MAX_MESSAGES:
+            del m[MAX_MESSAGES:]  # (the earliest messages decide: who the seller is, the first waits)
+
+    def _sync_conversation(self, state: State, cid: str) -> None:
+        conv = state.get("conv", {}).get(cid)
+        if conv is None:
+            return
+        want = _conversation(conv["m"], self.outreach_ms)
+        if want == conv["s"]:
+            return
+        for day, author, name, n in conv["s"]:
+            self._bump(state, day * DAY_MS, author, name, -n)
+        for day, author, name, n in want:
+            self._bump(state, day * DAY_MS, author, name, n)
+        conv["s"] = want
+
+    # -- time --------------------------------------------------------------
+    def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
+        out: list[Output] = []
+        changed = False
+        today = watermark // DAY_MS
+        late = watermark - max(self.spec.lateness_ms, self.spec.grace_ms)
+        pub = state.get("pub")
+        if pub:
+            for day in sorted(pub):
+                end = (day + 1) * DAY_MS
+                if end + self.spec.grace_ms > watermark:
+                    break
+                entry = pub[day]
+                if entry[1]:
+                    entry[0] += 1
+                    entry[1] = 0
+                    out.extend(self._day_results(key, state, day, entry[0]))
+                    changed = True
+                if end + self.spec.lateness_ms <= watermark:
+                    del pub[day]  # nothing accepted can change it any more
+                    changed = True
+            if not pub:
+                del state["pub"]
+        first = today - self.keep_days
+        old = [d for d in state["days"] if d < first]
+        for d in old:
+            del state["days"][d]
+        changed = changed or bool(old)
+        gone = [p for p, row in state["posts"].items() if row[0] // DAY_MS < first]
+        for p in gone:
+            del state["posts"][p]
+        changed = changed or bool(gone)
+        pend = state.get("pend")
+        if pend:
+            for p in list(pend):
+                rows = [r for r in pend[p] if r[0] >= late]
+                if len(rows) != len(pend[p]):
+                    changed = True
+                    if rows:
+                        pend[p] = rows
+                    else:
+                        del pend[p]
+            if not pend:
+                del state["pend"]
+        eng = state.get("eng")
+        if eng:
+            for author in list(eng):
+                by = eng[author]
+                for actor in list(by):
+                    if by[actor][-1] < first:
+                        del by[actor]
+                        changed = True
+                if len(by) > MAX_ENGAGERS:
+                    for actor in sorted(by, key=lambda a: (by[a][-1], a))[:len(by) - MAX_ENGAGERS]:
+                        del by[actor]
+                    changed = True
+                if not by:
+                    del eng[author]
+            if not eng:
+                del state["eng"]
+        conv = state.get("conv")
+        if conv:
+            horizon = late - self.conversation_ttl_ms
+            for cid in [c for c, v in conv.items() if v["m"][-1][0] < horizon]:
+                del conv[cid]  # (what it counted stays in its days)
+                changed = True
+            if len(conv) > MAX_CONVERSATIONS:
+                for cid in sorted(conv, key=lambda c: (conv[c]["m"][-1][0], c))[:len(conv) - MAX_CONVERSATIONS]:
+                    del conv[cid]
+                changed = True
+            if not conv:
+                del state["conv"]
+        return out, changed
+
+    def results(self, key: str, cw: Any, state: State, revision: int) -> list[Output]:
+        return []  # (no shared windows: ``close`` publishes the days)
+
+    # -- reads -------------------------------------------------------------
+    def sellers(self, state: State, last_day: int) -> dict[str, dict[str, Any]]:
+        """Every seller's numbers over the trailing window ending with ``last_day``."""
+        sums = trailing(state["days"], last_day, self.days)
+        team = sums.pop(TEAM, {})
+        first = last_day - self.days
+        team_new = team.get("tnc", 0) + sum(f.get("rn", 0) for f in sums.values())
+        eng = state.get("eng", {})
+        net = state.get("net", {})
+        out: dict[str, dict[str, Any]] = {}
+        for author, f in sorted(sums.items()):
+            engagers = sum(1 for days in eng.get(author, {}).values() if any(first < d <= last_day for d in days))
+            inputs = seller_inputs(f)
+            pillars = ix.pillars(inputs, self.targets)
+            requested, accepted = f.get("cr", 0), f.get("ca", 0)
+            out[author] = {
+                "posts": {"original": f.get("po", 0), "share": f.get("ps", 0), "comment": f.get("pc", 0)},
+                "engagements": f.get("eo", 0) + f.get("ei", 0),
+                "engagements_on_originals": f.get("eo", 0), "engagements_on_insights": f.get("ei", 0),
+                "engagers": engagers, "impressions": f.get("im", 0),
+                "connections": {"requested": requested, "accepted": accepted, "removed": f.get("cx", 0)},
+                "acceptance_rate": min(1.0, accepted / requested) if requested else None,
+                "decision_makers": f.get("cd", 0), "network_size": net.get(author, 0),
+                "referrals": {"leads": f.get("lr", 0), "orders": f.get("ro", 0), "new_customers": f.get("rn", 0),
+                              "repeat_customers": f.get("rp", 0), "revenue": dict(sorted(f.get("rr", {}).items())),
+                              "customer_share": f.get("rn", 0) / team_new if team_new > 0 else None},
+                "clicks": f.get("clk", 0), "leads": f.get("ld", 0), "new_customers": f.get("nc", 0),
+                "attributed_revenue": dict(sorted(f.get("rev", {}).items())),
+                "replies": f.get("rq", 0),
+                "mean_reply_seconds": f["rs"] / 1000 / f["rq"] if f.get("rq") else None,
+                "response_rate": min(1.0, f.get("sa", 0) / f["sp"]) if f.get("sp") else None,
+                "outreach": f.get("oo", 0), "outreach_answered": f.get("oa", 0),
+                "prospect_response_rate": min(1.0, f.get("oa", 0) / f["oo"]) if f.get("oo") else None,
+                "pillars": {p: str(v) for p, v in pillars.items()},
+                "selling_index": str(ix.index(pillars)),
+                "influence": ix.influence(engagers, f.get("im", 0)),
+            }
+        return out
+
+    def _ranked(self, sellers: dict[str, dict[str, Any]]) -> list[str]:
+        """Sellers by index, then attributed and referred activity (most first), then name."""
+        return sorted(sellers, key=lambda a: (-Decimal(sellers[a]["selling_index"]), -sellers[a]["engagements"], a))
+
+    def _day_results(self, key: str, state: State, day: int, revision: int) -> list[Output]:
+        platform, account = split_account_key(key)
+        start, end = iso(day * DAY_MS), iso((day + 1) * DAY_MS)
+        today = {a: f for a, f in state["days"].get(day, {}).items() if a != TEAM}
+        if not today:
+            return []
+        window = self.sellers(state, day)
+        out: list[Output] = []
+        for author in sorted(today):
+            s = window.get(author)
+            f = today[author]
+            if s is None:
+                continue
+            common = {"family": "sellers", "platform": platform, "account_id": account, "window": "1d",
+                      "window_start": start, "window_end": end, "revision": revision, "author_id": author}
+
+            def add(metric: str, value: Any, *extra: str, _author: str = author, _common: dict[str, Any] = common,
+                    **fields: Any) -> None:
+                out.append(Result(metric=metric, value=None if value is None else float(value),  # type: ignore[arg-type]
+                                  key=result_key(metric, platform, account, "1d", start, _author, *extra),
+                                  **_common, **fields))
+
+            add("seller_posts", f.get("po", 0) + f.get("ps", 0) + f.get("pc", 0),
+                by_kind={"original": f.get("po", 0), "share": f.get("ps", 0), "comment": f.get("pc", 0)})
+            add("seller_engagements", f.get("eo", 0) + f.get("ei", 0))
+            add("seller_connections_accepted", f.get("ca", 0), requested=f.get("cr", 0), removed=f.get("cx", 0),
+                decision_makers=f.get("cd", 0))
+            add("seller_referrals", f.get("lr", 0) + f.get("ro", 0), leads=f.get("lr", 0), orders=f.get("ro", 0),
+                new_customers=f.get("rn", 0), revenue=dict(sorted(f.get("rr", {}).items())))
+            add("seller_clicks", f.get("clk", 0))
+            add("seller_leads", f.get("ld", 0))
+            add("seller_new_customers", f.get("nc", 0))
+            for cur, amount in sorted(f.get("rev", {}).items()):
+                add("seller_attributed_revenue", Decimal(amount), cur, currency=cur, amount=amount)
+            add("selling_index", Decimal(s["selling_index"]), pillars=s["pillars"], trailing_window=self.label)
+            add("seller_influence", s["influence"], engagers=s["engagers"], impressions=s["impressions"],
+                trailing_window=self.label)
+            add("seller_network_size", s["network_size"])
+        return out
+
+    def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
+        sellers = self.sellers(state, watermark // DAY_MS)
+        net = state.get("net", {})
+        if not sellers and not net:
+            return
+        platform, account = split_account_key(key)
+        w = self.label
+        ranked = self._ranked(sellers)
+        shown = set(ranked[:self.max_sellers])
+        folded: dict[tuple[str, tuple[str, ...]], float] = {}
+
+        def emit(g: Gauge, author: str, value: float, *extra: str) -> Iterable[Sample]:
+            if author in shown:
+                yield g.name, (platform, account, author, w, *extra), value
+            elif g.additive:
+                k = (g.name, (platform, account, "other", w, *extra))
+                folded[k] = folded.get(k, 0.0) + value
+
+        team_rev: dict[str, Decimal] = {}
+        for author in ranked:
+            s = sellers[author]
+            for kind, n in s["posts"].items():
+                yield from emit(POSTS, author, float(n), kind)
+            yield from emit(ENGAGEMENTS, author, float(s["engagements"]))
+            yield from emit(ENGAGERS, author, float(s["engagers"]))
+            for status, n in s["connections"].items():
+                yield from emit(CONNECTIONS, author, float(n), status)
+            if s["acceptance_rate"] is not None:
+                yield from emit(ACCEPTANCE, author, s["acceptance_rate"])
+            yield from emit(DECISION_MAKERS, author, float(s["decision_makers"]))
+            r = s["referrals"]
+            yield from emit(REFERRALS, author, float(r["leads"]), "lead")
+            yield from emit(REFERRALS, author, float(r["orders"]), "order")
+            for cur, amount in r["revenue"].items():
+                yield from emit(REFERRAL_REVENUE, author, float(amount), cur)
+                team_rev[cur] = team_rev.get(cur, Decimal(0)) + Decimal(amount)
+            if r["customer_share"] is not None:
+                yield from emit(REFERRAL_SHARE, author, r["customer_share"])
+            yield from emit(CLICKS, author, float(s["clicks"]))
+            yield from emit(LEADS, author, float(s["leads"]))
+            yield from emit(CUSTOMERS, author, float(s["new_customers"]))
+            for cur, amount in s["attributed_revenue"].items():
+                yield from emit(REVENUE, author, float(amount), cur)
+                team_rev[cur] = team_rev.get(cur, Decimal(0)) + Decimal(amount)
+            yield from emit(INDEX, author, float(s["selling_index"]))
+            for p, v in s["pillars"].items():
+                yield from emit(PILLAR, author, float(v), p)
+            yield from emit(INFLUENCE, author, float(s["influence"]))
+        for author, n in sorted(net.items()):
+            if author in shown:
+                yield NETWORK.name, (platform, account, author), float(n)
+            else:
+                k = (NETWORK.name, (platform, account, "other"))
+                folded[k] = folded.get(k, 0.0) + n
+        for (name, labels), value in sorted(folded.items()):
+            yield name, labels, value
+        if sellers:
+            yield TEAM_SELLERS.name, (platform, account, w), float(len(sellers))
+            mean = sum(Decimal(s["selling_index"]) for s in sellers.values()) / len(sellers)
+            yield TEAM_INDEX.name, (platform, account, w), float(mean)
+        for cur, amount in sorted(team_rev.items()):
+            yield TEAM_REVENUE.name, (platform, account, w, cur), float(amount)
+
+    def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
+        sellers = self.sellers(state, watermark // DAY_MS)
+        ranked = self._ranked(sellers)
+        return {"window": self.label, "sellers": sellers, "leaderboard": ranked,
+                "team": {"sellers": len(sellers),
+                         "selling_index": str(sum((Decimal(s["selling_index"]) for s in sellers.values()), Decimal(0))
+                                              / len(sellers)) if sellers else None}}
