@@ -16,6 +16,7 @@ from .accounts import AccountBook
 from .exporter import Metrics
 from .health import Watchdog
 from .ingest import partition_for
+from .sellers.views import register as register_sellers
 from .settings import Settings
 from .web_security import guard, load_web_config
 
@@ -101,3 +102,5 @@ def register_views(app: faust.App, pipeline: Served) -> None:
         return self.json(
             {"platform": platform, "account_id": account_id, "partition": partition} | view
         )
+
+    register_sellers(app, pipeline)  # /api/v1/sellers/{platform}/{account_id}/{author_id}
