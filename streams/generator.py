@@ -46,6 +46,14 @@ CURRENCIES = (("USD", 0.6), ("EUR", 0.3), ("GBP", 0.1))
 LEAD_KINDS = (("signup", 0.6), ("form", 0.4))
 SOURCES = (("direct", 0.5), ("search", 0.35), ("email", 0.15))
 AGENTS = ("ana", "ben", "chloe", "dev", "emre")
+#: each brand's team of sellers and their habits, per simulated hour: original posts, shares and
+#: comments on others' content, connection requests (share accepted, share of decision makers),
+#: referrals; a poster, a networker, a curator (so the selling index separates them)
+SELLERS: dict[str, dict[str, float]] = {
+    "ana": {"original": 6.0, "insight": 1.0, "connect": 2.0, "accept": 0.5, "dm": 0.2, "refer": 0.5},
+    "ben": {"original": 1.0, "insight": 1.0, "connect": 12.0, "accept": 0.6, "dm": 0.4, "refer": 2.0},
+    "chloe": {"original": 1.5, "insight": 8.0, "connect": 3.0, "accept": 0.4, "dm": 0.2, "refer": 0.5},
+}
 
 
 @dataclass
@@ -78,6 +86,9 @@ class Traffic:
         self.ads = random.Random(f"ads-{seed}")
         # the channel of a conversation, bots and outreach: a stream of their own too
         self.talk = random.Random(f"talk-{seed}")
+        # the sellers' posts, connections and referrals: a stream of their own too
+        self.sell = random.Random(f"sell-{seed}")
+        self.sell_seq = 0
         self.reply_median_s = reply_median_s
         self.answered = answered  # share of conversations a human answers
         #: ``slow-replies``: from ``incident_at_s`` simulated seconds on, for ``incident_minutes``,
@@ -186,6 +197,7 @@ class Traffic:
                         "event_id": self._id("sp"), "platform": acct.platform, "account_id": acct.account_id,
                         "campaign_id": campaign, "amount": f"{rng.uniform(1, 40):.2f}", "currency": "USD",
                     })
+        self._sellers(t0)
         self._visits(t0)
         self.now += 1000
         self.seconds += 1
@@ -307,6 +319,102 @@ class Traffic:
                 again = last + int(rng.lognormvariate(math.log(self.reply_median_s), 0.9) * 1000)
                 self._schedule("messages", again, base | {
                     "event_id": self._id("m"), "direction": "outbound", "author_id": agent, "agent_id": agent})
+
+    def _sellers(self, t0: int) -> None:
+        """Each brand's sellers post (their engagement follows over minutes), connect and refer."""
+        sell = self.sell
+        scale = 3 * max(self.rate, 1) / 200 / 3600  # habits are per hour at 200 events/s (x3: a demo's minutes show them)
+        for acct in self.accounts:
+            for seller, habit in SELLERS.items():
+                if sell.random() < habit["original"] * scale * acct.weight * 15:
+                    self._seller_post(acct, seller, "original", t0 + sell.randrange(1000))
+                if sell.random() < habit["insight"] * scale * acct.weight * 15:
+                    self._seller_post(acct, seller, sell.choice(("share", "comment")), t0 + sell.randrange(1000))
+                if sell.random() < habit["connect"] * scale * acct.weight * 15:
+                    self._connect(acct, seller, habit, t0 + sell.randrange(1000))
+                if sell.random() < habit["refer"] * scale * acct.weight * 15:
+                    self._refer(acct, seller, t0 + sell.randrange(1000))
+
+    def _seller_post(self, acct: Account, seller: str, kind: str, ts: int) -> None:
+        sell = self.sell
+        post = f"{acct.account_id}-{seller}-{self._sid('sp')}"
+        record: dict[str, Any] = {"event_id": self._sid("po"), "platform": acct.platform, "account_id": acct.account_id,
+                                  "post_id": post, "author_id": seller, "kind": kind}
+        if kind != "original":
+            record["target_post_id"] = f"prospect-post-{sell.randrange(10_000)}"
+        self._schedule("posts", ts, record)
+        reach = int(sell.lognormvariate(math.log(400 if kind == "original" else 80), 0.8))
+        self._schedule("impressions", ts + sell.randint(1000, 60_000), {
+            "event_id": self._sid("imp"), "platform": acct.platform, "account_id": acct.account_id, "post_id": post,
+            "count": max(reach, 1)})
+        for _ in range(self._poisson_with(sell, reach * 0.03)):  # some engagement arrives before the post
+            self._schedule("likes", ts + int(sell.uniform(-5, 600) * 1000), {
+                "event_id": self._sid("lk"), "platform": acct.platform, "account_id": acct.account_id,
+                "post_id": post, "actor_id": f"u{sell.randrange(50_000)}", "kind": self._pick_with(sell, KINDS)})
+        if kind == "original" and sell.random() < 0.5:
+            actor, click_id = f"u{sell.randrange(20_000)}", self._sid("ck")
+            at = ts + int(sell.uniform(10, 600) * 1000)
+            self._schedule("clicks", at, {
+                "event_id": self._sid("cl"), "platform": acct.platform, "account_id": acct.account_id,
+                "actor_id": actor, "post_id": post, "click_id": click_id})
+            if sell.random() < 0.2:
+                self._schedule("leads", at + 30_000, {
+                    "event_id": self._sid("ld"), "platform": acct.platform, "account_id": acct.account_id,
+                    "actor_id": actor, "kind": "form", "post_id": post, "click_id": click_id})
+            if sell.random() < 0.2:
+                self._schedule("orders", at + 60_000, {
+                    "event_id": self._sid("o"), "order_id": self._sid("ord"), "actor_id": actor,
+                    "amount": f"{sell.lognormvariate(4.0, 0.5):.2f}", "currency": "USD", "click_id": click_id})
+
+    def _connect(self, acct: Account, seller: str, habit: dict[str, float], ts: int) -> None:
+        sell = self.sell
+        base = {"platform": acct.platform, "account_id": acct.account_id, "author_id": seller,
+                "actor_id": f"p{sell.randrange(50_000)}"}
+        self._schedule("connections", ts, base | {"event_id": self._sid("cn"), "status": "requested"})
+        if sell.random() < habit["accept"]:
+            self._schedule("connections", ts + int(sell.uniform(60, 3600) * 1000), base | {
+                "event_id": self._sid("cn"), "status": "accepted", "decision_maker": sell.random() < habit["dm"]})
+
+    def _refer(self, acct: Account, seller: str, ts: int) -> None:
+        """A seller refers a shopper: a lead, and often an order (a few refunded)."""
+        sell = self.sell
+        actor = f"r{sell.randrange(20_000)}"
+        self._schedule("leads", ts, {"event_id": self._sid("ld"), "platform": acct.platform,
+                                     "account_id": acct.account_id, "actor_id": actor, "kind": "signup",
+                                     "referrer_id": seller})
+        if sell.random() < 0.5:
+            order = {"event_id": self._sid("o"), "order_id": self._sid("ord"), "actor_id": actor,
+                     "amount": f"{sell.lognormvariate(4.2, 0.5):.2f}", "currency": "USD", "referrer_id": seller}
+            at = ts + int(sell.uniform(60, 1800) * 1000)
+            self._schedule("orders", at, order)
+            if sell.random() < 0.05:
+                self._schedule("orders", at + 600_000, order | {"event_id": self._sid("o"), "status": "refunded"})
+
+    def _sid(self, prefix: str) -> str:
+        """An id from the sellers' own stream (the other records' ids and draws stay as they were)."""
+        self.sell_seq += 1
+        return f"{prefix}-s{self.sell_seq:08d}-{self.sell.getrandbits(24):06x}"
+
+    def _poisson_with(self, rng: random.Random, lam: float) -> int:
+        if lam <= 0:
+            return 0
+        if lam > 30:
+            return max(0, int(rng.gauss(lam, math.sqrt(lam)) + 0.5))
+        limit, k, p = math.exp(-lam), 0, 1.0
+        while True:
+            p *= rng.random()
+            if p <= limit:
+                return k
+            k += 1
+
+    @staticmethod
+    def _pick_with(rng: random.Random, pairs: tuple[tuple[str, float], ...]) -> str:
+        r, acc = rng.random(), 0.0
+        for value, w in pairs:
+            acc += w
+            if r < acc:
+                return value
+        return pairs[-1][0]
 
     def _outreach(self, acct: Account, ts: int) -> None:
         """A seller writes first to a prospect; about a third answer (median 3 min), and get a reply."""
