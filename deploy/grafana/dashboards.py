@@ -518,8 +518,83 @@ def funnel() -> db.Dashboard:
     )
 
 
+def sellers() -> db.Dashboard:
+    """Sellers (streams/sellers/): who sells, how (the four pillars), what it brings. Gauges over the trailing
+    SELLER_WINDOW (28d); /metrics keeps each account's top MAX_SELLERS by index, the rest under seller="other"."""
+    sel = f'{SEL}, seller=~"$seller"'
+    own = f'{sel}, seller!="other"'
+    return (
+        base("socialpulse-sellers", "socialpulse / Sellers",
+             "People who post, connect and converse for the brand: a selling index of four 0-25 pillars (trailing "
+             "28 days), influence, network growth, referrals and the revenue their posts brought.")
+        .with_variable(variable("platform", "label_values(socialpulse_team_sellers, platform)"))
+        .with_variable(variable("account", 'label_values(socialpulse_team_sellers{platform=~"$platform"}, account)'))
+        .with_variable(variable("seller", 'label_values(socialpulse_selling_index{platform=~"$platform", '
+                                          'account=~"$account"}, seller)'))
+        .with_row(db.Row("Leaderboard"))
+        .with_panel(
+            table.Panel().title("Leaderboard by selling index").datasource(DS).span(8).height(8)
+            .description("Each seller's index (0-100), trailing 28 days. The index weighs activity and its outcome "
+                         "against targets (README, 'The index's rules'), not rank in the team.")
+            .with_target(q(f"topk(20, max by (platform, account, seller) (socialpulse_selling_index{{{own}}}))",
+                           instant=True)))
+        .with_panel(
+            table.Panel().title("Leaderboard by attributed revenue").datasource(DS).span(8).height(8)
+            .description("Revenue attributed (last touch) to each seller's posts, trailing 28 days.")
+            .with_target(q(f"topk(20, sum by (platform, account, seller, currency) "
+                           f"(socialpulse_seller_attributed_revenue{{{own}}}))", instant=True)))
+        .with_panel(
+            table.Panel().title("Influence").datasource(DS).span(8).height(8)
+            .description("1-100: distinct people reacting to the seller's posts and their reach, log scale.")
+            .with_target(q(f"topk(20, max by (platform, account, seller) (socialpulse_seller_influence{{{own}}}))",
+                           instant=True)))
+        .with_row(db.Row("The index"))
+        .with_panel(ts("Selling index over time", "short", q(
+            f"max by (platform, account, seller) (socialpulse_selling_index{{{own}}})",
+            "{{platform}} {{account}} {{seller}}"),
+            q(f"max by (platform, account) (socialpulse_team_selling_index{{{SEL}}})", "team {{platform}} {{account}}")))
+        .with_panel(ts("Pillars over time", "short", q(
+            f"avg by (pillar) (socialpulse_selling_index_pillar{{{own}}})", "{{pillar}}"),
+            desc="Mean of the selected sellers' pillars, each 0-25: brand, people, insights, relationships."))
+        .with_row(db.Row("Network"))
+        .with_panel(ts("Network size", "short", q(
+            f"sum by (platform, account, seller) (socialpulse_seller_network_size{{{sel}}})",
+            "{{platform}} {{account}} {{seller}}"),
+            desc="Connections accepted minus removed, since the seller's first event kept."))
+        .with_panel(ts("Connections accepted and decision makers", "short",
+            q(f'sum by (platform) (socialpulse_seller_connections{{{sel}, status="accepted"}})', "accepted {{platform}}"),
+            q(f"sum by (platform) (socialpulse_seller_decision_makers{{{sel}}})", "decision makers {{platform}}"),
+            desc="Trailing 28 days."))
+        .with_panel(ts("Acceptance rate", "percentunit", q(
+            f'sum by (platform) (socialpulse_seller_connections{{{sel}, status="accepted"}}) / '
+            f'sum by (platform) (socialpulse_seller_connections{{{sel}, status="requested"}} > 0)', "{{platform}}"),
+            desc="Accepted / requests sent, summed over the sellers (a ratio of sums)."))
+        .with_row(db.Row("Referrals and outcomes"))
+        .with_panel(ts("Referrals", "short", q(
+            f"sum by (platform, kind) (socialpulse_seller_referrals{{{sel}}})", "{{platform}} {{kind}}"),
+            desc="Leads and orders carrying a referrer_id, trailing 28 days."))
+        .with_panel(ts("Referral revenue", "short", q(
+            f"sum by (platform, currency) (socialpulse_seller_referral_revenue{{{sel}}})", "{{platform}} {{currency}}"),
+            desc="Referred orders, placed minus cancelled and refunded."))
+        .with_panel(ts("Referred share of new customers", "percentunit", q(
+            f"max by (platform, account, seller) (socialpulse_seller_referral_customer_share{{{own}}})",
+            "{{platform}} {{account}} {{seller}}")))
+        .with_panel(ts("Sellers' posts: clicks, leads, new customers", "short",
+            q(f"sum by (platform) (socialpulse_seller_clicks{{{sel}}})", "clicks {{platform}}"),
+            q(f"sum by (platform) (socialpulse_seller_leads{{{sel}}})", "leads {{platform}}"),
+            q(f"sum by (platform) (socialpulse_seller_new_customers{{{sel}}})", "new customers {{platform}}")))
+        .with_panel(ts("Team revenue (attributed plus referred)", "short", q(
+            f"sum by (platform, account, currency) (socialpulse_team_seller_revenue{{{SEL}}})",
+            "{{platform}} {{account}} {{currency}}")))
+        .with_panel(ts("Posts by kind and earned engagement", "short",
+            q(f"sum by (kind) (socialpulse_seller_posts{{{sel}}})", "posts {{kind}}"),
+            q(f"sum by (platform) (socialpulse_seller_engagements{{{sel}}})", "engagements {{platform}}")))
+    )
+
+
 BOARDS: dict[str, Callable[[], db.Dashboard]] = {
     "pipeline": pipeline, "engagement": engagement, "replies": replies, "conversion": conversion, "funnel": funnel,
+    "sellers": sellers,
 }
 
 

@@ -30,7 +30,7 @@ def concrete(expr: str, window: str = "5m") -> str:
     return (
         expr.replace("$platform", ".*").replace("$account", ".*").replace("$window", window)
         .replace("$__rate_interval", "1m").replace("$model", "last_touch").replace("$channel", ".*")
-        .replace("$policy", ".*")
+        .replace("$policy", ".*").replace("$seller", ".*")
     )
 
 
@@ -230,3 +230,27 @@ def test_sla_by_policy_and_channel_and_bot_share_on_known_series(tmp_path):
         # comment has judged waits and no bot series: 0, not absent
         (query(r, "Bot-resolved share of waits by channel (1h)"), [({"channel": "comment"}, 0.0), ({"channel": "dm"}, 0.5)]),
     ], at="20m")
+
+
+def test_sellers_board_has_its_leaderboards_pillars_network_and_referrals():
+    board = json.loads(render_all()["sellers.json"])
+    assert "sellers" in BOARDS and board["uid"] == "socialpulse-sellers"
+    assert [v["name"] for v in board["templating"]["list"]] == ["platform", "account", "seller"]
+    titles = {p["title"] for p in panels("sellers")}
+    assert {"Leaderboard by selling index", "Leaderboard by attributed revenue", "Pillars over time", "Network size",
+            "Referrals", "Referral revenue"} <= titles
+    # the leaderboards never rank the folded sellers (seller="other" has no index of its own)
+    assert 'seller!="other"' in query("sellers", "Leaderboard by selling index")
+
+
+@needs_promtool
+def test_sellers_acceptance_rate_is_a_ratio_of_sums(tmp_path):
+    """Ana sent 4 requests (1 accepted), Ben 1 (accepted): 2 of 5, not the mean of 25% and 100%."""
+    s = 'platform="linkedin", account="acme", window="28d"'
+    series = {
+        f'socialpulse_seller_connections{{{s}, seller="ana", status="requested"}}': "4x20",
+        f'socialpulse_seller_connections{{{s}, seller="ana", status="accepted"}}': "1x20",
+        f'socialpulse_seller_connections{{{s}, seller="ben", status="requested"}}': "1x20",
+        f'socialpulse_seller_connections{{{s}, seller="ben", status="accepted"}}': "1x20",
+    }
+    promtool_test(tmp_path, series, [(query("sellers", "Acceptance rate"), [({"platform": "linkedin"}, 0.4)])])
