@@ -22,12 +22,14 @@ tombstone, removes the account's record from the topic's layer).
           - {name: comments, channels: [comment, mention], first_reply: 2h}
         currency: EUR
         benchmarks: {engagement_rate_by_followers: 0.01}
+        seller_targets: {originals: 8, reply_seconds: 3600}   # the selling index's (README, "Sellers")
 """
 
 from __future__ import annotations
 
 import re
 from datetime import date
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -38,7 +40,12 @@ from streams.durations import parse_duration
 from .events import CHANNELS, ChannelName, KeyId, PlatformName
 
 __all__ = ["AccountSettings", "AccountsFile", "Schedule", "SlaPolicy", "ChannelName", "CHANNELS", "DAYS",
-           "parse_range", "schedule_from_text", "describe"]
+           "parse_range", "schedule_from_text", "describe", "SellerTarget", "SELLER_TARGETS"]
+
+#: the selling index's inputs whose targets an account may set (``streams.sellers.index.TARGETS``)
+SellerTarget = Literal["originals", "original_engagement", "accepted", "decision_makers", "outreach_answered",
+                       "insights", "insight_engagement", "reply_seconds", "repeat_customers"]
+SELLER_TARGETS: tuple[str, ...] = SellerTarget.__args__  # type: ignore[attr-defined]
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
@@ -151,6 +158,8 @@ class AccountSettings(BaseModel):
     sla_policies: list[SlaPolicy] = []
     currency: ISO4217 | None = None
     benchmarks: dict[str, float] = {}
+    #: the selling index's targets over SELLER_WINDOW (README, "Sellers"); those not named keep their defaults
+    seller_targets: dict[SellerTarget, Annotated[Decimal, Field(gt=0, le=Decimal("1e9"), allow_inf_nan=False)]] = {}
 
     @field_validator("timezone")
     @classmethod

@@ -41,7 +41,7 @@ after it: those are published again with the next revision, until the allowed la
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, NotRequired, TypedDict
 
@@ -61,6 +61,7 @@ from schemas.events import (
 )
 from schemas.results import Result, result_key
 
+from ..accounts import book_for
 from ..family import Gauge, Output, Route, Sample
 from ..windows import WindowSpec, iso
 from . import index as ix
@@ -74,8 +75,6 @@ TEAM = "\x00team"
 _KIND = {"original": "o", "share": "s", "comment": "c"}
 #: the money fields (per currency)
 MONEY = ("rev", "rr")
-#: most sellers per account kept (the least active beyond it are dropped from the day)
-MAX_SELLERS = 200
 #: most distinct engagers kept per seller (beyond it the engagers of the oldest days go first)
 MAX_ENGAGERS = 5_000
 #: most posts waiting for their post record, and entries per post (beyond: counted without the actor)
@@ -243,7 +242,7 @@ class Sellers:
 
     def __init__(self, spec: WindowSpec, window_ms: int = 28 * DAY_MS, max_sellers: int = 10,
                  outreach_ms: int = 7 * DAY_MS, conversation_ttl_ms: int = 7 * DAY_MS,
-                 targets: dict[str, Decimal] | None = None) -> None:
+                 targets: dict[str, Decimal] | None = None, accounts: Callable[[str], Any] | None = None) -> None:
         self.spec = spec
         self.days = max(1, window_ms // DAY_MS)
         self.label = f"{self.days}d"
@@ -251,6 +250,8 @@ class Sellers:
         self.outreach_ms = outreach_ms
         self.conversation_ttl_ms = conversation_ttl_ms
         self.targets = targets or ix.TARGETS
+        #: an account's settings (``seller_targets`` override the default targets)
+        self.accounts = accounts or (lambda key: None)
         #: days a day's data is kept after it: the trailing window of a day still correctable
         self._at = 0  # the watermark of the batch being applied
         self.keep_days = self.days + -(-max(spec.lateness_ms, spec.grace_ms) // DAY_MS) + 1
@@ -258,7 +259,13 @@ class Sellers:
     @classmethod
     def from_settings(cls, settings: Any, spec: WindowSpec) -> Sellers:
         return cls(spec, getattr(settings, "seller_window", 28 * DAY_MS), getattr(settings, "max_sellers", 10),
-                   settings.outreach_window, settings.conversation_ttl)
+                   settings.outreach_window, settings.conversation_ttl, accounts=book_for(settings).get)
+
+    def targets_of(self, key: str) -> Mapping[str, Decimal]:
+        """The index's targets for an account: its settings' ``seller_targets`` over the defaults."""
+        acct = self.accounts(key)
+        mine = getattr(acct, "seller_targets", None)
+        return {**self.targets, **mine} if mine else self.targets
 
     def constants(self) -> Iterable[tuple[Gauge, float]]:
         return ()
@@ -520,8 +527,9 @@ class Sellers:
         return []  # (no shared windows: ``close`` publishes the days)
 
     # -- reads -------------------------------------------------------------
-    def sellers(self, state: State, last_day: int) -> dict[str, dict[str, Any]]:
-        """Every seller's numbers over the trailing window ending with ``last_day``."""
+    def sellers(self, state: State, last_day: int, targets: Mapping[str, Decimal] | None = None) -> dict[str, dict[str, Any]]:
+        """Every seller's numbers over the trailing window ending with ``last_day`` (the index against
+        ``targets``, the defaults without)."""
         sums = trailing(state["days"], last_day, self.days)
         team = sums.pop(TEAM, {})
         first = last_day - self.days
@@ -532,7 +540,7 @@ class Sellers:
         for author, f in sorted(sums.items()):
             engagers = sum(1 for days in eng.get(author, {}).values() if any(first < d <= last_day for d in days))
             inputs = seller_inputs(f)
-            pillars = ix.pillars(inputs, self.targets)
+            pillars = ix.pillars(inputs, targets or self.targets)
             requested, accepted = f.get("cr", 0), f.get("ca", 0)
             out[author] = {
                 "posts": {"original": f.get("po", 0), "share": f.get("ps", 0), "comment": f.get("pc", 0)},
@@ -568,7 +576,7 @@ class Sellers:
         today = {a: f for a, f in state["days"].get(day, {}).items() if a != TEAM}
         if not today:
             return []
-        window = self.sellers(state, day)
+        window = self.sellers(state, day, self.targets_of(key))
         out: list[Output] = []
         for author in sorted(today):
             s = window.get(author)
@@ -603,7 +611,7 @@ class Sellers:
         return out
 
     def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:
-        sellers = self.sellers(state, watermark // DAY_MS)
+        sellers = self.sellers(state, watermark // DAY_MS, self.targets_of(key))
         net = state.get("net", {})
         if not sellers and not net:
             return
@@ -666,9 +674,11 @@ class Sellers:
             yield TEAM_REVENUE.name, (platform, account, w, cur), float(amount)
 
     def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
-        sellers = self.sellers(state, watermark // DAY_MS)
+        targets = self.targets_of(key)
+        sellers = self.sellers(state, watermark // DAY_MS, targets)
         ranked = self._ranked(sellers)
         return {"window": self.label, "sellers": sellers, "leaderboard": ranked,
+                "targets": {name: str(v) for name, v in targets.items()},
                 "team": {"sellers": len(sellers),
                          "selling_index": str(sum((Decimal(s["selling_index"]) for s in sellers.values()), Decimal(0))
                                               / len(sellers)) if sellers else None}}

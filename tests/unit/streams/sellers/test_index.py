@@ -5,6 +5,7 @@ import random
 import time
 from decimal import Decimal
 
+from schemas.accounts import SELLER_TARGETS, AccountSettings
 from schemas.events import Connection, Impression, Like, Message, Post, Referral
 from streams.sellers import Sellers
 from streams.sellers import index as ix
@@ -103,3 +104,18 @@ def test_targets_cap_each_input_and_an_idle_seller_scores_zero():
                      spells=5, answered=5, repeat_customers=9)
     assert ix.pillars(huge) == {p: Decimal("25.00") for p in ix.PILLARS}
     assert ix.influence(0, 0) == 1 and ix.influence(10**6, 10**9) == 100
+
+
+def test_an_account_sets_its_own_targets_and_the_others_keep_their_defaults():
+    assert tuple(ix.TARGETS) == SELLER_TARGETS  # the account settings name exactly the index's targets
+    acct = AccountSettings(platform="linkedin", account_id="acme", seller_targets={"originals": "3"})
+    fam = Sellers(SPEC, accounts=lambda key: acct if key == KEY else None)
+    now = int(time.time() * 1000)
+    state = fam.new_state()
+    posts = [Post(event_id=f"p{i}", ts=now - 1000 + i, platform="linkedin", account_id="acme", post_id=f"p{i}",
+                  author_id="ana") for i in range(3)]
+    fam.apply(KEY, state, posts, now)
+    view = fam.view(KEY, state, now)
+    assert view["sellers"]["ana"]["pillars"]["brand"] == "12.50"  # 3 of 3 originals: half the pillar
+    assert view["targets"]["originals"] == "3" and view["targets"]["accepted"] == "20"
+    assert fam.view("x|other", state, now)["sellers"]["ana"]["pillars"]["brand"] == "3.13"  # 3 of 12: 25 x 0.5 x 0.25
