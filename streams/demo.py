@@ -39,7 +39,7 @@ from . import generator
 from .broker import BrokerError, port_in_use, start_broker, stop_process, wait_for_port
 from .settings import Settings
 
-__all__ = ["run_demo", "scrape", "summary", "alerts", "start_prometheus", "DEMO_ENV", "INCIDENT_AT_S"]
+__all__ = ["run_demo", "scrape", "summary", "sellers_table", "alerts", "start_prometheus", "DEMO_ENV", "INCIDENT_AT_S"]
 
 Metrics = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -136,6 +136,8 @@ def summary(m: Metrics, elapsed: float, active: list[dict[str, Any]] | None, pro
             f"{sum(met.get(p, [])):,.0f}", f"{sum(breached.get(p, [])):,.0f}",
         )
 
+    sellers = sellers_table(m)
+
     al = Table(title=f"alerts ({prometheus or 'no Prometheus: apt-get install prometheus'})", title_justify="left",
                box=None, pad_edge=False)
     for col in ("alert", "state", "where", "since"):
@@ -149,7 +151,38 @@ def summary(m: Metrics, elapsed: float, active: list[dict[str, Any]] | None, pro
             al.add_row(labels.get("alertname", "?"), f"[b red]{state}[/b red]" if state == "firing" else state, where, since)
         if not active:
             al.add_row("none pending or firing", "", "", "")
-    return Group(head, ev, "", sell, "", replies, "", al)
+    return Group(head, ev, "", sell, "", replies, "", sellers, "", al)
+
+
+def sellers_table(m: Metrics, top: int = 3) -> Table:
+    """The sellers with the highest selling index (streams/sellers/), their pillars, influence and
+    the USD revenue their posts brought (last touch) plus their referred orders' revenue."""
+    def per_seller(name: str, **match: str) -> dict[tuple[str, str, str], float]:
+        out: dict[tuple[str, str, str], float] = defaultdict(float)
+        for labels, v in m.get(name, []):
+            if labels.get("seller", "other") != "other" and all(labels.get(k) == want for k, want in match.items()):
+                out[(labels["seller"], labels["platform"], labels["account"])] += v
+        return out
+
+    index = per_seller("socialpulse_selling_index")
+    influence = per_seller("socialpulse_seller_influence")
+    revenue = per_seller("socialpulse_seller_attributed_revenue", currency="USD")
+    referred = per_seller("socialpulse_seller_referral_revenue", currency="USD")
+    pillars = {p: per_seller("socialpulse_selling_index_pillar", pillar=p)
+               for p in ("brand", "people", "insights", "relationships")}
+    table = Table(title="sellers (top by selling index, trailing 28 days)", title_justify="left", box=None,
+                  pad_edge=False)
+    for col, just in (("seller", "left"), ("account", "left"), ("index", "right"), ("brand", "right"),
+                      ("people", "right"), ("insig.", "right"), ("relat.", "right"), ("infl.", "right"),
+                      ("revenue USD", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for who in sorted(index, key=lambda k: (-index[k], k))[:top]:
+        table.add_row(who[0], f"{who[1]}/{who[2]}", f"{index[who]:.1f}",
+                      *(f"{pillars[p].get(who, 0):.1f}" for p in pillars), f"{influence.get(who, 0):.0f}",
+                      f"{revenue.get(who, 0) + referred.get(who, 0):,.0f}")
+    if not index:
+        table.add_row("none yet", "", "", "", "", "", "", "", "")
+    return table
 
 
 def _stop_on(signum: int, frame: Any) -> None:

@@ -34,7 +34,7 @@ def accepted_by_topic(text: str) -> dict[str, float]:
 
 
 def families_on_screen(screen: str) -> bool:
-    """Every family has numbers: events, engagement/conversion and replies per platform."""
+    """Every family has numbers: events, engagement/conversion and replies per platform, the top sellers."""
     for topic in INPUT_TOPICS:
         cells = row(screen, topic)
         if cells is None or not re.fullmatch(r"[\d,]+", cells[1]) or cells[1] == "0":
@@ -48,6 +48,11 @@ def families_on_screen(screen: str) -> bool:
         # eng. rate, CTR, then leads, new customers and revenue: numbers
         if not (s[1].endswith("%") and s[2].endswith("%") and all(re.fullmatch(r"[\d,]+", c) for c in s[3:6])):
             return False
+    # the sellers with the highest index, with pillars, influence and revenue as numbers
+    sellers = screen.split("sellers (top by selling index", 1)[-1].split("alerts", 1)[0]
+    top = [line.split() for line in sellers.splitlines()[2:] if line.strip()]
+    if not top or not all(len(cells) == 9 and all(re.fullmatch(r"[\d,.]+", c) for c in cells[2:]) for cells in top):
+        return False
     # reply times measured for some platform (p50, p90 in seconds), SLA counted
     return any(re.fullmatch(r"\d+[sm]", (row(reply, p) or ["", "-"])[1]) for p in PLATFORMS)
 
