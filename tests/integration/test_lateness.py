@@ -32,7 +32,7 @@ HOUR = 60 * MIN
 ACCOUNTS = [("instagram", "ig-0"), ("instagram", "ig-1"), ("tiktok", "tt-0"), ("linkedin", "li-0")]
 #: input topics with differing partition counts, as a real cluster has them
 PARTITIONS = {"likes": 3, "impressions": 2, "audience": 1, "clicks": 3, "messages": 2, "orders": 2, "spend": 1,
-              "leads": 1, "sessions": 2, "checkouts": 1}
+              "leads": 1, "sessions": 2, "checkouts": 1, "posts": 2, "connections": 1}
 
 
 def create_topics(broker: str, prefix: str) -> None:

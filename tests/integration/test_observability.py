@@ -69,6 +69,29 @@ def scripted_messages(now_ms: int) -> list[dict]:
     return out
 
 
+def scripted_sellers(now_ms: int) -> list[tuple[str, dict]]:
+    """A seller's post, its engagement, a click that buys, a connection and a referred order: the Sellers
+    board's revenue and referral panels need them within the run (the generator's are minutes apart)."""
+    acct = {"platform": "instagram", "account_id": "in-brand-2"}
+    at = lambda s: iso(now_ms + s * 1000)  # noqa: E731
+    return [
+        ("posts", {"event_id": "obs-sp-1", "ts": at(0), **acct, "post_id": "obs-seller-post", "author_id": "obs-seller"}),
+        ("likes", {"event_id": "obs-sl-1", "ts": at(1), **acct, "post_id": "obs-seller-post", "actor_id": "obs-fan"}),
+        ("impressions", {"event_id": "obs-si-1", "ts": at(1), **acct, "post_id": "obs-seller-post", "count": 300}),
+        ("clicks", {"event_id": "obs-sc-1", "ts": at(2), **acct, "actor_id": "obs-buyer", "post_id": "obs-seller-post",
+                    "click_id": "obs-click"}),
+        ("orders", {"event_id": "obs-so-1", "ts": at(3), "order_id": "obs-order", "actor_id": "obs-buyer",
+                    "amount": "80.00", "currency": "USD", "click_id": "obs-click"}),
+        ("connections", {"event_id": "obs-cn-1", "ts": at(0), **acct, "author_id": "obs-seller", "actor_id": "obs-cto",
+                         "status": "requested"}),
+        ("connections", {"event_id": "obs-cn-2", "ts": at(1), **acct, "author_id": "obs-seller", "actor_id": "obs-cto",
+                         "status": "accepted", "decision_maker": True}),
+        ("leads", {"event_id": "obs-rl-1", "ts": at(2), **acct, "actor_id": "obs-friend", "referrer_id": "obs-seller"}),
+        ("orders", {"event_id": "obs-ro-1", "ts": at(3), "order_id": "obs-referred", "actor_id": "obs-friend",
+                    "amount": "50.00", "currency": "USD", "referrer_id": "obs-seller"}),
+    ]
+
+
 @pytest.fixture(scope="module")
 def fed_worker(broker, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("obs")
@@ -91,6 +114,8 @@ def fed_worker(broker, tmp_path_factory):
     producer = Producer({"bootstrap.servers": broker})
     for event in scripted_messages(int(time.time() * 1000)):  # keyed by conversation, as a desk's producer does
         producer.produce(PREFIX + "messages", orjson.dumps(event), key=event["conversation_id"].encode())
+    for topic, event in scripted_sellers(int(time.time() * 1000)):
+        producer.produce(PREFIX + topic, orjson.dumps(event))
     assert producer.flush(15) == 0
     wait_until(lambda: "socialpulse_engagement_rate{" in worker.metrics(), 60, what="engagement gauges")
     wait_until(lambda: 'result="breached"} 1' in worker.metrics() or 'result="breached"} 2' in worker.metrics(),
@@ -135,7 +160,7 @@ def concrete(expr: str) -> str:
     return (
         expr.replace("$platform", ".*").replace("$account", ".*").replace("$window", "5m")
         .replace("$__rate_interval", "1m").replace("$model", "last_touch").replace("$channel", ".*")
-        .replace("$policy", ".*")
+        .replace("$policy", ".*").replace("$seller", ".*")
     )
 
 
