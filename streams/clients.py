@@ -22,13 +22,15 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import create_conn
 from faust.types.auth import CredentialsT, SASLMechanism
 
 from .settings import Settings
 
 __all__ = [
     "servers", "ssl_context", "faust_credentials", "aiokafka_kwargs", "confluent_config",
-    "producer", "consumer", "reader", "admin", "explain", "preflight",
+    "producer", "consumer", "reader", "admin", "client", "explain", "preflight",
 ]
 
 _SCRAM = {
@@ -132,10 +134,16 @@ def admin(settings: Settings, **kwargs: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**aiokafka_kwargs(settings), **kwargs)
 
 
+def client(settings: Settings, **kwargs: Any) -> AIOKafkaClient:
+    """aiokafka's low-level client, for a request the admin has no method for (streams/acls.py)."""
+    return AIOKafkaClient(**aiokafka_kwargs(settings), **kwargs)
+
+
 async def preflight(settings: Settings, timeout: float = 10.0) -> None:
     """Open one connection to the first reachable bootstrap server the way the clients will
-    (TLS handshake included), so a wrong CA or a TLS/plaintext mix-up fails with its real
-    cause instead of aiokafka's "Unable to bootstrap"."""
+    (TLS handshake included, then the SASL login), so a wrong CA, a TLS/plaintext mix-up or
+    refused credentials fail with their real cause instead of aiokafka's "Unable to bootstrap"
+    (its bootstrap logs the login error and tries the next server, then gives up)."""
     context = ssl_context(settings)
     last: BaseException | None = None
     for server in servers(settings):
@@ -149,9 +157,34 @@ async def preflight(settings: Settings, timeout: float = 10.0) -> None:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
+        if settings.security_protocol != "PLAINTEXT":
+            await _handshake(settings, host, int(port), timeout)
         return
     if last is not None:
         raise last
+
+
+async def _handshake(settings: Settings, host: str, port: int, timeout: float) -> None:
+    """One Kafka request over TLS (with TLS 1.3 a broker that requires a client certificate
+    refuses only after the handshake) and the SASL login; a refusal raises (SaslAuthenticationFailedError
+    from Kafka, or aiokafka's SCRAM client failing on a server-final message that carries
+    ``e=...`` instead of ``v=...``)."""
+    kwargs = aiokafka_kwargs(settings)
+    del kwargs["bootstrap_servers"]
+    conn = await asyncio.wait_for(create_conn(host, port, request_timeout_ms=int(timeout * 1000), **kwargs), timeout)
+    conn.close()
+
+
+def refused_login(exc: BaseException) -> bool:
+    """Whether ``exc`` is the broker refusing the SASL credentials."""
+    name = type(exc).__name__
+    if "SaslAuthentication" in name or "Authentication" in name:
+        return True
+    # aiokafka's SCRAM client reads the server-final message as "v=<signature>"; a refusal is
+    # "e=<error>" (RFC 5802), which surfaces as KeyError('v') or a wrong-signature ValueError
+    if isinstance(exc, KeyError) and exc.args == ("v",):
+        return True
+    return isinstance(exc, ValueError) and "wrong signature" in str(exc)
 
 
 def explain(exc: BaseException, settings: Settings) -> str:
@@ -164,14 +197,26 @@ def explain(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, ssl.SSLError):
         return (f"TLS with {where} failed: {text}. Check SOCIALPULSE_SECURITY_PROTOCOL (is the port a TLS "
                 "listener?), SOCIALPULSE_SSL_CAFILE, SOCIALPULSE_SSL_CERTFILE and SOCIALPULSE_SSL_KEYFILE")
+    from .acls import Refused
+
+    if isinstance(exc, Refused):  # a missing ACL: the message already names it
+        return str(exc)
     name = type(exc).__name__
-    if "Authentication" in name or "SaslAuthentication" in name or "authentication" in str(exc).lower():
+    if refused_login(exc) or "authentication" in str(exc).lower():
+        if isinstance(exc, KeyError | ValueError):
+            text = f"the SCRAM exchange ended without the server's signature ({text})"
         return (f"{where} refused the credentials: {text}. Check SOCIALPULSE_SASL_USERNAME, "
                 f"SOCIALPULSE_SASL_PASSWORD and SOCIALPULSE_SASL_MECHANISM ({settings.sasl_mechanism})")
     if "UnsupportedSaslMechanism" in name or "IllegalSaslState" in name:
         return (f"{where} does not accept SASL {settings.sasl_mechanism}: {text}. "
                 "Check SOCIALPULSE_SASL_MECHANISM and SOCIALPULSE_SECURITY_PROTOCOL")
     hint = ""
+    if settings.security_protocol in ("SSL", "SASL_SSL") and "closed" in str(exc):
+        # TLS 1.3: a broker that requires a client certificate closes the connection after the handshake
+        return (f"{where} closed the connection after the TLS handshake: {text}. If it requires a client "
+                "certificate (mutual TLS), set SOCIALPULSE_SSL_CERTFILE and SOCIALPULSE_SSL_KEYFILE"
+                + (" (the broker may not trust this one)" if settings.ssl_certfile else "")
+                + "; check SOCIALPULSE_SECURITY_PROTOCOL too")
     if settings.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
         hint = " (if it is a TLS listener, set SOCIALPULSE_SECURITY_PROTOCOL=SSL or SASL_SSL)"
     return f"cannot reach {where}{hint}: {text}. Check SOCIALPULSE_SECURITY_PROTOCOL too"

@@ -107,7 +107,11 @@ def test_preflight_reports_an_untrusted_certificate_and_passes_a_trusted_one(tls
             with pytest.raises(ssl.SSLCertVerificationError) as err:
                 await clients.preflight(untrusted)
             assert "SOCIALPULSE_SSL_CAFILE" in clients.explain(err.value, untrusted)
-            await clients.preflight(Settings(broker=f"kafka://127.0.0.1:{port}", security_protocol="SSL", ssl_cafile=str(cert)))
+            # trusted: the handshake passes; then preflight speaks Kafka, which this stand-in does not
+            from aiokafka.errors import KafkaConnectionError
+
+            with pytest.raises(KafkaConnectionError):
+                await clients.preflight(Settings(broker=f"kafka://127.0.0.1:{port}", security_protocol="SSL", ssl_cafile=str(cert)))
         finally:
             server.close()
             await server.wait_closed()
