@@ -7,6 +7,7 @@ import gc
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -15,13 +16,20 @@ from .settings import Settings, load_settings
 __all__ = ["main"]
 
 
-async def connect(settings: Settings) -> None:
-    """First contact: one TLS-aware connection, then the topics (which proves the credentials)."""
+async def connect(settings: Settings, role: Literal["worker", "generator"] = "worker") -> None:
+    """First contact: one connection the way the clients make them (TLS, SASL login), the
+    topics, then every permission ``role`` needs (streams/acls.py), so that a refusal stops
+    start-up here, named, instead of inside Faust."""
+    from schemas.events import INPUT_TOPICS
+
+    from .acls import check
     from .clients import preflight
     from .topics import ensure_topics
 
     await preflight(settings)
-    await asyncio.wait_for(ensure_topics(settings), 30)
+    names = [settings.topic(t) for t in INPUT_TOPICS] if role == "generator" else None
+    await asyncio.wait_for(ensure_topics(settings, names), 30)
+    await asyncio.wait_for(check(settings, role), 30)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,7 +131,7 @@ def generate(rate: float, duration: float, seed: int, start_ms: int | None, fast
 
     settings = load_settings()
     try:
-        asyncio.run(connect(settings))
+        asyncio.run(connect(settings, "generator"))
     except Exception as exc:
         raise click.ClickException(explain(exc, settings)) from None
     counts = asyncio.run(run(settings, rate, duration, seed, start_ms=start_ms, fast=fast, reply_median_s=reply_median,

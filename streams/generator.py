@@ -477,10 +477,12 @@ async def run(
     incident_at_s: int = 60, answered: float = 0.88,
 ) -> Counter[str]:
     """Produce ``duration`` simulated seconds of traffic at ``rate`` events/s."""
+    from schemas.events import INPUT_TOPICS
+
     from . import clients
     from .topics import ensure_topics
 
-    await ensure_topics(settings)
+    await ensure_topics(settings, [settings.topic(t) for t in INPUT_TOPICS])  # its only topics (ACLs: docs/operations.md)
     traffic = Traffic(rate, seed, start_ms, reply_median_s=reply_median_s, incident=incident, incident_at_s=incident_at_s,
                       answered=answered)
     producer = clients.producer(settings, linger_ms=5, max_batch_size=262_144)

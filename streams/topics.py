@@ -7,6 +7,7 @@ partition; creating them first keeps every topic at ``PARTITIONS``.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -33,7 +34,16 @@ def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(t) for t in (*INPUT_TOPICS, *OUTPUT_TOPICS, ACCOUNTS)]
 
 
-async def ensure_topics(settings: Settings) -> None:
+#: Kafka's error code in a CreateTopics answer for a refusal by an ACL
+_REFUSED = 29
+
+
+async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
+    """Create ``names`` (default: every topic of ``all_topics``) that do not exist yet. A topic
+    the broker refuses to create stops start-up (``acls.Refused``): a worker without it would
+    only log "Ignoring missing topic" and never read it."""
+    from .acls import Refused, refusal
+
     admin = clients.admin(settings)
     await admin.start()
     try:
@@ -42,11 +52,15 @@ async def ensure_topics(settings: Settings) -> None:
         wanted = [
             NewTopic(name, settings.partitions, settings.replication,
                      topic_configs={"cleanup.policy": "compact"} if name in compacted else None)
-            for name in all_topics(settings)
+            for name in (all_topics(settings) if names is None else names)
             if name not in existing
         ]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(wanted)
+                response: Any = await admin.create_topics(wanted)
+                for topic, error, *_ in getattr(response, "topic_errors", ()):
+                    if error == _REFUSED:
+                        raise Refused(refusal("CREATE", "topic", topic, settings,
+                                              "TopicAuthorizationFailed; or create it beforehand"))
     finally:
         await admin.close()
