@@ -16,6 +16,7 @@ State per key, small and bounded (days and sellers capped, everything expires):
      "days":  {day: {author: {field: n | {currency: "amount"}}}},   # UTC day number -> per seller
      "eng":   {author: {actor: [day, ...]}},        # who engaged with the seller's posts, and when
      "conv":  {conversation_id: {"m": [[ts, code, who, event_id], ...], "s": [[day, author, field, n], ...]}},
+     "dml":   {event_id: [ts, actor, author | None]},   # leads without a post, and whose conversation got them
      "net":   {author: n},                           # network size: accepted minus removed, all time
      "pub":   {day: [revision, changed]}}            # daily results published and still correctable
 
@@ -32,6 +33,13 @@ one added): a reply read before the message it answers is still its reply. The c
 seller is its first human outbound writer; its customer waits (spells) count for that seller,
 answered or not; each human reply's latency counts for whoever replied; a conversation that a
 seller opened is outreach, answered when the prospect writes within ``OUTREACH_WINDOW``.
+
+**Leads from conversations.** A lead without a ``post_id`` counts for the seller of the shopper's
+conversation: the conversation whose customer (its first inbound writer) is the lead's
+``actor_id`` and who wrote in it within ``OUTREACH_WINDOW`` before the lead (the latest such),
+decided again by difference when a late message changes it, until the lead is past the allowed
+lateness. (Orders carry no conversation: a conversation's revenue is counted when the seller is
+the order's ``referrer_id``.)
 
 **Daily results.** Each UTC day with events of the key is published per seller once the watermark
 passes its end plus grace (revision 0): the day's counts and the index, pillars and influence of
@@ -80,6 +88,8 @@ MAX_ENGAGERS = 5_000
 #: most posts waiting for their post record, and entries per post (beyond: counted without the actor)
 MAX_PENDING_POSTS = 2_000
 MAX_PENDING_ENTRIES = 200
+#: days a seller's post is kept: engagement, clicks and credits on it count that long after it
+POST_DAYS = 90
 #: most conversations kept per account (the least recent go; what they counted stays)
 MAX_CONVERSATIONS = 2_000
 #: most messages kept of one conversation
@@ -115,7 +125,7 @@ REFERRAL_REVENUE = _g("socialpulse_seller_referral_revenue", "Revenue of a selle
 REFERRAL_SHARE = _g("socialpulse_seller_referral_customer_share", "A seller's referred new customers / the team's "
                     "new customers (attributed plus referred), trailing window (ratio).", additive=False)
 CLICKS = _g("socialpulse_seller_clicks", "Clicks on a seller's posts, trailing window.")
-LEADS = _g("socialpulse_seller_leads", "Leads from a seller's posts, trailing window.")
+LEADS = _g("socialpulse_seller_leads", "Leads from a seller's posts and conversations, trailing window.")
 CUSTOMERS = _g("socialpulse_seller_new_customers", "New customers attributed (last touch) to a seller's posts, "
                "trailing window.")
 REVENUE = _g("socialpulse_seller_attributed_revenue", "Revenue attributed (last touch) to a seller's posts, "
@@ -143,6 +153,7 @@ class State(TypedDict):
     pend: NotRequired[dict[str, list[list[Any]]]]
     eng: NotRequired[dict[str, dict[str, list[int]]]]
     conv: NotRequired[dict[str, dict[str, Any]]]
+    dml: NotRequired[dict[str, list[Any]]]
     net: NotRequired[dict[str, int]]
     pub: NotRequired[dict[int, list[int]]]
 
@@ -277,7 +288,7 @@ class Sellers:
     def decode_state(self, raw: dict[str, Any]) -> State:
         state: State = {"posts": raw.get("posts", {}),
                         "days": {int(d): by for d, by in raw.get("days", {}).items()}}
-        for name in ("pend", "eng", "conv", "net"):
+        for name in ("pend", "eng", "conv", "dml", "net"):
             if raw.get(name):
                 state[name] = raw[name]  # type: ignore[literal-required]
         if raw.get("pub"):
@@ -286,7 +297,7 @@ class Sellers:
 
     def is_empty(self, state: State) -> bool:
         return not (state["posts"] or state["days"] or state.get("pend") or state.get("conv") or state.get("pub")
-                    or state.get("net"))
+                    or state.get("net") or state.get("dml"))
 
     def windowed(self, state: State) -> None:
         return None
@@ -351,6 +362,7 @@ class Sellers:
     def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         self._at = watermark
         touched: set[str] = set()
+        actors: set[str] = set()  # whose leads' conversation may have changed
         for event in events:
             if isinstance(event, Post):
                 self._post(state, event)
@@ -361,7 +373,11 @@ class Sellers:
             elif isinstance(event, Click):
                 self._joined(state, event.post_id, [event.ts, "clk", 1, ""])
             elif isinstance(event, Lead):
-                self._joined(state, event.post_id, [event.ts, "ld", 1, ""])
+                if event.post_id is not None:
+                    self._joined(state, event.post_id, [event.ts, "ld", 1, ""])
+                elif event.event_id not in state.get("dml", {}):
+                    state.setdefault("dml", {})[event.event_id] = [event.ts, event.actor_id, None]
+                    actors.add(event.actor_id)
                 if event.referrer_id is not None:
                     self._bump(state, event.ts, event.referrer_id, "lr", 1)
             elif isinstance(event, Credit):
@@ -382,7 +398,39 @@ class Sellers:
                 touched.add(event.conversation_id)
         for cid in touched:
             self._sync_conversation(state, cid)
+            m = state.get("conv", {}).get(cid, {}).get("m", ())
+            actors.update(row[2] for row in m if row[1] == "i")
+        if actors and state.get("dml"):
+            self._sync_leads(state, actors)
         return []
+
+    def _lead_seller(self, state: State, actor: str, ts: int) -> str | None:
+        """The seller of the conversation that brought a lead: its customer is the lead's shopper and
+        wrote in it within OUTREACH_WINDOW before the lead (the latest such conversation)."""
+        best: tuple[int, str] | None = None
+        seller = None
+        for cid, conv in state.get("conv", {}).items():
+            m = conv["m"]
+            first_in = next((row for row in m if row[1] == "i"), None)
+            owner = next((row[2] for row in m if row[1] == "o"), None)
+            if first_in is None or first_in[2] != actor or owner is None:
+                continue
+            wrote = [row[0] for row in m if row[1] == "i" and row[2] == actor and ts - self.outreach_ms <= row[0] <= ts]
+            if wrote and (best is None or (wrote[-1], cid) > best):
+                best, seller = (wrote[-1], cid), owner
+        return seller
+
+    def _sync_leads(self, state: State, actors: set[str]) -> None:
+        for lead in state.get("dml", {}).values():
+            if lead[1] not in actors:
+                continue
+            want = self._lead_seller(state, lead[1], lead[0])
+            if want != lead[2]:
+                if lead[2] is not None:
+                    self._bump(state, lead[0], lead[2], "lc", -1)
+                if want is not None:
+                    self._bump(state, lead[0], want, "lc", 1)
+                lead[2] = want
 
     def _post(self, state: State, event: Post) -> None:
         if event.post_id in state["posts"]:
@@ -477,7 +525,15 @@ class Sellers:
         for d in old:
             del state["days"][d]
         changed = changed or bool(old)
-        gone = [p for p, row in state["posts"].items() if row[0] // DAY_MS < first]
+        dml = state.get("dml")
+        if dml:
+            for eid in [e for e, lead in dml.items() if lead[0] < late]:
+                del dml[eid]  # (no message before it can come any more: its count stays)
+                changed = True
+            if not dml:
+                del state["dml"]
+        # a post's engagement counts for POST_DAYS after it (the trailing window counts it on its own day)
+        gone = [p for p, row in state["posts"].items() if row[0] // DAY_MS < today - max(self.keep_days, POST_DAYS)]
         for p in gone:
             del state["posts"][p]
         changed = changed or bool(gone)
@@ -553,7 +609,9 @@ class Sellers:
                 "referrals": {"leads": f.get("lr", 0), "orders": f.get("ro", 0), "new_customers": f.get("rn", 0),
                               "repeat_customers": f.get("rp", 0), "revenue": dict(sorted(f.get("rr", {}).items())),
                               "customer_share": f.get("rn", 0) / team_new if team_new > 0 else None},
-                "clicks": f.get("clk", 0), "leads": f.get("ld", 0), "new_customers": f.get("nc", 0),
+                "clicks": f.get("clk", 0), "leads": f.get("ld", 0) + f.get("lc", 0),
+                "leads_from_posts": f.get("ld", 0), "leads_from_conversations": f.get("lc", 0),
+                "new_customers": f.get("nc", 0),
                 "attributed_revenue": dict(sorted(f.get("rev", {}).items())),
                 "replies": f.get("rq", 0),
                 "mean_reply_seconds": f["rs"] / 1000 / f["rq"] if f.get("rq") else None,
@@ -600,7 +658,8 @@ class Sellers:
             add("seller_referrals", f.get("lr", 0) + f.get("ro", 0), leads=f.get("lr", 0), orders=f.get("ro", 0),
                 new_customers=f.get("rn", 0), revenue=dict(sorted(f.get("rr", {}).items())))
             add("seller_clicks", f.get("clk", 0))
-            add("seller_leads", f.get("ld", 0))
+            add("seller_leads", f.get("ld", 0) + f.get("lc", 0), from_posts=f.get("ld", 0),
+                from_conversations=f.get("lc", 0))
             add("seller_new_customers", f.get("nc", 0))
             for cur, amount in sorted(f.get("rev", {}).items()):
                 add("seller_attributed_revenue", Decimal(amount), cur, currency=cur, amount=amount)

@@ -59,7 +59,8 @@ def script(y: int) -> list[tuple[str, dict]]:
         msg(LI, "li-out", 1000, "outbound", "ana"),
         msg(LI, "li-out", 1900, "outbound", "ana"),
         msg(LI, "li-out", 1600, "inbound", "prospect1"),
-        # a customer's question, ana answers after 2 min
+        # a customer's question, ana answers after 2 min; cust1's DM lead is read before the conversation
+        ev("leads", 2200, **LI, actor_id="cust1", kind="dm"),
         msg(LI, "li-c1", 2000, "inbound", "cust1"),
         msg(LI, "li-c1", 2120, "outbound", "ana"),
         # a shopper clicks ana's post, leaves a lead and buys 100 USD (a new customer for her post)
@@ -147,7 +148,8 @@ def test_every_metric_on_the_api(run):
     assert ana["engagers"] == 4 and ana["impressions"] == 500  # u1 liked twice: one person
     assert ana["connections"] == {"requested": 3, "accepted": 2, "removed": 1}
     assert ana["acceptance_rate"] == pytest.approx(2 / 3) and ana["decision_makers"] == 1 and ana["network_size"] == 1
-    assert (ana["clicks"], ana["leads"], ana["new_customers"]) == (1, 1, 1)
+    assert (ana["clicks"], ana["leads"], ana["new_customers"]) == (1, 2, 1)  # a lead from her post, one from a DM
+    assert (ana["leads_from_posts"], ana["leads_from_conversations"]) == (1, 1)
     assert {k: Decimal(v) for k, v in ana["attributed_revenue"].items()} == {"USD": Decimal(100)}
     assert (ana["replies"], ana["mean_reply_seconds"], ana["response_rate"]) == (2, 210.0, 1.0)
     assert (ana["outreach"], ana["outreach_answered"], ana["prospect_response_rate"]) == (1, 1, 1.0)
@@ -227,6 +229,8 @@ def test_yesterday_on_the_results_topic(run):
     assert got[("seller_engagements", "linkedin", "ana", None)]["value"] == 5
     assert got[("seller_attributed_revenue", "linkedin", "ana", "USD")]["value"] == 100
     assert got[("seller_new_customers", "linkedin", "ana", None)]["value"] == 1
+    leads = got[("seller_leads", "linkedin", "ana", None)]
+    assert (leads["value"], leads["from_posts"], leads["from_conversations"]) == (2, 1, 1)
     ben = got[("seller_referrals", "linkedin", "ben", None)]
     assert (ben["leads"], ben["orders"], ben["new_customers"], ben["revenue"]) == (2, 1, 1, {"USD": "60.00"})
     acc = got[("seller_connections_accepted", "linkedin", "ben", None)]

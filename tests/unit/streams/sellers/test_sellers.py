@@ -43,6 +43,8 @@ def _events(t0: int) -> list:
                 automated=True),
         Message(event_id="m3", ts=t0 + 160_000, **BASE, conversation_id="c", direction="outbound", author_id="ana",
                 agent_id="ana"),
+        Lead(event_id="d2", ts=t0 + 150_000, **BASE, actor_id="s9", kind="dm"),  # from ana's conversation with s9
+        Lead(event_id="d3", ts=t0 + 150_000, **BASE, actor_id="nobody", kind="dm"),  # from no conversation
         Message(event_id="m4", ts=t0 + 200_000, **BASE, conversation_id="o", direction="outbound", author_id="ben",
                 agent_id="ben"),
         Message(event_id="m5", ts=t0 + 300_000, **BASE, conversation_id="o", direction="inbound", author_id="prospect"),
@@ -62,7 +64,8 @@ def test_every_arrival_order_gives_the_same_sellers():
         views.append(fam.view(KEY, state, t0 + 400_000))
     assert all(v == views[0] for v in views)
     ana, ben = views[0]["sellers"]["ana"], views[0]["sellers"]["ben"]
-    assert ana["engagements"] == 2 and ana["engagers"] == 1 and ana["clicks"] == 1 and ana["leads"] == 1
+    assert ana["engagements"] == 2 and ana["engagers"] == 1 and ana["clicks"] == 1 and ana["leads"] == 2
+    assert (ana["leads_from_posts"], ana["leads_from_conversations"]) == (1, 1)
     assert ana["new_customers"] == 1 and ana["attributed_revenue"] == {"EUR": "40"}
     assert ana["replies"] == 1 and ana["mean_reply_seconds"] == 60.0 and ana["response_rate"] == 1.0
     assert ben["posts"] == {"original": 0, "share": 0, "comment": 1} and ben["engagements_on_insights"] == 1
@@ -128,6 +131,8 @@ def test_state_expires_after_the_window_and_the_lateness():
     state = fam.new_state()
     fam.apply(KEY, state, _events(t0), t0 + 400_000)
     fam.close(KEY, state, t0 + 40 * DAY_MS)
+    assert set(state) == {"posts", "days", "net"} and not state["days"]  # the posts stay POST_DAYS (90)
+    fam.close(KEY, state, t0 + 95 * DAY_MS)
     state.pop("net", None)  # (the network size is all time)
     assert fam.is_empty(state)
 
