@@ -35,7 +35,7 @@ kafka: $(STAMP)
 # the integration tests on Apache Kafka alone (each kafka-marked test's [kafka] variant, and the
 # cluster, security and hot-account tests that only run there)
 test-kafka: kafka
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m kafka -k "kafka and not tansu" tests/integration
+	$(BIN)/python -m pytest -q -p no:cacheprovider -k "kafka and not tansu" tests/integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check streams schemas tests bench deploy
