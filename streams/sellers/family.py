@@ -666,7 +666,10 @@ class Sellers:
             add("selling_index", Decimal(s["selling_index"]), pillars=s["pillars"], trailing_window=self.label)
             add("seller_influence", s["influence"], engagers=s["engagers"], impressions=s["impressions"],
                 trailing_window=self.label)
-            add("seller_network_size", s["network_size"])
+            # as of the day's end: the network now less what was accepted or removed after the day
+            later = sum(f2.get("ca", 0) - f2.get("cx", 0) for d, by in state["days"].items() if d > day
+                        for a, f2 in by.items() if a == author)
+            add("seller_network_size", s["network_size"] - later)
         return out
 
     def samples(self, key: str, state: State, watermark: int) -> Iterable[Sample]:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from .harness import INPUT_PARTITIONS, T0, Ev, Schedule
 
 __all__ = [
-    "engagement_events", "replies_events", "conversion_events", "funnel_events", "all_events", "scenarios",
+    "engagement_events", "replies_events", "conversion_events", "funnel_events", "all_events", "sellers_events",
+    "scenarios",
 ]
 
 SPAN_S = 2 * 3600
@@ -202,6 +203,57 @@ def _all(draw: Any) -> list[Draft]:
 
 
 all_events = _events(_all())
+
+
+# -- sellers ------------------------------------------------------------------------------
+SELLERS = ("ana", "ben")
+
+
+@st.composite
+def sellers_drafts(draw: Any) -> list[Draft]:
+    """Sellers' posts (their engagement before or after them), connections, referred leads and orders
+    (some refunded, the lead maybe after the order), DM leads of conversation customers, conversations."""
+    out: list[Draft] = []
+    posts = []
+    for n in range(draw(st.integers(1, 4))):
+        platform, account = draw(accounts)
+        kind = draw(st.sampled_from(["original", "share", "comment"]))
+        post, off = f"sp{n}", draw(offsets)
+        posts.append((platform, account, post))
+        out.append(("posts", off, {"platform": platform, "account_id": account, "post_id": post,
+                                   "author_id": draw(st.sampled_from(SELLERS)), "kind": kind,
+                                   "target_post_id": "other" if kind != "original" else None}))
+        for _ in range(draw(st.integers(0, 3))):  # stamped after the post, read in any order
+            out.append(("likes", off + draw(st.integers(0, 600)), {
+                "platform": platform, "account_id": account, "post_id": post,
+                "actor_id": draw(st.sampled_from(("f1", "f2", "f3"))), "kind": "like"}))
+    for _ in range(draw(st.integers(0, 4))):
+        platform, account = draw(accounts)
+        fields = {"platform": platform, "account_id": account, "author_id": draw(st.sampled_from(SELLERS)),
+                  "actor_id": draw(st.sampled_from(("v1", "v2"))), "decision_maker": draw(st.booleans())}
+        out.append(("connections", draw(offsets), fields | {"status": draw(st.sampled_from(["requested", "accepted", "removed"]))}))
+    for k, actor in enumerate(("r1", "r2")[:draw(st.integers(0, 2))]):
+        platform, account = draw(accounts)
+        referrer = draw(st.sampled_from(SELLERS))
+        out.append(("leads", draw(offsets), {"platform": platform, "account_id": account, "actor_id": actor,
+                                             "kind": "signup", "referrer_id": referrer}))
+        off = draw(offsets)
+        order = {"order_id": f"ro{k}", "actor_id": actor, "amount": "25.50", "currency": "USD", "referrer_id": referrer}
+        out.append(("orders", off, order))
+        if draw(st.booleans()):
+            out.append(("orders", off + draw(gaps), order | {"status": "refunded"}))
+    replies = draw(replies_drafts(max_conversations=3, prefix="s"))
+    out.extend(replies)
+    for _topic, off, fields in replies:
+        if fields["direction"] == "inbound" and draw(st.booleans()):  # a DM lead of the conversation's customer
+            out.append(("leads", off + draw(st.integers(0, 900)), {
+                "platform": fields["platform"], "account_id": fields["account_id"], "actor_id": fields["author_id"],
+                "kind": "dm"}))
+            break
+    return out
+
+
+sellers_events = _events(sellers_drafts())
 
 
 # -- arrival orders -----------------------------------------------------------------------

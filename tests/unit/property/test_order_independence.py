@@ -28,6 +28,7 @@ from .strategies import (
     funnel_events,
     replies_events,
     scenarios,
+    sellers_events,
 )
 
 EXAMPLES = int(os.environ.get("SOCIALPULSE_PROPERTY_EXAMPLES", "25"))
@@ -80,6 +81,14 @@ def test_conversion_is_the_same_in_every_arrival_order(scenario: tuple[list[Ev],
 @ORDERS
 @given(scenarios(funnel_events))
 def test_funnel_is_the_same_in_every_arrival_order(scenario: tuple[list[Ev], list[Schedule]]) -> None:
+    assert_order_independent(*scenario)
+
+
+@ORDERS
+@given(scenarios(sellers_events))
+def test_sellers_are_the_same_in_every_arrival_order(scenario: tuple[list[Ev], list[Schedule]]) -> None:
+    """Posts and their likes, connections, referred orders joined on the shopper's key, conversations
+    and the leads they bring: the index, results, /metrics and API in every arrival order."""
     assert_order_independent(*scenario)
 
 
