@@ -177,7 +177,7 @@ def sellers_table(m: Metrics, top: int = 3) -> Table:
                       ("revenue USD", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for who in sorted(index, key=lambda k: (-index[k], k))[:top]:
-        table.add_row(who[0], f"{who[1]}/{who[2]}", f"{index[who]:.1f}",
+        table.add_row(who[0], f"{who[1][:2]}/{who[2]}", f"{index[who]:.1f}",
                       *(f"{pillars[p].get(who, 0):.1f}" for p in pillars), f"{influence.get(who, 0):.0f}",
                       f"{revenue.get(who, 0) + referred.get(who, 0):,.0f}")
     if not index:
