@@ -17,8 +17,9 @@ Every pillar weighs what the seller *did* and what it *brought*:
 - **insights**: shares of and comments on others' content (activity) and the engagement those
   earned (outcome);
 - **relationships**: reply speed (``min(1, target / mean reply latency)``), response rate and
-  prospect response rate (ratios, 0 when there is nothing to answer) and repeat customers
-  (referred orders of shoppers who had ordered before).
+  prospect response rate (ratios, 0 when there is nothing to answer; each earns in proportion to
+  its cases until ``MIN_CASES``, 5) and repeat customers (referred orders of shoppers who had
+  ordered before).
 
 Arithmetic is decimal: each pillar is rounded to the cent (half up), the index is the sum of the
 rounded pillars, so a worked example is reproduced exactly (README, "Sellers").
@@ -56,6 +57,9 @@ WEIGHTS: dict[str, dict[str, Decimal]] = {
     "relationships": {"reply_speed": Decimal("0.25"), "response_rate": Decimal("0.25"),
                       "prospect_response_rate": Decimal("0.25"), "repeat_customers": Decimal("0.25")},
 }
+#: a ratio (reply speed, response rate, prospect response rate) earns in proportion to its cases until
+#: this many: one quick answer in a month is no relationship built
+MIN_CASES = Decimal(5)
 #: the influence score's two parts: distinct people reacting, and the reach of the seller's posts
 INFLUENCE = {"engagers": (Decimal("0.7"), 500), "impressions": (Decimal("0.3"), 50_000)}
 
@@ -100,6 +104,8 @@ def scores(x: Inputs, targets: Mapping[str, Decimal] = TARGETS) -> dict[str, Dec
         out["reply_speed"] = Decimal(0)
     out["response_rate"] = _ratio(x.answered, x.spells)
     out["prospect_response_rate"] = _ratio(x.outreach_answered, x.outreach)
+    for name, cases in (("reply_speed", x.replies), ("response_rate", x.spells), ("prospect_response_rate", x.outreach)):
+        out[name] *= min(Decimal(1), Decimal(cases) / MIN_CASES)
     return out
 
 

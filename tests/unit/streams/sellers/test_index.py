@@ -119,3 +119,11 @@ def test_an_account_sets_its_own_targets_and_the_others_keep_their_defaults():
     assert view["sellers"]["ana"]["pillars"]["brand"] == "12.50"  # 3 of 3 originals: half the pillar
     assert view["targets"]["originals"] == "3" and view["targets"]["accepted"] == "20"
     assert fam.view("x|other", state, now)["sellers"]["ana"]["pillars"]["brand"] == "3.13"  # 3 of 12: 25 x 0.5 x 0.25
+
+
+def test_a_ratio_of_few_cases_earns_in_proportion_to_them():
+    one = ix.Inputs(replies=1, reply_seconds=60, spells=1, answered=1, outreach=1, outreach_answered=1)
+    # each of three ratios is perfect but counts 1/5: 25 x 0.25 x 3 x 0.2
+    assert ix.pillars(one)["relationships"] == Decimal("3.75")
+    five = ix.Inputs(replies=5, reply_seconds=300, spells=5, answered=5, outreach=5, outreach_answered=5)
+    assert ix.pillars(five)["relationships"] == Decimal("18.75")
