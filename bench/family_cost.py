@@ -27,6 +27,7 @@ from streams.generator import Traffic  # noqa: E402
 from streams.ingest import Raw, decode_batch, partition_for  # noqa: E402
 from streams.keyed import Forwarded, KeyedStage, StageOutput  # noqa: E402
 from streams.replies import Replies  # noqa: E402
+from streams.sellers import Sellers  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.windows import WindowSpec  # noqa: E402
 
@@ -55,7 +56,10 @@ def main() -> None:
         "replies": ("account", lambda: [Replies(spec, s.reply_slo)]),
         "conversion (account side)": ("account", lambda: [Conversion(spec)]),
         "conversion (shopper side)": ("actor", lambda: [Shopper(s.attribution_lookback, s.attribution_half_life, s.grace)]),
+        "sellers": ("account", lambda: [Sellers.from_settings(s, spec)]),
         "all account families": ("account", lambda: [Engagement(spec), Replies(spec, s.reply_slo), Conversion(spec)]),
+        "all account families + sellers": ("account", lambda: [Engagement(spec), Replies(spec, s.reply_slo),
+                                                                Conversion(spec), Sellers.from_settings(s, spec)]),
     }
     print(f"{len(raws):,} records -> {len(good):,} valid events; decode+validate {decode_s / len(raws) * 1e6:.1f} us/record "
           f"({len(raws) / decode_s:,.0f}/s)")

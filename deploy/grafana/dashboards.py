@@ -548,6 +548,12 @@ def sellers() -> db.Dashboard:
             .description("1-100: distinct people reacting to the seller's posts and their reach, log scale.")
             .with_target(q(f"topk(20, max by (platform, account, seller) (socialpulse_seller_influence{{{own}}}))",
                            instant=True)))
+        .with_panel(
+            table.Panel().title("A seller across platforms").datasource(DS).span(24).height(6)
+            .description("Each person's mean index over the accounts they sell for (each account's index is its own: "
+                         "the same targets make them comparable) and the revenue their posts brought on all of them.")
+            .with_target(q(f"avg by (seller) (socialpulse_selling_index{{{own}}})", instant=True))
+            .with_target(q(f"sum by (seller, currency) (socialpulse_seller_attributed_revenue{{{own}}})", instant=True)))
         .with_row(db.Row("The index"))
         .with_panel(ts("Selling index over time", "short", q(
             f"max by (platform, account, seller) (socialpulse_selling_index{{{own}}})",

@@ -12,7 +12,8 @@ shopper's key first (``sellers.referrals``), which forwards a ``Referral`` recor
 State per key, small and bounded (days and sellers capped, everything expires):
 
     {"posts": {post_id: [ts, author, kind]},        # the sellers' posts (o, s, c) in the horizon
-     "pend":  {post_id: [[ts, field, n, actor], ...]},  # engagement etc. waiting for its post
+     "pend":  {post_id: {"r": [[ts, field, n, actor or currency], ...],   # engagement etc. waiting for its post
+                         "c": {"day|field": [ts, n]}}},   # beyond the bound, or without a person: counts
      "days":  {day: {author: {field: n | {currency: "amount"}}}},   # UTC day number -> per seller
      "eng":   {author: {actor: [day, ...]}},        # who engaged with the seller's posts, and when
      "conv":  {conversation_id: {"m": [[ts, code, who, event_id], ...], "s": [[day, author, field, n], ...]}},
@@ -86,8 +87,8 @@ MONEY = ("rev", "rr")
 #: most distinct engagers kept per seller (beyond it the engagers of the oldest days go first)
 MAX_ENGAGERS = 5_000
 #: most posts waiting for their post record, and entries per post (beyond: counted without the actor)
-MAX_PENDING_POSTS = 2_000
-MAX_PENDING_ENTRIES = 200
+MAX_PENDING_POSTS = 500
+MAX_PENDING_ENTRIES = 32
 #: days a seller's post is kept: engagement, clicks and credits on it count that long after it
 POST_DAYS = 90
 #: most conversations kept per account (the least recent go; what they counted stays)
@@ -150,7 +151,7 @@ class State(TypedDict):
 
     posts: dict[str, list[Any]]
     days: dict[int, dict[str, dict[str, Any]]]
-    pend: NotRequired[dict[str, list[list[Any]]]]
+    pend: NotRequired[dict[str, dict[str, Any]]]
     eng: NotRequired[dict[str, dict[str, list[int]]]]
     conv: NotRequired[dict[str, dict[str, Any]]]
     dml: NotRequired[dict[str, list[Any]]]
@@ -265,6 +266,7 @@ class Sellers:
         self.accounts = accounts or (lambda key: None)
         #: days a day's data is kept after it: the trailing window of a day still correctable
         self._at = 0  # the watermark of the batch being applied
+        self._swept: dict[str, int] = {}  # key -> the minute of the watermark its state was last expired at
         self.keep_days = self.days + -(-max(spec.lateness_ms, spec.grace_ms) // DAY_MS) + 1
 
     @classmethod
@@ -344,30 +346,34 @@ class Sellers:
             self._on_post(state, post[1], post[2], entry)
             return
         pend = state.setdefault("pend", {})
-        rows = pend.get(post_id)
-        if rows is None:
+        waiting = pend.get(post_id)
+        if waiting is None:
             if len(pend) >= MAX_PENDING_POSTS:
                 return  # (documented bound: a post this far behind its engagement is not joined)
-            rows = pend[post_id] = []
-        if entry[1] in MONEY or not (entry[3] and len(rows) >= MAX_PENDING_ENTRIES):
-            rows.append(entry)
+            waiting = pend[post_id] = {"r": []}
+        name = entry[1]
+        if name in MONEY or (entry[3] and len(waiting["r"]) < MAX_PENDING_ENTRIES):
+            waiting["r"].append(entry)
             return
-        entry = [entry[0], entry[1], entry[2], ""]  # beyond the bound: counted without its actor
-        for row in rows:  # merged into a row of its day and field
-            if row[1] == entry[1] and not row[3] and row[0] // DAY_MS == entry[0] // DAY_MS:
-                row[0], row[2] = max(row[0], entry[0]), row[2] + entry[2]
-                return
-        rows.append(entry)
+        # without a person (impressions, clicks), or beyond the bound: a count per day and field
+        slot = f"{entry[0] // DAY_MS}|{name}"
+        counts = waiting.setdefault("c", {})
+        have = counts.get(slot)
+        if have is None:
+            counts[slot] = [entry[0], entry[2]]
+        else:
+            have[0] = max(have[0], entry[0])
+            have[1] += entry[2]
 
     def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         self._at = watermark
         touched: set[str] = set()
         actors: set[str] = set()  # whose leads' conversation may have changed
         for event in events:
-            if isinstance(event, Post):
-                self._post(state, event)
-            elif isinstance(event, Like):
+            if isinstance(event, Like):  # (the most frequent first)
                 self._joined(state, event.post_id, [event.ts, "e", 1, event.actor_id])
+            elif isinstance(event, Post):
+                self._post(state, event)
             elif isinstance(event, Impression):
                 self._joined(state, event.post_id, [event.ts, "im", event.count, ""])
             elif isinstance(event, Click):
@@ -441,8 +447,11 @@ class Sellers:
         waiting = state.get("pend", {}).pop(event.post_id, None)
         if "pend" in state and not state["pend"]:
             del state["pend"]
-        for entry in waiting or ():
-            self._on_post(state, event.author_id, kind, entry)
+        if waiting:
+            for entry in waiting["r"]:
+                self._on_post(state, event.author_id, kind, entry)
+            for slot, (ts, n) in waiting.get("c", {}).items():
+                self._on_post(state, event.author_id, kind, [ts, slot.partition("|")[2], n, ""])
 
     def _connection(self, state: State, event: Connection) -> None:
         author = event.author_id
@@ -520,6 +529,12 @@ class Sellers:
                     changed = True
             if not pub:
                 del state["pub"]
+        # the rest expires state by the watermark, to the minute at most: a tick each second need not
+        # visit every engager of every seller (nothing read depends on it sooner)
+        minute = watermark // 60_000
+        if self._swept.get(key) == minute:
+            return out, changed
+        self._swept[key] = minute
         first = today - self.keep_days
         old = [d for d in state["days"] if d < first]
         for d in old:
@@ -540,11 +555,13 @@ class Sellers:
         pend = state.get("pend")
         if pend:
             for p in list(pend):
-                rows = [r for r in pend[p] if r[0] >= late]
-                if len(rows) != len(pend[p]):
+                waiting = pend[p]
+                rows = [r for r in waiting["r"] if r[0] >= late]
+                counts = {k: v for k, v in waiting.get("c", {}).items() if v[0] >= late}
+                if len(rows) != len(waiting["r"]) or len(counts) != len(waiting.get("c", {})):
                     changed = True
-                    if rows:
-                        pend[p] = rows
+                    if rows or counts:
+                        pend[p] = {"r": rows, **({"c": counts} if counts else {})}
                     else:
                         del pend[p]
             if not pend:
