@@ -399,6 +399,9 @@ def _absolute(state: EndState, scenario: Scenario) -> list[str]:
                                            float(scenario.revenue["USD"])),
         "revenue of all orders EUR (1w)": (total("socialpulse_order_revenue", window="1w", currency="EUR"),
                                            float(scenario.revenue["EUR"])),
+        "seller posts (28d)": (total("socialpulse_seller_posts", window="28d"), scenario.seller_posts),
+        "referral revenue USD (28d)": (total("socialpulse_seller_referral_revenue", window="28d", currency="USD"),
+                                       float(scenario.referral_revenue)),
     }
     day = [r for r in state.results.values() if r["window"] == "1d"]
     checks |= {
