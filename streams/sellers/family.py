@@ -106,7 +106,7 @@ def _g(name: str, help: str, labels: tuple[str, ...] = _L, additive: bool = True
 
 POSTS = _g("socialpulse_seller_posts", "A seller's posts in the trailing window (SELLER_WINDOW), by kind (their own: "
            "original; on others' content: a repost or a comment).", (*_L, "kind"))
-ENGAGEMENTS = _g("socialpulse_seller_engagements", "Engagements on a seller's posts (likes etc. joined by post_id), "
+ENGAGEMENTS = _g("socialpulse_seller_engagements", "Engagements on a seller's posts (likes etc. on them, joined by post), "
                  "trailing window.")
 ENGAGERS = _g("socialpulse_seller_engagers", "Distinct people who engaged with a seller's posts, trailing window (not a "
               "sum: capped sellers only, none under seller=\"other\").",
