@@ -36,6 +36,7 @@ __all__ = [
     "Post",
     "Connection",
     "Referral",
+    "ConversationSale",
     "TOPIC_MODELS",
     "INPUT_TOPICS",
     "MAX_FUTURE_MS",
@@ -400,10 +401,26 @@ class Referral(Event):
     repeat: int = Field(0, ge=-1, le=1, strict=True)  # an order of a shopper who had ordered before
 
 
+class ConversationSale(Event):
+    """Internal: an order whose shopper left a DM lead (a lead of kind ``dm`` without a post) in the
+    attribution lookback before it, sent from the shopper's state to the lead's account
+    (``streams.sellers.referrals``), where the seller of the conversation that brought the lead is
+    credited with it. A negated copy (``orders`` -1, negative ``amount``) takes it back."""
+
+    platform: PlatformName
+    account_id: KeyId
+    lead_id: EventId  # the DM lead's event id
+    order_id: Id
+    currency: ISO4217
+    amount: Decimal = Field(ge=Decimal("-1e12"), le=Decimal("1e12"), allow_inf_nan=False)
+    orders: int = Field(0, ge=-1, le=1, strict=True)
+    customers: int = Field(0, ge=-1, le=1, strict=True)
+
+
 #: every model the keyed stages may see, input topics plus internal records
 STAGE_MODELS: dict[str, type[Event]] = TOPIC_MODELS | {"credits": Credit, "converted": Converted, "sales": Sale,
                                                         "checkout_outcomes": CheckoutOutcome,
-                                                        "referrals": Referral}
+                                                        "referrals": Referral, "conversation_sales": ConversationSale}
 #: the key of the shop's own totals (revenue of all orders) on the account stream
 SHOP_KEY = "all|all"
 #: the key of direct visits' credits on the account stream

@@ -18,6 +18,7 @@ State per key, small and bounded (days and sellers capped, everything expires):
      "eng":   {author: {actor: [day, ...]}},        # who engaged with the seller's posts, and when
      "conv":  {conversation_id: {"m": [[ts, code, who, event_id], ...], "s": [[day, author, field, n], ...]}},
      "dml":   {event_id: [ts, actor, author | None]},   # leads without a post, and whose conversation got them
+     "cs":    {event_id: [ts, lead_id, amount, currency, orders, customers, author | None]},  # conversation sales
      "net":   {author: n},                           # network size: accepted minus removed, all time
      "pub":   {day: [revision, changed]}}            # daily results published and still correctable
 
@@ -39,8 +40,10 @@ seller opened is outreach, answered when the prospect writes within ``OUTREACH_W
 conversation: the conversation whose customer (its first inbound writer) is the lead's
 ``actor_id`` and who wrote in it within ``OUTREACH_WINDOW`` before the lead (the latest such),
 decided again by difference when a late message changes it, until the lead is past the allowed
-lateness. (Orders carry no conversation: a conversation's revenue is counted when the seller is
-the order's ``referrer_id``.)
+lateness. An order of a shopper who left a DM lead in the lookback before it is a sale of that
+lead's conversation (``ConversationSale``, from ``sellers.referrals``): its new customer and
+revenue count for the conversation's seller, moved with the lead if a late message changes who
+that is. (A channel of its own beside the posts' last-touch credit: an order may count in both.)
 
 **Daily results.** Each UTC day with events of the key is published per seller once the watermark
 passes its end plus grace (revision 0): the day's counts and the index, pillars and influence of
@@ -57,6 +60,7 @@ from typing import Any, NotRequired, TypedDict
 from schemas.events import (
     Click,
     Connection,
+    ConversationSale,
     Credit,
     Event,
     Impression,
@@ -83,7 +87,7 @@ TEAM = "\x00team"
 #: the kind of a post, as kept: original, share, comment
 _KIND = {"original": "o", "share": "s", "comment": "c"}
 #: the money fields (per currency)
-MONEY = ("rev", "rr")
+MONEY = ("rev", "rr", "crv")
 #: most distinct engagers kept per seller (beyond it the engagers of the oldest days go first)
 MAX_ENGAGERS = 5_000
 #: most posts waiting for their post record, and entries per post (beyond: counted without the actor)
@@ -127,10 +131,10 @@ REFERRAL_SHARE = _g("socialpulse_seller_referral_customer_share", "A seller's re
                     "new customers (attributed plus referred), trailing window (ratio).", additive=False)
 CLICKS = _g("socialpulse_seller_clicks", "Clicks on a seller's posts, trailing window.")
 LEADS = _g("socialpulse_seller_leads", "Leads from a seller's posts and conversations, trailing window.")
-CUSTOMERS = _g("socialpulse_seller_new_customers", "New customers attributed (last touch) to a seller's posts, "
-               "trailing window.")
-REVENUE = _g("socialpulse_seller_attributed_revenue", "Revenue attributed (last touch) to a seller's posts, "
-             "trailing window.", (*_L, "currency"))
+CUSTOMERS = _g("socialpulse_seller_new_customers", "New customers attributed to a seller's posts (last touch) and "
+               "conversations (a DM lead in the lookback before the first order), trailing window.")
+REVENUE = _g("socialpulse_seller_attributed_revenue", "Revenue attributed to a seller's posts (last touch) and "
+             "conversations (a DM lead in the lookback before the order), trailing window.", (*_L, "currency"))
 INDEX = _g("socialpulse_selling_index", "A seller's selling index (0-100: four pillars of 0-25), trailing window (a "
            "score: capped sellers only, the MAX_SELLERS highest of each account).",
            additive=False)
@@ -155,6 +159,7 @@ class State(TypedDict):
     eng: NotRequired[dict[str, dict[str, list[int]]]]
     conv: NotRequired[dict[str, dict[str, Any]]]
     dml: NotRequired[dict[str, list[Any]]]
+    cs: NotRequired[dict[str, list[Any]]]
     net: NotRequired[dict[str, int]]
     pub: NotRequired[dict[int, list[int]]]
 
@@ -192,6 +197,15 @@ def trailing(days: dict[int, dict[str, dict[str, Any]]], last_day: int, n_days: 
                     else:
                         _add(mine, name, v)
     return out
+
+
+def _money(*parts: dict[str, str]) -> dict[str, str]:
+    """Amounts per currency, summed (nothing for a currency that nets to zero)."""
+    out: dict[str, Decimal] = {}
+    for part in parts:
+        for cur, amount in part.items():
+            out[cur] = out.get(cur, Decimal(0)) + Decimal(amount)
+    return {cur: str(v) for cur, v in sorted(out.items()) if v}
 
 
 def seller_inputs(f: dict[str, Any]) -> ix.Inputs:
@@ -242,7 +256,7 @@ class Sellers:
     name = "sellers"
     # referrals: from the shopper stream (``sellers.referrals``); credits: from ``conversion.shopper``
     topics = frozenset({"posts", "connections", "likes", "impressions", "clicks", "leads", "messages", "credits",
-                        "referrals"})
+                        "referrals", "conversation_sales"})
     routes = (Route("posts", of_account), Route("connections", of_account), Route("likes", of_account),
               Route("impressions", of_account), Route("clicks", of_account), Route("leads", of_account),
               Route("messages", of_account))
@@ -254,12 +268,14 @@ class Sellers:
 
     def __init__(self, spec: WindowSpec, window_ms: int = 28 * DAY_MS, max_sellers: int = 10,
                  outreach_ms: int = 7 * DAY_MS, conversation_ttl_ms: int = 7 * DAY_MS,
-                 targets: dict[str, Decimal] | None = None, accounts: Callable[[str], Any] | None = None) -> None:
+                 targets: dict[str, Decimal] | None = None, accounts: Callable[[str], Any] | None = None,
+                 lookback_ms: int = 7 * DAY_MS) -> None:
         self.spec = spec
         self.days = max(1, window_ms // DAY_MS)
         self.label = f"{self.days}d"
         self.max_sellers = max_sellers
         self.outreach_ms = outreach_ms
+        self.lookback_ms = lookback_ms  # a DM lead is kept this long for the orders that may follow it
         self.conversation_ttl_ms = conversation_ttl_ms
         self.targets = targets or ix.TARGETS
         #: an account's settings (``seller_targets`` override the default targets)
@@ -272,7 +288,8 @@ class Sellers:
     @classmethod
     def from_settings(cls, settings: Any, spec: WindowSpec) -> Sellers:
         return cls(spec, getattr(settings, "seller_window", 28 * DAY_MS), getattr(settings, "max_sellers", 10),
-                   settings.outreach_window, settings.conversation_ttl, accounts=book_for(settings).get)
+                   settings.outreach_window, settings.conversation_ttl, accounts=book_for(settings).get,
+                   lookback_ms=settings.attribution_lookback)
 
     def targets_of(self, key: str) -> Mapping[str, Decimal]:
         """The index's targets for an account: its settings' ``seller_targets`` over the defaults."""
@@ -290,7 +307,7 @@ class Sellers:
     def decode_state(self, raw: dict[str, Any]) -> State:
         state: State = {"posts": raw.get("posts", {}),
                         "days": {int(d): by for d, by in raw.get("days", {}).items()}}
-        for name in ("pend", "eng", "conv", "dml", "net"):
+        for name in ("pend", "eng", "conv", "dml", "cs", "net"):
             if raw.get(name):
                 state[name] = raw[name]  # type: ignore[literal-required]
         if raw.get("pub"):
@@ -299,7 +316,7 @@ class Sellers:
 
     def is_empty(self, state: State) -> bool:
         return not (state["posts"] or state["days"] or state.get("pend") or state.get("conv") or state.get("pub")
-                    or state.get("net") or state.get("dml"))
+                    or state.get("net") or state.get("dml") or state.get("cs"))
 
     def windowed(self, state: State) -> None:
         return None
@@ -402,6 +419,8 @@ class Sellers:
             elif isinstance(event, Message):
                 self._message(state, event)
                 touched.add(event.conversation_id)
+            elif isinstance(event, ConversationSale):
+                self._conversation_sale(state, event)
         for cid in touched:
             self._sync_conversation(state, cid)
             m = state.get("conv", {}).get(cid, {}).get("m", ())
@@ -427,7 +446,7 @@ class Sellers:
         return seller
 
     def _sync_leads(self, state: State, actors: set[str]) -> None:
-        for lead in state.get("dml", {}).values():
+        for eid, lead in state.get("dml", {}).items():
             if lead[1] not in actors:
                 continue
             want = self._lead_seller(state, lead[1], lead[0])
@@ -437,6 +456,30 @@ class Sellers:
                 if want is not None:
                     self._bump(state, lead[0], want, "lc", 1)
                 lead[2] = want
+                for sale in state.get("cs", {}).values():  # its sales follow it
+                    if sale[1] == eid:
+                        self._credit_sale(state, sale, want)
+
+    def _credit_sale(self, state: State, sale: list[Any], author: str | None) -> None:
+        """Move a conversation sale's part to ``author`` (None: to nobody)."""
+        ts, _lead, amount, cur, orders, customers, had = sale
+        if had == author:
+            return
+        for who, sign in ((had, -1), (author, 1)):
+            if who is not None:
+                self._bump(state, ts, who, "co", sign * orders)
+                self._bump(state, ts, who, "cc", sign * customers)
+                self._bump(state, ts, who, "crv", (cur, str(sign * Decimal(amount))))
+        sale[6] = author
+
+    def _conversation_sale(self, state: State, event: ConversationSale) -> None:
+        sales = state.setdefault("cs", {})
+        if event.event_id in sales:
+            return
+        sale = sales[event.event_id] = [event.ts, event.lead_id, str(event.amount), event.currency, event.orders,
+                                        event.customers, None]
+        lead = state.get("dml", {}).get(event.lead_id)
+        self._credit_sale(state, sale, lead[2] if lead is not None else None)
 
     def _post(self, state: State, event: Post) -> None:
         if event.post_id in state["posts"]:
@@ -541,12 +584,19 @@ class Sellers:
             del state["days"][d]
         changed = changed or bool(old)
         dml = state.get("dml")
-        if dml:
-            for eid in [e for e, lead in dml.items() if lead[0] < late]:
+        if dml:  # kept for the orders of the lookback after it: their sales find their seller through it
+            for eid in [e for e, lead in dml.items() if lead[0] < late - self.lookback_ms]:
                 del dml[eid]  # (no message before it can come any more: its count stays)
                 changed = True
             if not dml:
                 del state["dml"]
+        cs = state.get("cs")
+        if cs:
+            for eid in [e for e, sale in cs.items() if sale[0] < late]:
+                del cs[eid]  # (its lead's seller is final: what it counted stays)
+                changed = True
+            if not cs:
+                del state["cs"]
         # a post's engagement counts for POST_DAYS after it (the trailing window counts it on its own day)
         gone = [p for p, row in state["posts"].items() if row[0] // DAY_MS < today - max(self.keep_days, POST_DAYS)]
         for p in gone:
@@ -606,7 +656,7 @@ class Sellers:
         sums = trailing(state["days"], last_day, self.days)
         team = sums.pop(TEAM, {})
         first = last_day - self.days
-        team_new = team.get("tnc", 0) + sum(f.get("rn", 0) for f in sums.values())
+        team_new = team.get("tnc", 0) + sum(f.get("rn", 0) + f.get("cc", 0) for f in sums.values())
         eng = state.get("eng", {})
         net = state.get("net", {})
         out: dict[str, dict[str, Any]] = {}
@@ -628,8 +678,12 @@ class Sellers:
                               "customer_share": f.get("rn", 0) / team_new if team_new > 0 else None},
                 "clicks": f.get("clk", 0), "leads": f.get("ld", 0) + f.get("lc", 0),
                 "leads_from_posts": f.get("ld", 0), "leads_from_conversations": f.get("lc", 0),
-                "new_customers": f.get("nc", 0),
-                "attributed_revenue": dict(sorted(f.get("rev", {}).items())),
+                "new_customers": f.get("nc", 0) + f.get("cc", 0),
+                "new_customers_from_posts": f.get("nc", 0), "new_customers_from_conversations": f.get("cc", 0),
+                "attributed_revenue": _money(f.get("rev", {}), f.get("crv", {})),
+                "revenue_from_posts": dict(sorted(f.get("rev", {}).items())),
+                "revenue_from_conversations": dict(sorted(f.get("crv", {}).items())),
+                "conversation_orders": f.get("co", 0),
                 "replies": f.get("rq", 0),
                 "mean_reply_seconds": f["rs"] / 1000 / f["rq"] if f.get("rq") else None,
                 "response_rate": min(1.0, f.get("sa", 0) / f["sp"]) if f.get("sp") else None,
@@ -677,9 +731,11 @@ class Sellers:
             add("seller_clicks", f.get("clk", 0))
             add("seller_leads", f.get("ld", 0) + f.get("lc", 0), from_posts=f.get("ld", 0),
                 from_conversations=f.get("lc", 0))
-            add("seller_new_customers", f.get("nc", 0))
-            for cur, amount in sorted(f.get("rev", {}).items()):
-                add("seller_attributed_revenue", Decimal(amount), cur, currency=cur, amount=amount)
+            add("seller_new_customers", f.get("nc", 0) + f.get("cc", 0), from_posts=f.get("nc", 0),
+                from_conversations=f.get("cc", 0))
+            for cur, amount in _money(f.get("rev", {}), f.get("crv", {})).items():
+                add("seller_attributed_revenue", Decimal(amount), cur, currency=cur, amount=amount,
+                    from_posts=f.get("rev", {}).get(cur, "0"), from_conversations=f.get("crv", {}).get(cur, "0"))
             add("selling_index", Decimal(s["selling_index"]), pillars=s["pillars"], trailing_window=self.label)
             add("seller_influence", s["influence"], engagers=s["engagers"], impressions=s["impressions"],
                 trailing_window=self.label)

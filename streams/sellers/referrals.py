@@ -6,10 +6,16 @@ shopper's latest lead with the same ``referrer_id`` at or before the order, with
 attribution lookback (the earliest one after it, if none came before: a CRM may file the lead
 after the sale). Without such a lead it counts nowhere (no account can show it) until one comes.
 
+**Conversations.** An order whose shopper left a DM lead (kind ``dm``, no post) in the lookback
+before it is a sale of that conversation: a ``ConversationSale`` goes to the lead's account,
+whose sellers family credits the seller of the conversation that brought the lead (the latest
+such lead; by difference too). It is a channel of its own beside the posts' last-touch credit.
+
 State per shopper (only shoppers with orders or referred leads):
 
     {"leads":  [[ts, platform, account, referrer, event_id], ...],   # referred leads, by ts
-     "orders": {order_id: [ts, event_id, referrer, amount, currency, cancel_ts, sent]}}
+     "dms":    [[ts, platform, account, event_id], ...],             # DM leads, by ts
+     "orders": {order_id: [ts, event_id, referrer, amount, currency, cancel_ts, sent, sent_dm]}}
 
 ``sent`` is what the order forwarded (``Referral`` records, at the order's ``ts`` and, when it
 was cancelled or refunded, their negation at that ``ts``). After each batch every referred
@@ -39,6 +45,7 @@ __all__ = ["Referrals"]
 
 class State(TypedDict):
     leads: NotRequired[list[list[Any]]]
+    dms: NotRequired[list[list[Any]]]
     orders: NotRequired[dict[str, list[Any]]]
 
 
@@ -69,12 +76,14 @@ class Referrals:
         state: State = {}
         if raw.get("leads"):
             state["leads"] = raw["leads"]
+        if raw.get("dms"):
+            state["dms"] = raw["dms"]
         if raw.get("orders"):
-            state["orders"] = raw["orders"]
+            state["orders"] = {oid: o + [[]] * (8 - len(o)) for oid, o in raw["orders"].items()}
         return state
 
     def is_empty(self, state: State) -> bool:
-        return not state.get("leads") and not state.get("orders")
+        return not state.get("leads") and not state.get("orders") and not state.get("dms")
 
     def windowed(self, state: State) -> None:
         return None
@@ -86,12 +95,19 @@ class Referrals:
         return ()
 
     def view(self, key: str, state: State, watermark: int) -> dict[str, Any]:
-        return {"referred_leads": len(state.get("leads", ())), "orders": len(state.get("orders", {}))}
+        return {"referred_leads": len(state.get("leads", ())), "dm_leads": len(state.get("dms", ())),
+                "orders": len(state.get("orders", {}))}
 
     # -- events ------------------------------------------------------------
     def apply(self, key: str, state: State, events: list[Event], watermark: int) -> list[Output]:
         for event in events:
             if isinstance(event, Lead):
+                if event.kind == "dm" and event.post_id is None:
+                    dms = state.setdefault("dms", [])
+                    dm = [event.ts, event.platform, event.account_id, event.event_id]
+                    if dm not in dms:
+                        dms.append(dm)
+                        dms.sort(key=lambda r: (r[0], r[3]))
                 if event.referrer_id is None:
                     continue
                 leads = state.setdefault("leads", [])
@@ -103,7 +119,7 @@ class Referrals:
                 orders = state.setdefault("orders", {})
                 o = orders.get(event.order_id)
                 if o is None:
-                    o = orders[event.order_id] = [None, None, None, "0", event.currency, None, []]
+                    o = orders[event.order_id] = [None, None, None, "0", event.currency, None, [], []]
                 if event.status == "placed":
                     if o[0] is None or (event.ts, event.event_id) < (o[0], o[1]):
                         o[0], o[1], o[3], o[4] = event.ts, event.event_id, str(event.amount), event.currency
@@ -152,33 +168,53 @@ class Referrals:
             out.append(_negated(record, max(cancel, o[0])))
         return out
 
+    def _dm_wanted(self, state: State, oid: str, o: list[Any]) -> list[dict[str, Any]]:
+        """The order as a sale of the conversation of the shopper's latest DM lead in the lookback."""
+        if o[0] is None:
+            return []
+        dms = [d for d in state.get("dms", ()) if o[0] - self.lookback_ms <= d[0] <= o[0]]
+        if not dms:
+            return []
+        dm = dms[-1]
+        record = {"ts": o[0], "platform": dm[1], "account_id": dm[2], "lead_id": dm[3], "order_id": oid,
+                  "currency": o[4], "amount": o[3], "orders": 1, "customers": 1 if self._is_new(state, oid, o) else 0}
+        out = [record]
+        cancel = o[5]
+        if cancel is not None and o[0] - self.lookback_ms <= cancel <= o[0] + self.lookback_ms:
+            out.append(_negated(record, max(cancel, o[0])))
+        return out
+
     def _sync(self, key: str, state: State) -> list[Output]:
         out: list[Output] = []
         orders = state.get("orders", {})
         for oid in sorted(orders, key=lambda k: (orders[k][0] or 0, k)):
             o = orders[oid]
-            want = self._wanted(state, oid, o)
-            if want == o[6]:
-                continue
-            n = len(o[6]) + len(want)
-            sent = [_negated(r, r["ts"]) for r in o[6]] + want
-            for i, r in enumerate(sent):
-                eid = derived_id(oid, f"~ref{len(o[6])}.{n}.{i}.{_digest(o[6], want)}")
-                out.append(Forward("account", account_key(r["platform"], r["account_id"]), "referrals",
-                                   r | {"event_id": eid}, "orders"))
-            o[6] = want
+            for at, topic, tag, want in ((6, "referrals", "ref", self._wanted(state, oid, o)),
+                                         (7, "conversation_sales", "dm", self._dm_wanted(state, oid, o))):
+                if want == o[at]:
+                    continue
+                n = len(o[at]) + len(want)
+                sent = [_negated(r, r["ts"]) for r in o[at]] + want
+                for i, r in enumerate(sent):
+                    eid = derived_id(oid, f"~{tag}{len(o[at])}.{n}.{i}.{_digest(o[at], want)}")
+                    out.append(Forward("account", account_key(r["platform"], r["account_id"]), topic,
+                                       r | {"event_id": eid}, "orders"))
+                o[at] = want
         return out
 
     # -- time --------------------------------------------------------------
     def close(self, key: str, state: State, watermark: int) -> tuple[list[Output], bool]:
         low = watermark - self.lateness_ms - self.lookback_ms
         changed = False
-        leads = state.get("leads")
-        if leads and leads[0][0] < low:
-            state["leads"] = [r for r in leads if r[0] >= low]
-            if not state["leads"]:
-                del state["leads"]
-            changed = True
+        for name in ("leads", "dms"):
+            rows: list[list[Any]] | None = state.get(name)  # type: ignore[assignment]
+            if rows and rows[0][0] < low:
+                kept = [r for r in rows if r[0] >= low]
+                if kept:
+                    state[name] = kept  # type: ignore[literal-required]
+                else:
+                    del state[name]  # type: ignore[misc]
+                changed = True
         orders = state.get("orders")
         if orders:
             for oid, o in list(orders.items()):
@@ -192,8 +228,8 @@ class Referrals:
 
 
 def _negated(record: dict[str, Any], ts: int) -> dict[str, Any]:
-    return record | {"ts": ts, "amount": str(-Decimal(record["amount"])), "orders": -record["orders"],
-                     "customers": -record["customers"], "repeat": -record["repeat"]}
+    return record | {"ts": ts, "amount": str(-Decimal(record["amount"]))} | {
+        name: -record[name] for name in ("orders", "customers", "repeat") if name in record}
 
 
 def _digest(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:

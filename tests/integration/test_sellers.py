@@ -61,6 +61,7 @@ def script(y: int) -> list[tuple[str, dict]]:
         msg(LI, "li-out", 1600, "inbound", "prospect1"),
         # a customer's question, ana answers after 2 min; cust1's DM lead is read before the conversation
         ev("leads", 2200, **LI, actor_id="cust1", kind="dm"),
+        ev("orders", 2500, order_id="o-dm", actor_id="cust1", amount="70.00", currency="USD"),  # a sale of that talk
         msg(LI, "li-c1", 2000, "inbound", "cust1"),
         msg(LI, "li-c1", 2120, "outbound", "ana"),
         # a shopper clicks ana's post, leaves a lead and buys 100 USD (a new customer for her post)
@@ -129,7 +130,7 @@ def run(broker, tmp_path_factory):
                                     account="acme", seller="ben", kind="order") == 1, 60,
                what="ben's referred order, net of the refund")
     wait_until(lambda: metric_value(worker.metrics(), "socialpulse_seller_new_customers", platform="linkedin",
-                                    account="acme", seller="ana") == 1, 60, what="ana's attributed new customer")
+                                    account="acme", seller="ana") == 2, 60, what="ana's new customers (post, conversation)")
     yield worker, y, broker
     stop_process(worker.proc)
 
@@ -148,9 +149,12 @@ def test_every_metric_on_the_api(run):
     assert ana["engagers"] == 4 and ana["impressions"] == 500  # u1 liked twice: one person
     assert ana["connections"] == {"requested": 3, "accepted": 2, "removed": 1}
     assert ana["acceptance_rate"] == pytest.approx(2 / 3) and ana["decision_makers"] == 1 and ana["network_size"] == 1
-    assert (ana["clicks"], ana["leads"], ana["new_customers"]) == (1, 2, 1)  # a lead from her post, one from a DM
+    assert (ana["clicks"], ana["leads"], ana["new_customers"]) == (1, 2, 2)  # a lead from her post, one from a DM
     assert (ana["leads_from_posts"], ana["leads_from_conversations"]) == (1, 1)
-    assert {k: Decimal(v) for k, v in ana["attributed_revenue"].items()} == {"USD": Decimal(100)}
+    assert (ana["new_customers_from_posts"], ana["new_customers_from_conversations"]) == (1, 1)
+    # 100 USD by the click on her post, 70 USD by the shopper she talked with (a DM lead before the order)
+    assert {k: Decimal(v) for k, v in ana["attributed_revenue"].items()} == {"USD": Decimal(170)}
+    assert {k: Decimal(v) for k, v in ana["revenue_from_conversations"].items()} == {"USD": Decimal(70)}
     assert (ana["replies"], ana["mean_reply_seconds"], ana["response_rate"]) == (2, 210.0, 1.0)
     assert (ana["outreach"], ana["outreach_answered"], ana["prospect_response_rate"]) == (1, 1, 1.0)
     assert ana["referrals"]["orders"] == 0 and ana["window"] == "28d"
@@ -162,10 +166,10 @@ def test_every_metric_on_the_api(run):
     assert ben["decision_makers"] == 2 and ben["network_size"] == 3
     ref = ben["referrals"]
     # two referred leads, two orders of which one was refunded: 1 order, 60 USD, 1 new customer of
-    # the team's 2 (ana's attributed one and ben's referred one)
+    # the team's 3 (ana's by her post and by her conversation, ben's referred one)
     assert (ref["leads"], ref["orders"], ref["new_customers"], ref["repeat_customers"]) == (2, 1, 1, 0)
     assert {k: Decimal(v) for k, v in ref["revenue"].items()} == {"USD": Decimal(60)}
-    assert ref["customer_share"] == 0.5
+    assert ref["customer_share"] == pytest.approx(1 / 3)
     for key in ("pillars", "selling_index", "influence"):
         assert ben[key] == expected("linkedin", "ben")[key], key
     cleo = api(worker, "x", "cleo")
@@ -190,18 +194,18 @@ def test_the_index_and_outcomes_on_metrics(run):
             assert metric_value(text, "socialpulse_selling_index_pillar", **labels, pillar=pillar) == float(v)
         assert metric_value(text, "socialpulse_seller_influence", **labels) == want["influence"]
     ana = {"platform": "linkedin", "account": "acme", "seller": "ana", "window": "28d"}
-    assert metric_value(text, "socialpulse_seller_attributed_revenue", **ana, currency="USD") == 100
+    assert metric_value(text, "socialpulse_seller_attributed_revenue", **ana, currency="USD") == 170
     assert metric_value(text, "socialpulse_seller_posts", **ana, kind="share") == 1
     assert metric_value(text, "socialpulse_seller_connections", **ana, status="accepted") == 2
     assert metric_value(text, "socialpulse_seller_network_size", platform="linkedin", account="acme", seller="ana") == 1
     ben = ana | {"seller": "ben"}
     assert metric_value(text, "socialpulse_seller_referral_revenue", **ben, currency="USD") == 60
-    assert metric_value(text, "socialpulse_seller_referral_customer_share", **ben) == 0.5
+    assert metric_value(text, "socialpulse_seller_referral_customer_share", **ben) == pytest.approx(1 / 3)
     team = {"platform": "linkedin", "account": "acme", "window": "28d"}
     assert metric_value(text, "socialpulse_team_sellers", **team) == 2
     mean = (Decimal(expected("linkedin", "ana")["selling_index"]) + Decimal(expected("linkedin", "ben")["selling_index"])) / 2
     assert metric_value(text, "socialpulse_team_selling_index", **team) == float(mean)
-    assert metric_value(text, "socialpulse_team_seller_revenue", **team, currency="USD") == 160
+    assert metric_value(text, "socialpulse_team_seller_revenue", **team, currency="USD") == 230
     assert 'seller="u1"' not in text and "li-p1" not in text  # no person or post id is a label
 
 
@@ -227,8 +231,10 @@ def test_yesterday_on_the_results_topic(run):
         assert got[("seller_influence", platform, seller, None)]["value"] == want["influence"]
     assert got[("seller_posts", "linkedin", "ana", None)]["by_kind"] == {"original": 2, "share": 1, "comment": 0}
     assert got[("seller_engagements", "linkedin", "ana", None)]["value"] == 5
-    assert got[("seller_attributed_revenue", "linkedin", "ana", "USD")]["value"] == 100
-    assert got[("seller_new_customers", "linkedin", "ana", None)]["value"] == 1
+    revenue = got[("seller_attributed_revenue", "linkedin", "ana", "USD")]
+    assert (revenue["value"], Decimal(revenue["from_posts"]), Decimal(revenue["from_conversations"])) == (170, 100, 70)
+    customers = got[("seller_new_customers", "linkedin", "ana", None)]
+    assert (customers["value"], customers["from_posts"], customers["from_conversations"]) == (2, 1, 1)
     leads = got[("seller_leads", "linkedin", "ana", None)]
     assert (leads["value"], leads["from_posts"], leads["from_conversations"]) == (2, 1, 1)
     ben = got[("seller_referrals", "linkedin", "ben", None)]

@@ -249,6 +249,9 @@ def sellers_drafts(draw: Any) -> list[Draft]:
             out.append(("leads", off + draw(st.integers(0, 900)), {
                 "platform": fields["platform"], "account_id": fields["account_id"], "actor_id": fields["author_id"],
                 "kind": "dm"}))
+            if draw(st.booleans()):  # and an order of theirs: a sale of the conversation
+                order = {"order_id": "dm-order", "actor_id": fields["author_id"], "amount": "40.00", "currency": "USD"}
+                out.append(("orders", off + draw(st.integers(0, 1800)), order))
             break
     return out
 

@@ -6,7 +6,7 @@ import random
 import time
 from decimal import Decimal
 
-from schemas.events import Click, Connection, Credit, Lead, Like, Message, Order, Post, Referral
+from schemas.events import Click, Connection, ConversationSale, Credit, Lead, Like, Message, Order, Post, Referral
 from streams.sellers import Referrals, Sellers
 from streams.sellers.family import DAY_MS
 from streams.windows import WindowSpec
@@ -166,3 +166,37 @@ def test_a_referred_order_goes_to_the_account_of_its_referrer_and_a_refund_takes
     assert all(t == totals[0] for t in totals)
     # placed (a repeat: the earlier order stands) at its ts, refunded at the refund's ts
     assert totals[0] == {"orders": 0, "customers": 0, "repeat": 0, t0 + 1000: Decimal(80), t0 + 5000: Decimal(-80)}
+
+
+def test_an_order_after_a_dm_lead_is_a_sale_of_the_conversation_and_follows_its_seller():
+    t0 = _t0()
+    ref = Referrals(lookback_ms=7 * DAY_MS, lateness_ms=DAY_MS)
+    lead = Lead(event_id="dm1", ts=t0 + 60_000, **BASE, actor_id="cust", kind="dm")
+    shopper_events = [lead, Order(event_id="o", ts=t0 + 120_000, order_id="A", actor_id="cust", amount=Decimal("70"),
+                                  currency="USD")]
+    sales: list = []
+    state_r = ref.new_state()
+    for e in shopper_events:
+        sales.extend(ref.apply("cust", state_r, [e], t0))
+    (sale,) = [f for f in sales if f.topic == "conversation_sales"]
+    assert sale.key == KEY and sale.event["lead_id"] == "dm1" and sale.event["customers"] == 1
+
+    fam = Sellers(SPEC)
+    state = fam.new_state()
+    msgs = [Message(event_id="m1", ts=t0, **BASE, conversation_id="c", direction="inbound", author_id="cust"),
+            Message(event_id="m2", ts=t0 + 30_000, **BASE, conversation_id="c", direction="outbound", author_id="ana",
+                    agent_id="ana")]
+    # the sale first, then the lead, then the conversation: credited to ana once it is known
+    fam.apply(KEY, state, [ConversationSale.model_validate(sale.event)], t0 + 200_000)
+    fam.apply(KEY, state, [lead], t0 + 200_000)
+    assert "ana" not in fam.view(KEY, state, t0 + 200_000)["sellers"]
+    fam.apply(KEY, state, msgs, t0 + 200_000)
+    ana = fam.view(KEY, state, t0 + 200_000)["sellers"]["ana"]
+    assert (ana["new_customers_from_conversations"], ana["revenue_from_conversations"]) == (1, {"USD": "70"})
+    assert ana["leads_from_conversations"] == 1
+    # a reply of ben's read late, written before ana's: ben is the conversation's seller, the sale moves
+    fam.apply(KEY, state, [Message(event_id="m0", ts=t0 + 10_000, **BASE, conversation_id="c", direction="outbound",
+                                   author_id="ben", agent_id="ben")], t0 + 200_000)
+    view = fam.view(KEY, state, t0 + 200_000)["sellers"]
+    assert view["ben"]["revenue_from_conversations"] == {"USD": "70"} and view["ben"]["leads_from_conversations"] == 1
+    assert "ana" not in view  # (ben answered the wait too: nothing of hers is left)
