@@ -289,6 +289,10 @@ class Traffic:
             self._schedule("leads", last + 60_000, {
                 "event_id": self._id("ld"), "platform": acct.platform, "account_id": acct.account_id,
                 "actor_id": customer, "kind": "dm"})
+            if self.sell.random() < 0.4:  # and into a sale of the conversation, minutes later
+                self._schedule("orders", last + int(self.sell.uniform(120, 900) * 1000), {
+                    "event_id": self._sid("o"), "order_id": self._sid("ord"), "actor_id": customer,
+                    "amount": f"{self.sell.lognormvariate(4.0, 0.5):.2f}", "currency": "USD"})
         if rng.random() < 0.2:  # an auto-acknowledgement, which must not stop the clock
             self._schedule("messages", ts + 2000, base | {
                 "event_id": self._id("m"), "direction": "outbound", "author_id": "bot", "automated": True})
