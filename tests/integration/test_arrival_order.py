@@ -84,6 +84,8 @@ IGNORED_SERIES: dict[str, str] = {
                                            "watermark, which follows the wall clock once the inputs are quiet",
     "socialpulse_changelog_bytes_total": "same: bytes of those writes (pages, markers, ids)",
     "socialpulse_changelog_record_max_bytes": "the largest record written: pages depend on how state grew",
+    "socialpulse_record_max_bytes": "the largest record written per topic: a result re-published by a "
+                                    "correction (how late data came) may be larger than its first version",
 }
 #: name prefixes excluded as process metrics (prometheus_client's default collectors, if registered)
 IGNORED_PREFIXES = ("socialpulse_process_", "socialpulse_python_")

@@ -80,6 +80,9 @@ HEALTH = (
     # deadline and withdraws it when a reply stamped before the deadline comes late, so this counts
     # publications, which depend on arrival; the breaches themselves are compared upserted by key
     "socialpulse_reply_breaches_published",
+    # the largest record written per topic: how many times, and with which rows, a result was
+    # re-published depends on how late its data came (the results themselves are compared)
+    "socialpulse_record_max_bytes",
 )
 
 
