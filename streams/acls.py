@@ -22,17 +22,15 @@ from aiokafka.protocol.types import Array, Boolean, Int16, Int32, Schema, String
 from schemas.events import INPUT_TOPICS
 
 from . import clients
+from .clients import DOCS, Refused, refused
 from .settings import Settings
 from .topics import ACCOUNTS, OUTPUT_TOPICS
 
 __all__ = ["Need", "Refused", "needs", "missing", "refusal", "probe", "check", "OPERATIONS", "DOCS"]
 
-DOCS = "docs/operations.md, 'ACLs the worker needs'"
 #: Kafka's AclOperation codes: bit ``1 << code`` of an authorized-operations field
 OPERATIONS = {"READ": 3, "WRITE": 4, "CREATE": 5, "DELETE": 6, "ALTER": 7, "DESCRIBE": 8,
               "CLUSTER_ACTION": 9, "DESCRIBE_CONFIGS": 10, "ALTER_CONFIGS": 11, "IDEMPOTENT_WRITE": 12}
-#: the error each refused operation comes back as
-_ERRORS = {"topic": "TopicAuthorizationFailed", "group": "GroupAuthorizationFailed"}
 #: Kafka's error codes for a refusal
 TOPIC_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, UNKNOWN_TOPIC = 29, 30, 3
 Role = Literal["worker", "generator"]
@@ -50,10 +48,6 @@ class Need:
 
     def covers(self, resource: str, name: str) -> bool:
         return resource == self.resource and (name.startswith(self.name) if self.prefixed else name == self.name)
-
-
-class Refused(Exception):
-    """The broker refused an operation socialpulse needs (the message says which and where)."""
 
 
 def needs(settings: Settings, role: Role = "worker") -> list[Need]:
@@ -84,13 +78,9 @@ def missing(need: Need, authorized: int, created: bool = False) -> list[str]:
 
 def refusal(operation: str, resource: str, name: str, settings: Settings, error: str | None = None,
             need: Need | None = None) -> str:
-    """The message of a refused operation: what, where, for whom, what to grant, where the list is."""
-    who = f"SASL user {settings.sasl_username!r}" if settings.security_protocol.startswith("SASL") else (
-        "the client certificate's principal" if settings.ssl_certfile else "this client's principal")
-    error = error or _ERRORS.get(resource, "authorization failed")
-    where = f"{resource}s with the prefix {need.name}" if need is not None and need.prefixed else f"{resource} {name}"
-    return (f"the broker at {settings.broker} refused {operation} on {resource} {name} ({error}) for {who}: "
-            f"grant {operation} on {where} ({DOCS})")
+    """The message of a refused operation (``clients.refused``), naming the prefix an ACL covers."""
+    prefix = need.name if need is not None and need.prefixed else None
+    return refused(operation, resource, name, settings, error, prefix)
 
 
 def _need(needs_: list[Need], resource: str, name: str) -> Need | None:

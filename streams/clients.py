@@ -29,7 +29,7 @@ from faust.types.auth import CredentialsT, SASLMechanism
 from .settings import Settings
 
 __all__ = [
-    "servers", "ssl_context", "faust_credentials", "aiokafka_kwargs", "confluent_config",
+    "servers", "ssl_context", "faust_credentials", "aiokafka_kwargs", "confluent_config", "Refused", "refused", "DOCS",
     "producer", "consumer", "reader", "admin", "client", "explain", "preflight",
 ]
 
@@ -187,6 +187,28 @@ def refused_login(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "wrong signature" in str(exc)
 
 
+class Refused(Exception):
+    """The broker refused an operation socialpulse needs (``streams.acls``; the message says which
+    and where)."""
+
+
+#: where the ACLs a worker needs are listed
+DOCS = "docs/operations.md, 'ACLs the worker needs'"
+#: the error each refused operation comes back as
+_ERRORS = {"topic": "TopicAuthorizationFailed", "group": "GroupAuthorizationFailed"}
+
+
+def refused(operation: str, resource: str, name: str, settings: Settings, error: str | None = None,
+            prefix: str | None = None) -> str:
+    """The message of a refused operation: what, where, for whom, what to grant, where the list is."""
+    who = f"SASL user {settings.sasl_username!r}" if settings.security_protocol.startswith("SASL") else (
+        "the client certificate's principal" if settings.ssl_certfile else "this client's principal")
+    error = error or _ERRORS.get(resource, "authorization failed")
+    where = f"{resource}s with the prefix {prefix}" if prefix else f"{resource} {name}"
+    return (f"the broker at {settings.broker} refused {operation} on {resource} {name} ({error}) for {who}: "
+            f"grant {operation} on {where} ({DOCS})")
+
+
 def explain(exc: BaseException, settings: Settings) -> str:
     """A failed first contact with the cluster, with the settings to look at."""
     text = f"{type(exc).__name__}: {exc}"
@@ -197,8 +219,6 @@ def explain(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, ssl.SSLError):
         return (f"TLS with {where} failed: {text}. Check SOCIALPULSE_SECURITY_PROTOCOL (is the port a TLS "
                 "listener?), SOCIALPULSE_SSL_CAFILE, SOCIALPULSE_SSL_CERTFILE and SOCIALPULSE_SSL_KEYFILE")
-    from .acls import Refused
-
     if isinstance(exc, Refused):  # a missing ACL: the message already names it
         return str(exc)
     name = type(exc).__name__

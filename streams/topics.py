@@ -40,10 +40,8 @@ _REFUSED = 29
 
 async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
     """Create ``names`` (default: every topic of ``all_topics``) that do not exist yet. A topic
-    the broker refuses to create stops start-up (``acls.Refused``): a worker without it would
+    the broker refuses to create stops start-up (``clients.Refused``): a worker without it would
     only log "Ignoring missing topic" and never read it."""
-    from .acls import Refused, refusal
-
     admin = clients.admin(settings)
     await admin.start()
     try:
@@ -60,7 +58,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
                 response: Any = await admin.create_topics(wanted)
                 for topic, error, *_ in getattr(response, "topic_errors", ()):
                     if error == _REFUSED:
-                        raise Refused(refusal("CREATE", "topic", topic, settings,
-                                              "TopicAuthorizationFailed; or create it beforehand"))
+                        raise clients.Refused(clients.refused(
+                            "CREATE", "topic", topic, settings, "TopicAuthorizationFailed; or create it beforehand"))
     finally:
         await admin.close()
