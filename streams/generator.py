@@ -355,17 +355,17 @@ class Traffic:
             self._schedule("likes", ts + int(sell.uniform(-5, 600) * 1000), {
                 "event_id": self._sid("lk"), "platform": acct.platform, "account_id": acct.account_id,
                 "post_id": post, "actor_id": f"u{sell.randrange(50_000)}", "kind": self._pick_with(sell, KINDS)})
-        if kind == "original" and sell.random() < 0.5:
+        for _ in range(self._poisson_with(sell, reach * 0.01)):  # clicks on the post's link; a few buy
             actor, click_id = f"u{sell.randrange(20_000)}", self._sid("ck")
             at = ts + int(sell.uniform(10, 600) * 1000)
             self._schedule("clicks", at, {
                 "event_id": self._sid("cl"), "platform": acct.platform, "account_id": acct.account_id,
                 "actor_id": actor, "post_id": post, "click_id": click_id})
-            if sell.random() < 0.2:
+            if sell.random() < 0.15:
                 self._schedule("leads", at + 30_000, {
                     "event_id": self._sid("ld"), "platform": acct.platform, "account_id": acct.account_id,
                     "actor_id": actor, "kind": "form", "post_id": post, "click_id": click_id})
-            if sell.random() < 0.2:
+            if sell.random() < 0.25:
                 self._schedule("orders", at + 60_000, {
                     "event_id": self._sid("o"), "order_id": self._sid("ord"), "actor_id": actor,
                     "amount": f"{sell.lognormvariate(4.0, 0.5):.2f}", "currency": "USD", "click_id": click_id})
