@@ -26,7 +26,7 @@ test: $(STAMP)
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager stunnel4 openssl >/dev/null) \
 		|| echo "could not install them: the tests that need them fail"; }
 	$(BIN)/python -m tests.kafka install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # Apache Kafka (tests/kafka.py: the pinned 4.x from Maven Central, checksums verified) into .cache/kafka
 kafka: $(STAMP)
