@@ -154,9 +154,9 @@ def summary(m: Metrics, elapsed: float, active: list[dict[str, Any]] | None, pro
     return Group(head, ev, "", sell, "", replies, "", sellers, "", al)
 
 
-def sellers_table(m: Metrics, top: int = 3) -> Table:
-    """The sellers with the highest selling index (streams/sellers/), their pillars, influence and
-    the USD revenue their posts brought (last touch) plus their referred orders' revenue."""
+def sellers_table(m: Metrics, top: int = 2) -> Table:
+    """The sellers with the highest selling index over 28 days (streams/sellers/), their pillars,
+    influence and the USD revenue their posts and conversations brought plus their referred orders'."""
     def per_seller(name: str, **match: str) -> dict[tuple[str, str, str], float]:
         out: dict[tuple[str, str, str], float] = defaultdict(float)
         for labels, v in m.get(name, []):
@@ -170,11 +170,11 @@ def sellers_table(m: Metrics, top: int = 3) -> Table:
     referred = per_seller("socialpulse_seller_referral_revenue", currency="USD")
     pillars = {p: per_seller("socialpulse_selling_index_pillar", pillar=p)
                for p in ("brand", "people", "insights", "relationships")}
-    table = Table(title="sellers (top by selling index, trailing 28 days)", title_justify="left", box=None,
-                  pad_edge=False)
-    for col, just in (("seller", "left"), ("account", "left"), ("index", "right"), ("brand", "right"),
+    # the header is the section's title: a summary that fits 40 rows keeps room for the alerts
+    table = Table(box=None, pad_edge=False)
+    for col, just in (("sellers", "left"), ("account", "left"), ("index", "right"), ("brand", "right"),
                       ("people", "right"), ("insig.", "right"), ("relat.", "right"), ("infl.", "right"),
-                      ("revenue USD", "right")):
+                      ("USD rev.", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for who in sorted(index, key=lambda k: (-index[k], k))[:top]:
         table.add_row(who[0], f"{who[1][:2]}/{who[2]}", f"{index[who]:.1f}",

@@ -49,8 +49,8 @@ def families_on_screen(screen: str) -> bool:
         if not (s[1].endswith("%") and s[2].endswith("%") and all(re.fullmatch(r"[\d,]+", c) for c in s[3:6])):
             return False
     # the sellers with the highest index, with pillars, influence and revenue as numbers
-    sellers = screen.split("sellers (top by selling index", 1)[-1].split("alerts", 1)[0]
-    top = [line.split() for line in sellers.splitlines()[2:] if line.strip()]
+    sellers = screen.split("\nsellers ", 1)[-1].split("alerts", 1)[0]  # its header is its title
+    top = [line.split() for line in sellers.splitlines()[1:] if line.strip()]
     if not top or not all(len(cells) == 9 and all(re.fullmatch(r"[\d,.]+", c) for c in cells[2:]) for cells in top):
         return False
     # reply times measured for some platform (p50, p90 in seconds), SLA counted
