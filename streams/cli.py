@@ -24,10 +24,14 @@ async def connect(settings: Settings, role: Literal["worker", "generator"] = "wo
 
     from .acls import check
     from .clients import preflight
-    from .topics import ensure_topics
+    from .families import STAGES
+    from .topics import all_topics, ensure_topics
 
     await preflight(settings)
-    names = [settings.topic(t) for t in INPUT_TOPICS] if role == "generator" else None
+    # the worker's keyed topics too: a topic that does not exist yet when the group's leader
+    # assigns is left out of the assignment until the next rebalance (Kafka creates none itself)
+    names = [settings.topic(t) for t in INPUT_TOPICS] if role == "generator" else [
+        *all_topics(settings), *(settings.topic(f"socialpulse.by-{stage}") for stage in STAGES)]
     await asyncio.wait_for(ensure_topics(settings, names), 30)
     await asyncio.wait_for(check(settings, role), 30)
 
