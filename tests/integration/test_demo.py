@@ -59,7 +59,8 @@ def families_on_screen(screen: str) -> bool:
 
 def test_demo_summary_shows_every_family_with_prometheus_and_ctrl_c_stops_everything(tmp_path):
     broker_port, web_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIALPULSE_")}
+    # the terminal's own size, as a user's: not LINES/COLUMNS a test runner exported (pytest-xdist: 24x80)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIALPULSE_") and k not in ("LINES", "COLUMNS")}
     env["SOCIALPULSE_WEB_PORT"] = str(web_port)
     term = Terminal([sys.executable, "-m", "streams.cli", "demo", "--port", str(broker_port), "--rate", "300"], env, str(ROOT))
     prometheus = shutil.which("prometheus")
