@@ -437,7 +437,11 @@ def answers(workers: list[Worker]) -> dict[tuple, object]:
     for i, w in enumerate(workers):
         for platform, account in ACCOUNTS:
             status, body = http_get(f"{w.url}/api/v1/accounts/{platform}/{account}")
-            doc = orjson.loads(body)
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:  # not an answer of ours (a forward between workers in a rebalance)
+                out[(i, platform, account)] = (status, body.decode(errors="replace"))
+                continue
             doc.pop("watermark", None)  # event time of the partition: follows the wall clock once input is quiet
             out[(i, platform, account)] = (status, doc)
             status, body = http_get(f"{w.url}/api/v1/accounts/{platform}/{account}/settings")
@@ -513,8 +517,13 @@ def test_compacted_changelogs_restore_a_worker_to_exactly_the_same_numbers(pair)
         # worker's accounts came back short; every other family was exact. Reported, not hidden: xfail names it.
         pytest.xfail(f"attribution after a restore from compacted changelogs: {len(diff)} series differ, "
                      f"e.g. {sorted(diff.items())[:3]}")
-    after = answers(workers)
-    assert {k: (v, after.get(k)) for k, v in api_before.items() if after.get(k) != v} == {}
+    def api_differences() -> dict:
+        after = answers(workers)
+        return {k: (v, after.get(k)) for k, v in api_before.items() if after.get(k) != v}
+
+    with contextlib.suppress(AssertionError):  # a forward to the other worker may meet a rebalance's end
+        wait_until(lambda: not api_differences(), 30, interval=2, what="the same API answers after the restore")
+    assert api_differences() == {}
     assert_every_total_exact(pair, workers)
     log = restored.log.read_text(errors="replace")
     assert "restored from the changelog" in log
