@@ -334,11 +334,14 @@ class Pending:
     seen: list[tuple[str, list[list[Any]]]] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     garbage: list[bytes] = field(default_factory=list)  # keys to tombstone after the marker
+    #: records of a flush that never completed (an epoch beyond the marker): tombstoned before the
+    #: next marker, which would otherwise stand above them and make them count on a later restore
+    unfinished: list[bytes] = field(default_factory=list)
     watermark: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.keys or self.deleted or self.groups or self.gone or self.seen or self.expired or self.garbage
-                    or self.watermark)
+                    or self.unfinished                    or self.watermark)
 
 
 class KeyedStage:
@@ -654,7 +657,7 @@ class KeyedStage:
                     for doc, found in versions.items():
                         _, directory, garbage = resolve(found, self.markers.get(partition, 0))
                         docs.setdefault(doc, directory)
-                        after += [(k, None) for k in garbage]
+                        self._discard(pend, garbage, self.markers.get(partition, 0))
                 for doc, directory in docs.items():
                     b, a, _ = changes(doc, epoch, directory, None)
                     before += b
@@ -675,7 +678,8 @@ class KeyedStage:
                     after.append((SEEN_KEY.format(partition=partition, name=record).encode(), None))
             clock = self.clock(partition)
             marker = versioned(orjson.dumps({"e": epoch, "wm": clock.persisted}))
-            writes[partition] = [*before, (FLUSH_KEY.format(partition=partition).encode(), marker), *after, *((key, None) for key in pend.garbage)]
+            writes[partition] = [*((key, None) for key in pend.unfinished), *before,
+                                 (FLUSH_KEY.format(partition=partition).encode(), marker), *after, *((key, None) for key in pend.garbage)]
             self.epochs[partition] = self.markers[partition] = epoch
         self.cool()
         self._evict()
@@ -686,6 +690,13 @@ class KeyedStage:
         self.absorb(out)
         return self.flush()
 
+    @staticmethod
+    def _discard(pend: Pending, garbage: list[bytes], marker: int) -> None:
+        """Tombstone what ``pages.resolve`` found no use for: superseded versions after the next
+        marker, records of an unfinished flush (an epoch beyond ``marker``) before it."""
+        for key in garbage:
+            (pend.unfinished if parse_key(key)[1] > marker else pend.garbage).append(key)
+
     def _stored(self, partition: int, doc: str) -> tuple[dict[PageId, bytes], Directory]:
         """A document's pages as the local store holds them (garbage found is tombstoned next)."""
         if self.load_pages is None:
@@ -695,7 +706,7 @@ class KeyedStage:
             _, epoch, pid = parse_key(key)
             versions.append((epoch, pid, key, decode_page(value)))
         pages, directory, garbage = resolve(versions, self.markers.get(partition, 0))
-        self.pending[partition].garbage.extend(garbage)
+        self._discard(self.pending[partition], garbage, self.markers.get(partition, 0))
         return pages, directory
 
     def adopt(self, key: str, value: bytes | None, mine: set[int], partitions: int) -> int:
@@ -768,7 +779,7 @@ class KeyedStage:
             pend = self.pending[partition]
             for doc, versions in docs.items():
                 pages, directory, garbage = resolve(versions, marker)
-                pend.garbage.extend(garbage)
+                self._discard(pend, garbage, marker)
                 if not pages:
                     continue
                 if doc.startswith(_CLOSED):
@@ -792,7 +803,7 @@ class KeyedStage:
             marker = self.markers.get(partition, 0)
             for name, epoch, rows, key in records:
                 if epoch > marker:  # the ids of a flush that never completed: their events come again
-                    self.pending[partition].garbage.append(key)
+                    self.pending[partition].unfinished.append(key)
                 else:
                     self.restore_seen(partition, name, rows)
                 self._newest[partition] = max(self._newest.get(partition, 0), epoch)

@@ -49,7 +49,7 @@ from .keyed import (
 from .outputs import Outputs
 from .settings import Settings
 from .topics import ACCOUNTS, DLQ
-from .transport import ebb
+from .transport import acknowledged, ebb
 from .windows import Mark, WindowSpec
 
 __all__ = ["Pipeline", "StateRecordError", "register_metrics"]
@@ -225,7 +225,14 @@ class Pipeline:
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-            self.flush_state()  # what was processed reaches the changelog before the offsets are committed
+            # Faust committed (``transport``: after a flush the broker acknowledged); what changed
+            # since (a tick's decisions) is written too, and acknowledged before the partitions go:
+            # their next owner reads the changelog to its end as soon as the group is rebalanced
+            self.flush_state()
+            problem = await acknowledged(self.app)
+            if problem is not None:
+                log.warning("partitions revoked with state records unconfirmed: %s", problem)
+            self.flush_state()  # (a tick that ran meanwhile: no await from here to the revoke)
             for name, stage in self.stages.items():
                 topic = self.keyed_topics[name].get_topic_name()
                 mine = {tp.partition for tp in revoked if tp.topic == topic}

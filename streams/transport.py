@@ -50,7 +50,7 @@ from mode.utils.futures import notify
 from . import clients
 from .changelog import send_failures
 
-__all__ = ["App", "Lane", "ebb"]
+__all__ = ["App", "Lane", "acknowledged", "ebb"]
 
 log = logging.getLogger("socialpulse")
 
@@ -67,6 +67,25 @@ async def ebb(buffer: Any, above: int = BACKLOG_MESSAGES, below: int = BACKLOG_M
         await asyncio.sleep(0.01)
 
 
+async def acknowledged(app: Any, timeout: float = 30.0) -> str | None:
+    """Wait until every record sent so far is in the Kafka client and acknowledged by the
+    broker; None once it is, else why not (Faust's own flush gives up when no message left its
+    buffer for 0.1 s: on a busy broker it returns with records still waiting)."""
+    buffer = app.producer.buffer
+    deadline = time.monotonic() + timeout
+    # (a stopping producer drains no more: then Faust's own flush decides)
+    while buffer.size and not buffer.should_stop and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0)  # the message being handed over right now
+    try:
+        await asyncio.wait_for(app.producer.flush(), timeout=max(deadline - time.monotonic(), 1.0))
+    except TimeoutError:
+        return f"sent records not acknowledged by the broker within {timeout:.0f} s"
+    except RuntimeError as exc:  # the producer is stopping (a crash): nothing is confirmed
+        return str(exc)
+    return None
+
+
 #: A lane: gets one fetched batch, records by partition, and processes it synchronously.
 Lane = Callable[[dict[TP, list[Any]]], None]
 
@@ -81,6 +100,13 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class Consumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: partitions whose read offset is the next one to read (set by a seek), not the last one read
+        self._sought: set[TP] = set()
+        #: partitions being read again from this offset (``_refill``)
+        self._refilling: dict[TP, int] = {}
+        super().__init__(*args, **kwargs)
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -90,27 +116,38 @@ class Consumer(driver.Consumer):
         read_offset = self._read_offset
         try:
             while not (self.should_stop or fetcher.should_stop):
+                generation = self.app.consumer_generation_id
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if not records or self.should_stop:
                     continue
-                generation = self.app.consumer_generation_id
+                if self.app.consumer_generation_id != generation:
+                    # fetched before a rebalance that completed meanwhile: Faust has since sought each
+                    # partition back to its committed offset. Taken now, their offsets would pass for
+                    # a gap above the seek (acknowledged, committed) and the records between, read
+                    # again next, for already read: lost. They come again from the committed offset.
+                    log.info("records fetched across a rebalance set aside: read again from the committed offsets")
+                    continue
                 batches: dict[str, dict[TP, list[Any]]] = defaultdict(dict)
                 for tp, recs in records.items():
                     if not self.flow_active or self.app.consumer_generation_id != generation:
                         break  # a rebalance began: Faust seeks back to the committed offsets
-                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    lane = lanes.get(tp.topic)
+                    # (a lane's partition paused meanwhile, by alignment, is still read: records set aside
+                    # here would leave a hole below the next ones, taken for a gap and committed)
+                    if lane is None and active is not None and tp not in active and tp not in self._buffered_partitions:
                         continue
                     # after a seek this is the next offset to read (so >=, as in Faust)
                     r_offset = read_offset[tp]
                     fresh = [r for r in recs if r_offset is None or r.offset >= r_offset]
                     if not fresh:
                         continue
-                    lane = lanes.get(tp.topic)
                     if lane is None:
                         for record in fresh:  # Faust's own path, one message at a time
                             await self.wait_first(callback(self._to_message(tp, record)), self.suspend_flow.wait())
                             read_offset[tp] = record.offset
+                        continue
+                    if await self._refill(tp, r_offset, fresh[0].offset):
                         continue
                     await self._note_gaps(tp, r_offset, fresh)
                     batches[tp.topic][tp] = fresh
@@ -125,11 +162,47 @@ class Consumer(driver.Consumer):
                 return
             raise
 
+    def _next_offset(self, tp: TP, r_offset: int | None) -> int | None:
+        """The offset the next record of ``tp`` should have: the read offset is the next one to
+        read after a seek (Faust's convention), the last one read after a batch."""
+        if r_offset is None:
+            return None
+        return r_offset if tp in self._sought else r_offset + 1
+
+    async def _refill(self, tp: TP, r_offset: int | None, first: int) -> bool:
+        """A batch that starts above the next offset to read leaves a hole. Faust counts a hole
+        as a gap (acked, then committed), right for what compaction or transaction markers
+        removed, but a loss when records were fetched and set aside (around a rebalance, a
+        seek racing a fetch). So a hole is read again once, by a seek to its start; only a
+        hole that is still there then is taken for a gap (``_note_gaps``). True: set aside."""
+        expected = self._next_offset(tp, r_offset)
+        if expected is None or first <= expected:
+            self._refilling.pop(tp, None)
+            return False
+        if self._refilling.get(tp) == expected:  # read again from there: Kafka has nothing in between
+            self._refilling.pop(tp, None)
+            return False
+        self._refilling[tp] = expected
+        log.info("%s[%d]: records from %d read while %d was next: read again from %d", tp.topic, tp.partition,
+                 first, expected, expected)
+        await self.seek(tp, expected)
+        return True
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._sought.add(partition)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        self._sought.update(self._read_offset)
+
     async def _note_gaps(self, tp: TP, r_offset: int | None, recs: list[Any]) -> None:
         """Offsets a compacted or transactional topic skips count as acked (as in Faust)."""
-        expected = None if r_offset is None else r_offset + 1
+        expected = self._next_offset(tp, r_offset)
         for record in recs:
             if expected is not None and record.offset > expected and self.app.topics.acks_enabled_for(tp.topic):
+                log.info("offsets %d..%d of %s[%d] skipped by Kafka (compacted, or transaction markers)",
+                         expected, record.offset - 1, tp.topic, tp.partition)
                 await self._add_gap(tp, expected, record.offset)
             expected = record.offset + 1
 
@@ -138,6 +211,7 @@ class Consumer(driver.Consumer):
         with ack_lock:
             for tp, recs in by_tp.items():
                 self._read_offset[tp] = recs[-1].offset
+                self._sought.discard(tp)
                 if not self.app.topics.acks_enabled_for(tp.topic):
                     continue
                 committed = self._committed_offset[tp]
@@ -168,21 +242,11 @@ class Consumer(driver.Consumer):
         flush = getattr(self.app, "before_commit", None)
         if flush is not None:
             flush()
-        buffer = self.app.producer.buffer
-        deadline = time.monotonic() + 30
-        # (a stopping producer drains no more: then Faust's own flush decides)
-        while buffer.size and not buffer.should_stop and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0)  # the message being handed over right now
         # and until the broker has them: a commit that reached the coordinator before the
         # changelog records of its batches would lose their updates if the worker died
-        try:
-            await asyncio.wait_for(self.app.producer.flush(), timeout=max(deadline - time.monotonic(), 1.0))
-        except TimeoutError:
-            log.warning("commit skipped: sent records not acknowledged by the broker within 30 s")
-            return False
-        except RuntimeError as exc:  # the producer is stopping (a crash): nothing is confirmed
-            log.warning("commit skipped: %s", exc)
+        problem = await acknowledged(self.app)
+        if problem is not None:
+            log.warning("commit skipped: %s", problem)
             return False
         if send_failures():  # a record these offsets depend on was refused: read the input again
             refused = RuntimeError(f"{send_failures()} state or forwarded records were refused by the broker; "
@@ -218,7 +282,7 @@ class Consumer(driver.Consumer):
                 probe.seek(ktp, max((reported[tp] or 0) - 1, 0))
             ends = dict(reported)
             pending = set(tps)
-            for _ in range(20):  # each round waits at most fetch_max_wait (0.5 s)
+            for _ in range(60):  # each round waits at most fetch_max_wait (0.5 s)
                 await probe.getmany(timeout_ms=500)
                 for tp in list(pending):
                     high = probe.highwater(tps[tp])

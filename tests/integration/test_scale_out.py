@@ -218,6 +218,14 @@ def cluster(broker, tmp_path_factory):
             f"{acct}: truth {feed.t.eng[acct]}, workers {[round(w.get(acct, 0)) for w in per_worker]}"
             for acct in sorted(feed.t.eng) if sum(w.get(acct, 0) for w in per_worker) != feed.t.eng[acct]
         )
+        per_worker_replies = [dict(summed([text], "socialpulse_reply_latency_seconds_count")) for text in texts]
+        detail += "; replies off: " + "; ".join(
+            f"{acct}: truth {feed.t.replies[acct]}, workers {[round(w.get(acct, 0)) for w in per_worker_replies]}, "
+            f"awaiting {[round(v) for v in summed(texts, 'socialpulse_awaiting_reply').values()]}, "
+            f"outreach {round(sum(summed(texts, 'socialpulse_outreach_conversations_total').values()))}"
+            for acct in sorted(feed.t.replies)
+            if sum(w.get(acct, 0) for w in per_worker_replies) != feed.t.replies[acct]
+        )
         outcomes = {o: total(texts, "socialpulse_events_total", outcome=o) for o in ("accepted", "duplicate", "late", "invalid")}
         lag = [(i, s.labels["topic"], s.labels["partition"], s.value) for i, text in enumerate(texts)
                for fam in text_string_to_metric_families(text) for s in fam.samples

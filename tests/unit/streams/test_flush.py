@@ -175,3 +175,52 @@ def test_one_very_hot_account_never_writes_a_record_over_the_bound():
     assert len(pages) > 100
     again = Worker(log)
     assert again.stage.states[key] == stage.states[key]
+
+
+def _run(worker: "Worker", batches, flush_after, start: int, stop: int, log: dict[bytes, bytes]) -> None:
+    for i in range(start, stop):
+        worker.batch(*batches[i])
+        if i in flush_after:
+            for records in worker.flush().values():
+                apply(log, records)
+
+
+@pytest.mark.parametrize("hot", [None, 3], ids=["all-decoded", "3-hot-keys"])
+@pytest.mark.parametrize("seed", range(12))
+def test_a_worker_killed_twice_never_takes_an_unfinished_flush_for_a_finished_one(seed, hot):
+    """Killed inside a flush (the log keeps its pages but not its marker), restarted, and killed
+    again inside its own first flush just after that flush's marker: a third worker must not take
+    the first, unfinished flush's pages for current because a newer marker now stands above them."""
+    rng = random.Random(1000 + seed)
+    bounds = sorted(rng.sample(range(1, len(EVENTS)), 30)) + [len(EVENTS)]
+    batches = list(zip([0, *bounds[:-1]], bounds, strict=True))
+    flush_after = {i for i in range(len(batches)) if rng.random() < 0.5} | {len(batches) - 1}
+    flushes = sorted(flush_after)
+
+    never = Worker()
+    for i, (a, b) in enumerate(batches):
+        never.batch(a, b)
+        if i in flush_after:
+            never.flush()
+
+    first_crash = flushes[rng.randrange(len(flushes) // 2)]
+    log: dict[bytes, bytes] = {}
+    first = Worker(hot=hot)
+    _run(first, batches, flush_after, 0, first_crash, log)
+    committed_to = max((i + 1 for i in flushes if i < first_crash), default=0)
+    first.batch(*batches[first_crash])
+    for records in first.flush().values():  # everything but the marker and what follows it
+        marker = next(n for n, (k, _) in enumerate(records) if k.startswith(b"\x00flush|"))
+        apply(log, records[:marker])
+
+    second = Worker(log, hot=hot)
+    nxt = rng.randint(committed_to, first_crash)  # its own first flush: not where the first one's was
+    for i in range(committed_to, nxt + 1):
+        second.batch(*batches[i])
+    for records in second.flush().values():  # killed just after the marker of its first flush
+        marker = next(n for n, (k, _) in enumerate(records) if k.startswith(b"\x00flush|"))
+        apply(log, records[:marker + 1])
+
+    third = Worker(log, hot=hot)
+    _run(third, batches, flush_after | {first_crash}, nxt + 1, len(batches), log)
+    assert third.view(judged=False) == never.view(judged=False)

@@ -30,6 +30,7 @@ def consumer(producer):
     c = object.__new__(Consumer)
     c.app = SimpleNamespace(producer=producer, topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
     c._filter_committable_offsets = lambda tps: {TPA: 42}
+    c._sought, c._refilling = set(), {}
 
     async def attached(offsets):
         producer.log.append("attached")
@@ -113,3 +114,55 @@ def test_a_refused_state_or_forwarded_record_stops_the_worker_without_a_commit(m
     monkeypatch.setattr(changelog, "_failed", 0)
     delivered(ok)
     assert asyncio.run(c._commit_tps({TPA}, False)) is True
+
+
+def refilling_consumer():
+    """A Consumer whose seeks are recorded (as Faust's: the read offset becomes the next to read)."""
+    c = consumer(Producer())
+    c._read_offset = {}
+    c.sought_to = []
+    gaps = c.gaps = []
+
+    async def seek(tp, offset):
+        c.sought_to.append(offset)
+        c._read_offset[tp] = offset
+        c._sought.add(tp)
+
+    async def add_gap(tp, start, end):
+        gaps.append((start, end))
+
+    c.seek, c._add_gap = seek, add_gap
+    return c
+
+
+def test_a_hole_after_what_was_read_is_read_again_never_counted_as_a_gap():
+    """Records 145..180 fetched and set aside around a rebalance: the next batch starts at 181.
+    Faust would ack 145..180 as a gap (and commit past them); here they are read again."""
+    c = refilling_consumer()
+    c._read_offset[TPA] = 144  # the last record read
+    assert asyncio.run(c._refill(TPA, 144, 181)) is True
+    assert c.sought_to == [145]
+    # read again from 145: they come, nothing is a gap
+    assert asyncio.run(c._refill(TPA, c._read_offset[TPA], 145)) is False
+    asyncio.run(c._note_gaps(TPA, c._read_offset[TPA], [SimpleNamespace(offset=o) for o in range(145, 182)]))
+    assert c.gaps == []
+
+
+def test_a_hole_kafka_really_has_is_a_gap_after_one_look():
+    """Offsets a transaction marker or compaction took: the seek finds the same hole, which is then acked."""
+    c = refilling_consumer()
+    c._read_offset[TPA] = 9
+    assert asyncio.run(c._refill(TPA, 9, 12)) is True  # 10 and 11 missing: look again
+    assert asyncio.run(c._refill(TPA, c._read_offset[TPA], 12)) is False  # still missing: Kafka has none
+    asyncio.run(c._note_gaps(TPA, c._read_offset[TPA], [SimpleNamespace(offset=12)]))
+    assert c.gaps == [(10, 12)]
+    assert c.sought_to == [10]
+
+
+def test_after_a_seek_the_read_offset_is_the_next_one():
+    c = refilling_consumer()
+    c._read_offset[TPA] = 50
+    c._sought.add(TPA)  # Faust sought to the committed offset 50: 50 is next, not read
+    assert asyncio.run(c._refill(TPA, 50, 51)) is True  # 50 missing
+    assert c.sought_to == [50]
+    assert asyncio.run(c._refill(TPA, 50, 50)) is False
