@@ -1,4 +1,5 @@
-"""Faust's Kafka consumer with a few changes: batch lanes, commits after sends, short fetch waits, true changelog ends.
+"""Faust's Kafka consumer with a few changes: batch lanes, commits after sends, holes read again, short fetch waits,
+true changelog ends.
 
 Faust stays the control plane: consumer group, partition assignment, pausing
 during recovery, offset commits, changelog-backed tables and the web server.
@@ -17,6 +18,13 @@ Two things of its per-message data path do not fit a metrics service:
   cache (``app.before_commit``: the state the processed batches changed), then
   waits until every record those batches sent is in the Kafka client and
   acknowledged by the broker.
+
+* **Holes are read again.** Faust takes a batch that starts above the next offset to read
+  for a gap (compaction, transaction markers) and acks the missing offsets, so the next
+  commit passes them. Records fetched and set aside around a rebalance (a fetch that
+  returned after the seek to the committed offsets) made such holes, and their events
+  were lost. A lane reads a hole again once, from its start; only a hole Kafka still has
+  then is a gap. A fetch that spans a completed rebalance is set aside whole.
 
 * **Short fetch waits.** A fetch waits at most ``fetch_max_wait_ms`` (100 ms)
   for data, not Faust's fixed 1.5 s: an event crosses two topics.
@@ -149,7 +157,7 @@ class Consumer(driver.Consumer):
                         continue
                     if await self._refill(tp, r_offset, fresh[0].offset):
                         continue
-                    await self._note_gaps(tp, r_offset, fresh)
+                    await self._note_gaps(tp, read_offset[tp], fresh)  # (as ``_refill`` left it)
                     batches[tp.topic][tp] = fresh
                 for topic, by_tp in batches.items():
                     if not self.flow_active or self.app.consumer_generation_id != generation:
@@ -179,14 +187,34 @@ class Consumer(driver.Consumer):
         if expected is None or first <= expected:
             self._refilling.pop(tp, None)
             return False
-        if self._refilling.get(tp) == expected:  # read again from there: Kafka has nothing in between
+        # a partition that came back after another worker read it: Kafka positioned it at the
+        # group's committed offset, above what this worker last read here (nothing is missing)
+        committed = await self._broker_committed(tp)
+        if committed is not None and first <= committed:
+            self._read_offset[tp] = first  # the next to read: nothing below it is this worker's
+            self._sought.add(tp)
             self._refilling.pop(tp, None)
             return False
-        self._refilling[tp] = expected
-        log.info("%s[%d]: records from %d read while %d was next: read again from %d", tp.topic, tp.partition,
-                 first, expected, expected)
-        await self.seek(tp, expected)
+        start = expected if committed is None else max(expected, committed)
+        if self._refilling.get(tp) == start:  # read again from there: Kafka has nothing in between
+            self._refilling.pop(tp, None)
+            self._read_offset[tp] = start
+            self._sought.add(tp)
+            return False
+        self._refilling[tp] = start
+        log.warning("%s[%d]: records from %d read while %d was next (committed: %s): read again from %d",
+                    tp.topic, tp.partition, first, expected, committed, start)
+        await self.seek(tp, start)
         return True
+
+    async def _broker_committed(self, tp: TP) -> int | None:
+        """The group's committed offset of ``tp`` as the broker has it (None: none, or no answer)."""
+        thread = self._thread
+        try:
+            return await thread.call_thread(thread._ensure_consumer().committed, KafkaTP(tp.topic, tp.partition))  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - then the hole is read again from where this worker stopped
+            log.warning("committed offset of %s[%d] unknown (%s: %s)", tp.topic, tp.partition, type(exc).__name__, exc)
+            return None
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)

@@ -131,7 +131,11 @@ def refilling_consumer():
     async def add_gap(tp, start, end):
         gaps.append((start, end))
 
-    c.seek, c._add_gap = seek, add_gap
+    async def broker_committed(tp):
+        return c.committed
+
+    c.committed = None
+    c.seek, c._add_gap, c._broker_committed = seek, add_gap, broker_committed
     return c
 
 
@@ -166,3 +170,24 @@ def test_after_a_seek_the_read_offset_is_the_next_one():
     assert asyncio.run(c._refill(TPA, 50, 51)) is True  # 50 missing
     assert c.sought_to == [50]
     assert asyncio.run(c._refill(TPA, 50, 50)) is False
+
+
+def test_a_partition_back_from_another_worker_is_read_from_the_group_s_committed_offset():
+    """This worker last read 33 of a partition; another read on to 91 and committed 92; back
+    here, Kafka hands out 92 on: nothing is missing, and nothing before 92 is read again
+    (older than the de-duplication horizon it would count twice)."""
+    c = refilling_consumer()
+    c._read_offset[TPA] = 33
+    c.committed = 92
+    assert asyncio.run(c._refill(TPA, 33, 92)) is False
+    assert c.sought_to == []
+    asyncio.run(c._note_gaps(TPA, c._read_offset[TPA], [SimpleNamespace(offset=o) for o in range(92, 95)]))
+    assert c.gaps == []
+
+
+def test_a_hole_above_the_committed_offset_is_read_again_from_the_committed_offset():
+    c = refilling_consumer()
+    c._read_offset[TPA] = 33
+    c.committed = 60  # someone read and committed up to 59; 60..99 were fetched and set aside
+    assert asyncio.run(c._refill(TPA, 33, 100)) is True
+    assert c.sought_to == [60]
