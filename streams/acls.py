@@ -12,6 +12,7 @@ crashes deep inside Faust. Kafka implies Describe from Read or Write, so it is n
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +26,8 @@ from . import clients
 from .clients import DOCS, Refused, refused
 from .settings import Settings
 from .topics import ACCOUNTS, OUTPUT_TOPICS
+
+log = logging.getLogger("socialpulse")
 
 __all__ = ["Need", "Refused", "needs", "missing", "refusal", "probe", "check", "OPERATIONS", "DOCS"]
 
@@ -146,9 +149,11 @@ def probe(need: Need) -> str:
     return need.name + ("account" if need.name.endswith("by-") else "__assignor-__leader")
 
 
-async def _coordinator(admin: Any, group: Need, settings: Settings, wait: float = 15.0) -> int:
-    """The group's coordinator; a new cluster creates its offsets topic on first ask (not available yet)."""
-    deadline = asyncio.get_running_loop().time() + wait
+async def _coordinator(admin: Any, group: Need, settings: Settings, wait: float | None = None) -> int:
+    """The group's coordinator; a new cluster creates its offsets topic on first ask (not available
+    yet, for tens of seconds on a busy machine): waited for up to ``SOCIALPULSE_BROKER_TIMEOUT``."""
+    deadline = asyncio.get_running_loop().time() + (settings.broker_timeout / 1000 if wait is None else wait)
+    told = False
     while True:
         try:
             return int(await admin.find_coordinator(group.name))
@@ -158,6 +163,10 @@ async def _coordinator(admin: Any, group: Need, settings: Settings, wait: float 
                 raise Refused(refusal(group.operations[0], "group", group.name, settings)) from None
             if not ("NotAvailable" in name or "LoadInProgress" in name) or asyncio.get_running_loop().time() > deadline:
                 raise
+            if not told:
+                log.info("waiting for the coordinator of group %s (%s: a new cluster is still creating "
+                         "its offsets topic)", group.name, name)
+                told = True
         await asyncio.sleep(0.5)
 
 

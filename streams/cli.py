@@ -33,7 +33,7 @@ async def connect(settings: Settings, role: Literal["worker", "generator"] = "wo
     names = [settings.topic(t) for t in INPUT_TOPICS] if role == "generator" else [
         *all_topics(settings), *(settings.topic(f"socialpulse.by-{stage}") for stage in STAGES)]
     await asyncio.wait_for(ensure_topics(settings, names), 30)
-    await asyncio.wait_for(check(settings, role), 30)
+    await asyncio.wait_for(check(settings, role), settings.broker_timeout / 1000 + 30)  # (the coordinator waits up to broker_timeout)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
