@@ -56,9 +56,6 @@ SCALE = float(os.environ.get("SOCIALPULSE_BENCH_SCALE", "1"))
 #: a tombstone ``delete.retention.ms`` after cleaning, the time a reader from offset 0 (a restore) has to
 #: see it (Kafka's documented bound; its default is a day), so a restore sees every delete
 COMPACT_NOW = {"segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "120000"}
-#: the conversion family's series (credits forwarded by the shopper stream): see the guard below
-ATTRIBUTION = ("socialpulse_attributed_", "socialpulse_conversion_rate", "socialpulse_campaign_", "socialpulse_roi",
-               "socialpulse_cpa", "socialpulse_average_order_value", "socialpulse_revenue")
 
 
 class Delivered:
@@ -509,14 +506,9 @@ def test_compacted_changelogs_restore_a_worker_to_exactly_the_same_numbers(pair)
 
     with contextlib.suppress(AssertionError):  # the restored worker answers once its series are exported
         wait_until(lambda: not differences(), 60, interval=2, what="the same series after the restore")
-    diff = differences()
-    others = {k: v for k, v in diff.items() if not k[0].startswith(ATTRIBUTION)}
-    assert others == {}
-    if diff:
-        # OPEN (issue 24's closing note): twice, under a loaded machine, the credited orders of the restored
-        # worker's accounts came back short; every other family was exact. Reported, not hidden: xfail names it.
-        pytest.xfail(f"attribution after a restore from compacted changelogs: {len(diff)} series differ, "
-                     f"e.g. {sorted(diff.items())[:3]}")
+    # (credited orders once came back short here: credits forwarded on by-account were lost in holes
+    # of its offsets around a rebalance, which ``streams/transport.py`` now reads again)
+    assert differences() == {}
     def api_differences() -> dict:
         after = answers(workers)
         return {k: (v, after.get(k)) for k, v in api_before.items() if after.get(k) != v}
