@@ -25,14 +25,17 @@ async def connect(settings: Settings, role: Literal["worker", "generator"] = "wo
     from .acls import check
     from .clients import preflight
     from .families import STAGES
-    from .topics import all_topics, ensure_topics
+    from .topics import all_topics, ensure_topics, worker_internal_topics
 
     await preflight(settings)
-    # the worker's keyed topics too: a topic that does not exist yet when the group's leader
-    # assigns is left out of the assignment until the next rebalance (Kafka creates none itself)
+    # the worker's keyed and internal topics too: a topic that does not exist yet when the group's
+    # leader assigns is left out of the assignment until the next rebalance, and a changelog Faust
+    # creates a moment before it subscribes can be missing from the broker's metadata then: never
+    # read back (Kafka creates none itself; seen: every restore found 0 keys)
+    internal, compacted, single = worker_internal_topics(settings, (f"{stage}-state" for stage in STAGES))
     names = [settings.topic(t) for t in INPUT_TOPICS] if role == "generator" else [
-        *all_topics(settings), *(settings.topic(f"socialpulse.by-{stage}") for stage in STAGES)]
-    await asyncio.wait_for(ensure_topics(settings, names), 30)
+        *all_topics(settings), *(settings.topic(f"socialpulse.by-{stage}") for stage in STAGES), *internal]
+    await asyncio.wait_for(ensure_topics(settings, names, compacted=compacted, single=single), 60)
     await asyncio.wait_for(check(settings, role), settings.broker_timeout / 1000 + 30)  # (the coordinator waits up to broker_timeout)
 
 

@@ -6,7 +6,10 @@ partition; creating them first keeps every topic at ``PARTITIONS``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import NewTopic
@@ -17,7 +20,7 @@ from schemas.events import INPUT_TOPICS
 from . import clients
 from .settings import Settings
 
-__all__ = ["ensure_topics", "all_topics", "RESULTS", "BREACHES", "DLQ", "OUTPUT_TOPICS", "ACCOUNTS", "COMPACTED"]
+__all__ = ["ensure_topics", "worker_internal_topics", "all_topics", "RESULTS", "BREACHES", "DLQ", "OUTPUT_TOPICS", "ACCOUNTS", "COMPACTED"]
 
 #: the output topics (before TOPIC_PREFIX): the one place their names are written
 RESULTS = "socialpulse.results"
@@ -38,19 +41,33 @@ def all_topics(settings: Settings) -> list[str]:
 _REFUSED = 29
 
 
-async def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
-    """Create ``names`` (default: every topic of ``all_topics``) that do not exist yet. A topic
-    the broker refuses to create stops start-up (``clients.Refused``): a worker without it would
-    only log "Ignoring missing topic" and never read it."""
+def worker_internal_topics(settings: Settings, tables: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    """The topics Faust makes for a worker (each table's changelog, the assignor's leader topic)
+    as (names, compacted, single-partition), so start-up can create them before Faust subscribes:
+    Faust creates them itself just before, and a topic the broker's metadata does not show yet
+    is left out of the subscription ("Ignoring missing topic"), its changelog never read back."""
+    changelogs = [f"{settings.app_id}-{table}-changelog" for table in tables]
+    leader = f"{settings.app_id}-__assignor-__leader"
+    return [*changelogs, leader], changelogs, [leader]
+
+
+async def ensure_topics(settings: Settings, names: list[str] | None = None, compacted: Iterable[str] = (),
+                        single: Iterable[str] = (), visible_within: float = 30.0) -> None:
+    """Create ``names`` (default: every topic of ``all_topics``) that do not exist yet (``compacted``
+    ones compacted, ``single`` ones with one partition), then wait until the broker's metadata
+    shows them. A topic the broker refuses to create stops start-up (``clients.Refused``): a
+    worker without it would only log "Ignoring missing topic" and never read it."""
     admin = clients.admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        compacted = {settings.topic(t) for t in COMPACTED}
+        compact = {settings.topic(t) for t in COMPACTED} | set(compacted)
+        one = set(single)
+        names = all_topics(settings) if names is None else names
         wanted = [
-            NewTopic(name, settings.partitions, settings.replication,
-                     topic_configs={"cleanup.policy": "compact"} if name in compacted else None)
-            for name in (all_topics(settings) if names is None else names)
+            NewTopic(name, 1 if name in one else settings.partitions, settings.replication,
+                     topic_configs={"cleanup.policy": "compact"} if name in compact else None)
+            for name in names
             if name not in existing
         ]
         if wanted:
@@ -60,5 +77,8 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
                     if error == _REFUSED:
                         raise clients.Refused(clients.refused(
                             "CREATE", "topic", topic, settings, "TopicAuthorizationFailed; or create it beforehand"))
+            deadline = time.monotonic() + visible_within
+            while not set(names) <= set(await admin.list_topics()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
     finally:
         await admin.close()

@@ -34,3 +34,26 @@ def test_web_port_can_bind_to_loopback_only(tmp_path, monkeypatch):
     monkeypatch.setenv("SOCIALPULSE_WEB_HOST", "127.0.0.1")
     app = create_app(load_settings())
     assert app.conf.web_bind == "127.0.0.1" and str(app.conf.canonical_url) == "http://127.0.0.1:6066"
+
+
+def test_start_up_creates_the_very_topics_faust_would_create_itself(tmp_path, monkeypatch):
+    """Start-up creates the tables' changelogs and the assignor's leader topic before Faust
+    subscribes (a topic Faust creates a moment before is missing from the metadata then, and its
+    changelog is never read back): their names, partitions and compaction must be Faust's own."""
+    from streams.families import STAGES
+    from streams.pipeline import Pipeline
+    from streams.topics import worker_internal_topics
+
+    monkeypatch.setenv("SOCIALPULSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SOCIALPULSE_APP_ID", "acme.socialpulse")
+    settings = load_settings()
+    app = create_app(settings)
+    pipeline = Pipeline(app, settings)
+    names, compacted, single = worker_internal_topics(settings, (f"{stage}-state" for stage in STAGES))
+    changelogs = {t.changelog_topic.get_topic_name(): t.changelog_topic for t in pipeline.tables.values()}
+    assert set(compacted) == set(changelogs)
+    for topic in changelogs.values():
+        assert topic.partitions == settings.partitions and topic.compacting and not topic.deleting
+    leader = app._leader_assignor._leader_topic  # type: ignore[attr-defined]
+    assert single == [leader.get_topic_name()] and leader.partitions == 1
+    assert set(names) == set(compacted) | set(single)
