@@ -24,7 +24,8 @@ Two things of its per-message data path do not fit a metrics service:
   commit passes them. Records fetched and set aside around a rebalance (a fetch that
   returned after the seek to the committed offsets) made such holes, and their events
   were lost. A lane reads a hole again once, from its start; only a hole Kafka still has
-  then is a gap. A fetch that spans a completed rebalance is set aside whole.
+  then (above the group's committed offset) is a gap. A lane's records in a fetch that
+  spans a completed rebalance are set aside (a changelog's go on to Faust's recovery).
 
 * **Short fetch waits.** A fetch waits at most ``fetch_max_wait_ms`` (100 ms)
   for data, not Faust's fixed 1.5 s: an event crosses two topics.
@@ -124,23 +125,24 @@ class Consumer(driver.Consumer):
         read_offset = self._read_offset
         try:
             while not (self.should_stop or fetcher.should_stop):
-                generation = self.app.consumer_generation_id
+                before = self.app.consumer_generation_id
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if not records or self.should_stop:
                     continue
-                if self.app.consumer_generation_id != generation:
-                    # fetched before a rebalance that completed meanwhile: Faust has since sought each
-                    # partition back to its committed offset. Taken now, their offsets would pass for
-                    # a gap above the seek (acknowledged, committed) and the records between, read
-                    # again next, for already read: lost. They come again from the committed offset.
-                    log.info("records fetched across a rebalance set aside: read again from the committed offsets")
-                    continue
+                generation = self.app.consumer_generation_id
+                # a lane's records fetched before a rebalance that completed meanwhile: Faust has since
+                # sought its partitions back to the committed offsets, and they come again from there
+                # (the hole they leave is read again: ``_refill``). A changelog's go on to Faust's
+                # recovery, which sought them itself and waits for them.
+                spanned = generation != before
                 batches: dict[str, dict[TP, list[Any]]] = defaultdict(dict)
                 for tp, recs in records.items():
                     if not self.flow_active or self.app.consumer_generation_id != generation:
                         break  # a rebalance began: Faust seeks back to the committed offsets
                     lane = lanes.get(tp.topic)
+                    if lane is not None and spanned:
+                        continue
                     # (a lane's partition paused meanwhile, by alignment, is still read: records set aside
                     # here would leave a hole below the next ones, taken for a gap and committed)
                     if lane is None and active is not None and tp not in active and tp not in self._buffered_partitions:
