@@ -49,7 +49,7 @@ from .keyed import (
 from .outputs import Outputs
 from .settings import Settings
 from .topics import ACCOUNTS, DLQ
-from .transport import acknowledged, ebb
+from .transport import acknowledged, ebb, fenced
 from .windows import Mark, WindowSpec
 
 __all__ = ["Pipeline", "StateRecordError", "register_metrics"]
@@ -228,11 +228,17 @@ class Pipeline:
             # Faust committed (``transport``: after a flush the broker acknowledged); what changed
             # since (a tick's decisions) is written too, and acknowledged before the partitions go:
             # their next owner reads the changelog to its end as soon as the group is rebalanced
-            self.flush_state()
-            problem = await acknowledged(self.app)
-            if problem is not None:
-                log.warning("partitions revoked with state records unconfirmed: %s", problem)
-            self.flush_state()  # (a tick that ran meanwhile: no await from here to the revoke)
+            if (quiet := fenced(self.app)) is not None:
+                # lost, not revoked: they were given away while this worker stood still
+                log.warning("partitions lost: membership not confirmed for %.0f s (a stall past the session "
+                            "timeout); their state is not written, their next owner restores it and reads "
+                            "their uncommitted input again", quiet)
+            else:
+                self.flush_state()
+                problem = await acknowledged(self.app)
+                if problem is not None:
+                    log.warning("partitions revoked with state records unconfirmed: %s", problem)
+                self.flush_state()  # (a tick that ran meanwhile: no await from here to the revoke)
             for name, stage in self.stages.items():
                 topic = self.keyed_topics[name].get_topic_name()
                 mine = {tp.partition for tp in revoked if tp.topic == topic}
@@ -472,6 +478,8 @@ class Pipeline:
         page once, one atomic flush per partition (``streams.pages``), one RocksDB write each.
         Called before every offset commit (``transport``), before partitions go, and by the tick
         when no commit flushed for a second (nothing read: the changes of ticks alone)."""
+        if fenced(self.app) is not None:  # (``transport.Membership``: a zombie writes nothing)
+            return
         self._flushed_at = time.monotonic()
         for name, stage in self.stages.items():
             table = self.tables[name]

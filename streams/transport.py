@@ -50,6 +50,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
@@ -59,9 +60,62 @@ from mode.utils.futures import notify
 from . import clients
 from .changelog import send_failures
 
-__all__ = ["App", "Lane", "acknowledged", "ebb"]
+__all__ = ["App", "Lane", "Membership", "acknowledged", "ebb", "fenced"]
 
 log = logging.getLogger("socialpulse")
+
+class Membership:
+    """When the group coordinator last confirmed this worker's membership (a heartbeat it
+    accepted, or a completed join), as seen by aiokafka's coordinator in the consumer thread.
+
+    A worker stopped longer than the session timeout (a long GC pause, a frozen VM, SIGSTOP)
+    has been removed from the group and its partitions given to others, but it wakes up still
+    holding their state and runs on for a moment before a heartbeat tells it so. What it would
+    write then (state flushed by a commit or a revocation) lands in changelogs whose new owner
+    has already restored them, and a later restore mixes the two (seen on Kafka: a slot "written
+    twice"). So while the last confirmation is older than the session timeout the worker writes
+    no state and commits nothing; a revocation then drops its partitions unwritten (their input
+    was not committed: their next owner reads it again)."""
+
+    confirmed_at: float | None = None
+
+    @classmethod
+    def fenced_for(cls, session_timeout_s: float) -> float | None:
+        """Seconds since the last confirmation if that is longer than the session timeout."""
+        at = cls.confirmed_at
+        if at is None:
+            return None
+        quiet = time.monotonic() - at
+        return quiet if quiet > session_timeout_s else None
+
+
+_do_heartbeat = GroupCoordinator._do_heartbeat
+_on_join_complete = GroupCoordinator._on_join_complete
+
+
+async def _confirmed_heartbeat(self: GroupCoordinator) -> Any:
+    ok = await _do_heartbeat(self)
+    if ok:
+        Membership.confirmed_at = time.monotonic()
+    return ok
+
+
+async def _confirmed_join(self: GroupCoordinator, *args: Any, **kwargs: Any) -> Any:
+    result = await _on_join_complete(self, *args, **kwargs)
+    Membership.confirmed_at = time.monotonic()
+    return result
+
+
+GroupCoordinator._do_heartbeat = _confirmed_heartbeat  # type: ignore[method-assign]
+GroupCoordinator._on_join_complete = _confirmed_join  # type: ignore[method-assign]
+
+
+def fenced(app: Any) -> float | None:
+    """Seconds without a confirmed membership, if longer than the session timeout (``Membership``)."""
+    if Membership.confirmed_at is None:  # (not in a group yet, or no group at all)
+        return None
+    return Membership.fenced_for(float(app.conf.broker_session_timeout))
+
 
 #: records waiting in the producer beyond which the consumer reads no more until they went out
 BACKLOG_MESSAGES = 100_000
@@ -266,6 +320,9 @@ class Consumer(driver.Consumer):
         # commit waits for the broker are not covered by its flush, so not by this commit
         offsets = self._filter_committable_offsets(tps)
         if not offsets:
+            return False
+        if (quiet := fenced(self.app)) is not None:
+            log.warning("commit skipped: membership not confirmed for %.0f s (a stall past the session timeout)", quiet)
             return False
         # the state those batches changed is in the stages' record cache: write it now (no
         # await since the offsets were taken, so the flush covers every batch they cover)

@@ -191,3 +191,25 @@ def test_a_hole_above_the_committed_offset_is_read_again_from_the_committed_offs
     c.committed = 60  # someone read and committed up to 59; 60..99 were fetched and set aside
     assert asyncio.run(c._refill(TPA, 33, 100)) is True
     assert c.sought_to == [60]
+
+
+def test_membership_unconfirmed_past_the_session_timeout_fences_state_writes(monkeypatch):
+    """A worker that stood still past its session timeout (SIGSTOP, a frozen VM) has lost its
+    partitions: it neither commits nor writes state until the coordinator confirms it again."""
+    from streams import transport
+
+    clock = [1000.0]
+    monkeypatch.setattr(transport.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(transport.Membership, "confirmed_at", None)
+    app = SimpleNamespace(conf=SimpleNamespace(broker_session_timeout=10.0))
+    assert transport.fenced(app) is None  # never confirmed: not in a group (yet)
+    transport.Membership.confirmed_at = 995.0
+    assert transport.fenced(app) is None  # confirmed 5 s ago
+    clock[0] = 1016.0
+    assert transport.fenced(app) == 21.0  # 21 s without a heartbeat: fenced
+    c = consumer(Producer())
+    c.app.conf = app.conf
+    assert asyncio.run(c._commit_tps({TPA}, False)) is False
+    assert c.app.producer.log == []  # nothing flushed, nothing committed
+    transport.Membership.confirmed_at = 1016.0  # a heartbeat accepted again
+    assert asyncio.run(c._commit_tps({TPA}, False)) is True
