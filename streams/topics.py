@@ -55,7 +55,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
                         single: Iterable[str] = (), visible_within: float = 30.0) -> None:
     """Create ``names`` (default: every topic of ``all_topics``) that do not exist yet (``compacted``
     ones compacted, ``single`` ones with one partition), then wait until the broker's metadata
-    shows them. A topic the broker refuses to create stops start-up (``clients.Refused``): a
+    shows the ones it created. A topic the broker refuses to create stops start-up (``clients.Refused``): a
     worker without it would only log "Ignoring missing topic" and never read it."""
     admin = clients.admin(settings)
     await admin.start()
@@ -77,8 +77,9 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
                     if error == _REFUSED:
                         raise clients.Refused(clients.refused(
                             "CREATE", "topic", topic, settings, "TopicAuthorizationFailed; or create it beforehand"))
-            deadline = time.monotonic() + visible_within
-            while not set(names) <= set(await admin.list_topics()) and time.monotonic() < deadline:
+            # (only what was created here: a principal sees only the topics it may describe)
+            created, deadline = {t.name for t in wanted}, time.monotonic() + visible_within
+            while not created <= set(await admin.list_topics()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
     finally:
         await admin.close()

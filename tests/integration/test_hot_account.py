@@ -8,6 +8,7 @@ and value (``streams/pages.py`` RECORD_MAX)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 
@@ -80,6 +81,11 @@ class Reader:
                     if m.offset() + 1 >= ends[m.partition()][1]:
                         left.discard(m.partition())
             assert not left, f"{topic}: partitions {left} not read to their end"
+            # and on for a moment: Tansu reports the base offset of the newest batch as the end (too low
+            # when it holds several); the results topic never stops growing, so a bounded look
+            settle = time.monotonic() + 3
+            while time.monotonic() < settle and (more := [m for m in consumer.consume(1000, 1.0) if not m.error()]):
+                out.extend(more)
             return out
         finally:
             consumer.close()
@@ -165,8 +171,13 @@ def test_a_very_hot_account_stays_exact_with_every_record_under_the_bound(broker
     agents = {r["agent_id"] for r in results.values() if r["metric"] == "agent_reply_seconds"
               and r["account_id"] == ACCOUNT["account_id"] and r["window"] == "1h" and r["window_start"].startswith(hour)}
     assert len(agents) == AGENTS
-    breaches = latest(reader.read(PREFIX + "socialpulse.reply-breaches"))
-    assert len([b for b in breaches.values() if (b["platform"], b["account_id"]) == tuple(ACCOUNT.values())]) == CONVERSATIONS // 2
+    def hot_breaches() -> int:  # (published by the ticks that judged them: they may trail the results)
+        breaches = latest(reader.read(PREFIX + "socialpulse.reply-breaches"))
+        return len([b for b in breaches.values() if (b["platform"], b["account_id"]) == tuple(ACCOUNT.values())])
+
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: hot_breaches() >= CONVERSATIONS // 2, 30, interval=2, what="every breach published")
+    assert hot_breaches() == CONVERSATIONS // 2
 
     dead = [orjson.loads(m.value()) for m in reader.read(PREFIX + "socialpulse.dlq")]
     (letter,) = [d for d in dead if d.get("raw_truncated")]
