@@ -71,14 +71,18 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, comp
             if name not in existing
         ]
         if wanted:
+            created: set[str] = set()
             with contextlib.suppress(TopicAlreadyExistsError):
                 response: Any = await admin.create_topics(wanted)
                 for topic, error, *_ in getattr(response, "topic_errors", ()):
                     if error == _REFUSED:
                         raise clients.Refused(clients.refused(
                             "CREATE", "topic", topic, settings, "TopicAuthorizationFailed; or create it beforehand"))
-            # (only what was created here: a principal sees only the topics it may describe)
-            created, deadline = {t.name for t in wanted}, time.monotonic() + visible_within
+                    if error == 0:
+                        created.add(topic)
+            # (only what was created here: a principal sees only the topics it may describe, and
+            # one it may not see may well exist: the permission check after this names what it lacks)
+            deadline = time.monotonic() + visible_within
             while not created <= set(await admin.list_topics()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
     finally:
